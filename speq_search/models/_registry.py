@@ -1,0 +1,45 @@
+"""Models by name: ``@register_model("name")`` on a builder, ``create_model(name, ...)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from speq_search.errors import ConfigError
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register_model(name: str, description: str = ""):
+    """Register a builder ``fn(num_classes, in_channels, width, **kwargs) -> nn.Module``."""
+
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _MODELS[name] = fn
+        _DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().splitlines()[0]
+        return fn
+
+    return decorator
+
+
+def list_models() -> dict[str, str]:
+    """``{name: one-line description}`` of every registered model."""
+    return dict(sorted(_DESCRIPTIONS.items()))
+
+
+def create_model(name: str, num_classes: int = 10, in_channels: int = 1, width: float = 1.0, **kwargs) -> nn.Module:
+    """Build the model registered as ``name``; an unknown name lists the known ones."""
+    if name not in _MODELS:
+        raise ConfigError("model", name, " | ".join(sorted(_MODELS)))
+    if not (isinstance(width, (int, float)) and 0 < width <= 16):
+        raise ConfigError("width", width, "a multiplier > 0 and <= 16")
+    try:
+        return _MODELS[name](num_classes=num_classes, in_channels=in_channels, width=float(width), **kwargs)
+    except TypeError as err:  # an unknown architecture keyword
+        raise ConfigError(f"model.{name}", kwargs, f"keywords the builder takes ({err})") from None
+
+
+def scaled(channels: int, width: float, minimum: int = 4) -> int:
+    """Channel count times ``width``, rounded, never below ``minimum``."""
+    return max(minimum, int(round(channels * width)))

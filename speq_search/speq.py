@@ -1,0 +1,148 @@
+"""SPEQ: the stochastic-precision teacher and the distillation loss.
+
+The teacher is the student itself: same weights, but each activation quantizer draws, per
+step, either ``high_bits`` (with probability ``p_high``) or its own target precision.
+See docs in README ("The method") and ``shared/SPEQ.md`` for what is the paper's and what
+is this project's choice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from speq_search.errors import ConfigError
+from speq_search.quant.convert import act_quantizers
+from speq_search.quant.primitives import check_bits
+
+KD_LOSSES = ("cosine", "cosine-logits", "kl")
+TEACHER_BN_MODES = ("batch", "running")
+
+
+@contextlib.contextmanager
+def frozen_state(model: nn.Module, bn_mode: str = "batch") -> Iterator[nn.Module]:
+    """Forward passes inside change no buffer of ``model``.
+
+    In train mode BatchNorm normalises with the batch's statistics (``bn_mode="batch"``) or
+    with its running statistics (``"running"``), and in both cases neither the running
+    statistics nor ``num_batches_tracked`` move.
+    """
+    if bn_mode not in TEACHER_BN_MODES:
+        raise ConfigError("teacher_bn", bn_mode, " | ".join(TEACHER_BN_MODES))
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.track_running_stats) for m in norms]
+    for m in norms:
+        if bn_mode == "running":
+            m.eval()
+        elif m.training:
+            # With no running-stat tracking, train-mode BatchNorm uses batch statistics
+            # and touches no buffer (see torch.nn.modules.batchnorm._BatchNorm.forward).
+            m.track_running_stats = False
+    try:
+        yield model
+    finally:
+        for m, (training, track) in zip(norms, saved):
+            m.train(training)
+            m.track_running_stats = track
+
+
+@contextlib.contextmanager
+def stochastic_precision(
+    model: nn.Module,
+    p_high: float = 0.5,
+    high_bits: int = 8,
+    generator: torch.Generator | None = None,
+    bn_mode: str = "batch",
+) -> Iterator[list[int]]:
+    """Draw one activation precision per quantizer; restore every target on exit.
+
+    On entry each activation quantizer independently takes ``max(target, high_bits)`` with
+    probability ``p_high``, else keeps its target. Forward passes inside use those
+    precisions and change no model state (see :func:`frozen_state`). Yields the drawn bits,
+    one per quantizer, in registration order. Draws come from ``generator`` (CPU), so a
+    seeded generator makes the teacher reproducible.
+    """
+    if not 0.0 <= float(p_high) <= 1.0:
+        raise ConfigError("p_high", p_high, "a probability from 0 to 1")
+    check_bits(high_bits, "high_bits")
+    quantizers = list(act_quantizers(model))
+    targets = [q.bits for q in quantizers]
+    draws = torch.rand(len(quantizers), generator=generator) < p_high
+    drawn = [max(t, high_bits) if hi else t for t, hi in zip(targets, draws.tolist())]
+    try:
+        for q, b in zip(quantizers, drawn):
+            q.bits = b
+        with frozen_state(model, bn_mode):
+            yield drawn
+    finally:
+        for q, t in zip(quantizers, targets):
+            q.bits = t
+
+
+def high_precision(model: nn.Module, high_bits: int, bn_mode: str = "batch"):
+    """Every activation quantizer at ``max(target, high_bits)``: the teacher with ``p_high=1``.
+
+    A diagnostic: distillation can only help where this network beats the student.
+    """
+    return stochastic_precision(model, p_high=1.0, high_bits=high_bits, bn_mode=bn_mode)
+
+
+def teacher_logits(
+    model: nn.Module,
+    x: torch.Tensor,
+    p_high: float,
+    high_bits: int,
+    generator: torch.Generator | None,
+    bn_mode: str = "batch",
+) -> torch.Tensor:
+    """One SPEQ teacher pass: no gradient, a fresh precision draw, no state change."""
+    with torch.no_grad(), stochastic_precision(model, p_high, high_bits, generator, bn_mode):
+        return model(x)
+
+
+def distillation_loss(
+    teacher_logits: torch.Tensor,
+    student_logits: torch.Tensor,
+    kind: str = "cosine",
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Distillation term, averaged over the batch; the teacher is treated as a constant.
+
+    - ``"cosine"``: ``1 - cos(softmax(z_t / T), softmax(z_s / T))`` (SPEQ's loss);
+    - ``"cosine-logits"``: ``1 - cos(z_t, z_s)`` (T has no effect: cosine ignores scale);
+    - ``"kl"``: ``T**2 * KL(softmax(z_t / T) || softmax(z_s / T))`` (Hinton's KD).
+    """
+    if kind not in KD_LOSSES:
+        raise ConfigError("kd_loss", kind, " | ".join(KD_LOSSES))
+    if temperature <= 0:
+        raise ConfigError("temperature", temperature, "a number > 0")
+    zt = teacher_logits.detach()
+    if kind == "cosine-logits":
+        return (1.0 - F.cosine_similarity(zt, student_logits, dim=1)).mean()
+    if kind == "cosine":
+        pt = F.softmax(zt / temperature, dim=1)
+        ps = F.softmax(student_logits / temperature, dim=1)
+        return (1.0 - F.cosine_similarity(pt, ps, dim=1)).mean()
+    log_ps = F.log_softmax(student_logits / temperature, dim=1)
+    log_pt = F.log_softmax(zt / temperature, dim=1)
+    return F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True) * temperature**2
+
+
+def speq_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    targets: torch.Tensor,
+    ce_weight: float = 1.0,
+    kd_weight: float = 1.0,
+    temperature: float = 1.0,
+    kd_loss: str = "cosine",
+) -> torch.Tensor:
+    """``ce_weight * CE(z_s, y) + kd_weight * KD(z_t, z_s)``; no teacher means plain QAT."""
+    loss = ce_weight * F.cross_entropy(student_logits, targets)
+    if teacher_logits is not None and kd_weight != 0:
+        loss = loss + kd_weight * distillation_loss(teacher_logits, student_logits, kd_loss, temperature)
+    return loss

@@ -1,0 +1,454 @@
+"""Training: the full-precision phase (cached) and the quantized phase (QAT, KD or SPEQ).
+
+Knows nothing of Ray or Optuna: the search layer calls :func:`run` with a callback.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import inspect
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from speq_search.config import TrainConfig
+from speq_search.costs import model_costs
+from speq_search.data import Splits, create_dataset, iterate_batches
+from speq_search.errors import ConfigError
+from speq_search.models import create_model
+from speq_search.models._registry import _MODELS
+from speq_search.quant import calibrating, quantize_model
+from speq_search.quant.primitives import FULL_PRECISION
+from speq_search.speq import distillation_loss, high_precision, teacher_logits
+
+CHECKPOINT_FORMAT = "speq-search-checkpoint/1"
+EVAL_BATCH = 1024
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` takes CUDA when present; asking for ``cuda`` without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", name, "cpu | auto (no CUDA device is visible)")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (model initialisation)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_data(cfg: TrainConfig) -> Splits:
+    """The data of ``cfg`` (the fixed split, the training subset)."""
+    d = cfg.data
+    return create_dataset(d.dataset, data_dir=d.data_dir, download=d.download, train_size=d.train_size,
+                          val_fraction=d.val_fraction)
+
+
+def build_model(cfg: TrainConfig, splits: Splits) -> nn.Module:
+    """The float model of ``cfg``, shaped for ``splits``."""
+    kwargs = dict(cfg.model.kwargs)
+    builder = _MODELS.get(cfg.model.name)
+    if builder is not None and "input_size" in inspect.signature(builder).parameters:
+        kwargs.setdefault("input_size", splits.image_size)
+    return create_model(cfg.model.name, num_classes=splits.num_classes, in_channels=splits.in_channels,
+                        width=cfg.model.width, **kwargs)
+
+
+def quantize_for(cfg: TrainConfig, model: nn.Module) -> nn.Module:
+    """Quantize ``model`` in place as ``cfg.quant`` says."""
+    q = cfg.quant
+    return quantize_model(model, w_bits=q.w_bits, a_bits=q.a_bits, overrides=q.overrides,
+                          first_last_bits=q.first_last_bits, input_bits=q.input_bits,
+                          weight_quantizer=q.weight_quantizer, per_channel=q.per_channel)
+
+
+# ----------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(model: nn.Module, split, device: torch.device) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` in eval mode; restores its mode."""
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    for x, y in iterate_batches(split, EVAL_BATCH):
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    model.train(was_training)
+    n = max(len(split), 1)
+    return correct / n, loss_sum / n
+
+
+# ------------------------------------------------------------------------------ optimiser
+def make_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    """Weight decay on conv/linear weights only, not on BatchNorm, biases or learned clips."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() > 1 and not name.endswith(".clip") else no_decay).append(p)
+    o = cfg.optim
+    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if o.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    return torch.optim.SGD(groups, lr=lr, momentum=o.momentum, nesterov=o.momentum > 0)
+
+
+def _epoch(model, splits, optimizer, scheduler, step_fn, generator, batch_size, device, desc, progress):
+    """One pass over the training split; returns summed statistics and step times."""
+    model.train()
+    totals = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "correct": 0, "teacher_correct": 0, "n": 0}
+    times = []
+    batches = iterate_batches(splits.train, batch_size, shuffle=True, generator=generator,
+                              augment=splits.augment, drop_last=True)
+    n_batches = max(len(splits.train) // batch_size, 1)
+    bar = tqdm(batches, total=n_batches, desc=desc, leave=False, disable=not progress, file=sys.stderr)
+    for x, y in bar:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        t0 = time.perf_counter()
+        loss, ce, kd, logits, t_logits = step_fn(x, y)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss.item()} in {desc}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        b = len(y)
+        totals["n"] += b
+        totals["loss"] += loss.item() * b
+        totals["ce"] += ce.item() * b
+        totals["kd"] += kd.item() * b
+        totals["correct"] += (logits.argmax(1) == y).sum().item()
+        if t_logits is not None:
+            totals["teacher_correct"] += (t_logits.argmax(1) == y).sum().item()
+        bar.set_postfix(loss=f"{totals['loss'] / totals['n']:.3f}", acc=f"{totals['correct'] / totals['n']:.3f}")
+    return totals, times
+
+
+def _cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int):
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+
+
+# ------------------------------------------------------------------ full-precision phase
+def fp_cache_key(cfg: TrainConfig) -> str:
+    """What the full-precision model depends on; runs that agree on it share one model."""
+    d, m, o = cfg.data, cfg.model, cfg.optim
+    key = {
+        "dataset": d.dataset, "data_dir": str(Path(d.data_dir).expanduser().resolve()) if d.data_dir else None,
+        "train_size": d.train_size, "val_fraction": d.val_fraction, "batch_size": d.batch_size,
+        "model": m.name, "width": m.width, "kwargs": m.kwargs, "seed": cfg.seed,
+        "fp_epochs": o.fp_epochs, "fp_lr": o.fp_lr, "optimizer": o.optimizer, "momentum": o.momentum,
+        "weight_decay": o.weight_decay,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{d.dataset}-{m.name}-w{m.width:g}-s{cfg.seed}-e{o.fp_epochs}-{digest}"
+
+
+def fp_cache_dir(cfg: TrainConfig) -> Path:
+    """``cfg.fp_cache_dir``, else ``$SPEQ_SEARCH_CACHE/fp``, else ``~/.cache/speq-search/fp``."""
+    if cfg.fp_cache_dir:
+        return Path(cfg.fp_cache_dir).expanduser()
+    root = os.environ.get("SPEQ_SEARCH_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "speq-search") / "fp"
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file, then rename: a crash never leaves half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, field: str = "checkpoint") -> dict:
+    """``torch.load(weights_only=True)`` with a one-line error for a missing or corrupt file."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(field, str(p), "an existing checkpoint file written by speq-search")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, pickle error, wrong file type...
+        raise ConfigError(field, str(p), f"a readable torch checkpoint ({type(err).__name__})") from None
+    if not isinstance(ckpt, dict) or not any(k in ckpt for k in ("model", "best_model", "state_dict")):
+        raise ConfigError(field, str(p), "a checkpoint holding 'model' or 'state_dict' (written by speq-search)")
+    return ckpt
+
+
+def _load_state(model: nn.Module, state: dict, field: str, path: str) -> None:
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()[0][:160]
+        raise ConfigError(field, path, f"a checkpoint of this model and width ({first})") from None
+
+
+def full_precision_model(cfg: TrainConfig, splits: Splits, device: torch.device, log=print) -> tuple[nn.Module, dict]:
+    """The trained float model ``cfg`` starts from: loaded, cached, or trained now and cached."""
+    seed_everything(cfg.seed)
+    model = build_model(cfg, splits).to(device)
+    if cfg.fp_checkpoint:
+        ckpt = load_checkpoint(cfg.fp_checkpoint, "fp_checkpoint")
+        state = ckpt.get("state_dict") or ckpt.get("best_model") or ckpt.get("model")
+        _load_state(model, state, "fp_checkpoint", cfg.fp_checkpoint)
+        return model, _fp_info(model, splits, device, "checkpoint")
+    path = fp_cache_dir(cfg) / f"{fp_cache_key(cfg)}.pt"
+    if path.exists():
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(ckpt["state_dict"])
+            log(f"full-precision model: cached {path}")
+            return model, dict(ckpt["info"], source="cache")
+        except Exception as err:  # a corrupt cache entry is retrained, not fatal
+            log(f"full-precision cache {path} unreadable ({type(err).__name__}); retraining")
+    if cfg.optim.fp_epochs > 0:
+        log(f"full-precision model: training {cfg.optim.fp_epochs} epochs")
+        _train_fp(model, cfg, splits, device)
+    info = _fp_info(model, splits, device, "trained")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save({"format": CHECKPOINT_FORMAT, "state_dict": model.state_dict(), "info": info}, path)
+    return model, info
+
+
+def _fp_info(model, splits, device, source: str) -> dict:
+    val_acc, _ = evaluate(model, splits.val, device)
+    test_acc, _ = evaluate(model, splits.test, device)
+    return {"fp_val_acc": val_acc, "fp_test_acc": test_acc, "source": source}
+
+
+def _train_fp(model: nn.Module, cfg: TrainConfig, splits: Splits, device: torch.device) -> None:
+    generator = torch.Generator().manual_seed(cfg.seed)
+    optimizer = make_optimizer(model, cfg, cfg.optim.fp_lr)
+    steps = cfg.optim.fp_epochs * max(len(splits.train) // cfg.data.batch_size, 1)
+    scheduler = _cosine_schedule(optimizer, steps)
+    zero = torch.zeros((), device=device)
+
+    def step(x, y):
+        logits = model(x)
+        ce = F.cross_entropy(logits, y)
+        return ce, ce, zero, logits, None
+
+    for epoch in range(cfg.optim.fp_epochs):
+        _epoch(model, splits, optimizer, scheduler, step, generator, cfg.data.batch_size, device,
+               f"fp {epoch + 1}/{cfg.optim.fp_epochs}", cfg.progress)
+
+
+# ----------------------------------------------------------------------- quantized phase
+def prepare_student(cfg: TrainConfig, fp_model: nn.Module, splits: Splits, device: torch.device) -> nn.Module:
+    """A copy of the float model, quantized and calibrated (``fp`` method: just the copy)."""
+    student = copy.deepcopy(fp_model)
+    if cfg.speq.method == "fp":
+        return student
+    quantize_for(cfg, student).to(device)
+    student.train()
+    with calibrating(student):
+        # Calibrate on a fixed slice of training data: the run's RNG streams stay untouched.
+        x = splits.train.x[: max(cfg.data.batch_size, 256)].to(device)
+        student(x)
+    return student
+
+
+def run(
+    cfg: TrainConfig,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    callback: Callable[[dict], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Train as ``cfg`` says; write the run folder; return the final metrics.
+
+    ``out_dir`` receives ``config.yaml``, ``metrics.csv`` (a row per epoch), ``metrics.json``
+    and ``checkpoint.pt``. ``resume=True`` continues from ``out_dir/checkpoint.pt``.
+    ``callback(row)`` is called after every epoch (the search layer reports from it).
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    device = resolve_device(cfg.device)
+    splits = load_data(cfg)  # bad data settings fail before anything is written
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt_path = out / "checkpoint.pt" if out else None
+    state = None
+    if out is not None:
+        if resume:
+            if not ckpt_path.exists():
+                raise ConfigError("resume", str(out), "a run folder holding checkpoint.pt")
+            state = load_checkpoint(ckpt_path, "resume")
+        elif (out / "metrics.json").exists() or (ckpt_path and ckpt_path.exists()):
+            raise ConfigError("out", str(out), "a new folder (this one holds a run: add --resume to continue it)")
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.yaml")
+
+    sp = cfg.speq
+    needs_fp = state is None or sp.teacher == "fp"
+    fp_model, fp_info = full_precision_model(cfg, splits, device, log) if needs_fp else (None, state["fp_info"])
+    if state is None:
+        student = prepare_student(cfg, fp_model, splits, device)
+    else:
+        seed_everything(cfg.seed)
+        student = build_model(cfg, splits)
+        if sp.method != "fp":
+            quantize_for(cfg, student)
+        _load_state(student, state["model"], "resume", str(ckpt_path))
+        student.to(device)
+    if fp_model is not None:
+        fp_model.eval()
+
+    generator = torch.Generator().manual_seed(cfg.seed + 1)
+    teacher_gen = torch.Generator().manual_seed(cfg.seed + 2)
+    optimizer = make_optimizer(student, cfg, cfg.optim.lr)
+    steps_per_epoch = max(len(splits.train) // cfg.data.batch_size, 1)
+    scheduler = _cosine_schedule(optimizer, cfg.optim.epochs * steps_per_epoch)
+    history: list[dict] = []
+    best = {"epoch": 0, "val_acc": -1.0, "state": None, "row": None}
+    start_epoch = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["rng"]["data"])
+        teacher_gen.set_state(state["rng"]["teacher"])
+        history = list(state["history"])
+        best = dict(state["best"], state=state["best_model"])
+        start_epoch = int(state["epoch"])
+        log(f"resuming {out} after epoch {start_epoch}")
+
+    kd_kind = sp.resolved_kd_loss
+    teacher = sp.teacher
+    quantized = sp.method != "fp"
+    zero = torch.zeros((), device=device)
+
+    def step(x, y):
+        t_logits = None
+        if teacher == "self":
+            t_logits = teacher_logits(student, x, sp.p_high, sp.high_bits, teacher_gen, sp.teacher_bn)
+        elif teacher == "fp":
+            with torch.no_grad():
+                t_logits = fp_model(x)
+        logits = student(x)
+        ce = F.cross_entropy(logits, y)
+        kd = distillation_loss(t_logits, logits, kd_kind, sp.temperature) if t_logits is not None else zero
+        loss = sp.ce_weight * ce + (sp.kd_weight * kd if t_logits is not None else 0.0)
+        return loss, ce, kd, logits, t_logits
+
+    example = splits.train.x[:1].to(device)
+    all_times: list[float] = list(state.get("step_times", [])) if state else []
+    t_run = time.perf_counter()
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        t0 = time.perf_counter()
+        totals, times = _epoch(student, splits, optimizer, scheduler, step, generator, cfg.data.batch_size,
+                               device, f"{sp.method} {epoch + 1}/{cfg.optim.epochs}", cfg.progress)
+        all_times.extend(times)
+        val_acc, val_loss = evaluate(student, splits.val, device)
+        test_acc, _ = evaluate(student, splits.test, device)
+        high_val_acc = float("nan")
+        if quantized:
+            with high_precision(student, sp.high_bits):
+                high_val_acc, _ = evaluate(student, splits.val, device)
+        n = max(totals["n"], 1)
+        row = {
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": totals["loss"] / n,
+            "train_ce": totals["ce"] / n,
+            "train_kd": totals["kd"] / n,
+            "train_acc": totals["correct"] / n,
+            "teacher_train_acc": totals["teacher_correct"] / n if teacher else float("nan"),
+            "val_acc": val_acc,
+            "val_loss": val_loss,
+            "high_val_acc": high_val_acc,
+            "test_acc": test_acc,
+            "epoch_time_s": time.perf_counter() - t0,
+            "step_time_s": statistics.median(times) if times else float("nan"),
+        }
+        history.append(row)
+        if val_acc > best["val_acc"]:  # ties keep the earlier epoch; the test split never chooses
+            best = {"epoch": epoch + 1, "val_acc": val_acc, "state": copy.deepcopy(student.state_dict()), "row": row}
+        log(f"epoch {epoch + 1}/{cfg.optim.epochs}  loss {row['train_loss']:.4f}  train {row['train_acc']:.4f}  "
+            f"val {val_acc:.4f}  test {test_acc:.4f}"
+            + (f"  high-bits val {high_val_acc:.4f}" if quantized else "")
+            + (f"  teacher train {row['teacher_train_acc']:.4f}" if teacher else ""))
+        if out is not None:
+            _write_history(out / "metrics.csv", history)
+            atomic_torch_save({
+                "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "config": cfg.to_dict(),
+                "model": student.state_dict(), "best_model": best["state"], "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "history": history, "fp_info": fp_info,
+                "best": {k: v for k, v in best.items() if k != "state"}, "step_times": all_times,
+                "rng": {"data": generator.get_state(), "teacher": teacher_gen.get_state()},
+            }, ckpt_path)
+        if callback is not None:
+            callback(dict(row, **_final_metrics(cfg, student, best, example, fp_info, all_times, history,
+                                                time.perf_counter() - t_run)))
+
+    student.load_state_dict(best["state"])
+    metrics = _final_metrics(cfg, student, best, example, fp_info, all_times, history, time.perf_counter() - t_run)
+    if out is not None:
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log("result: " + ", ".join(f"{k}={metrics[k]}" for k in ("method", "val_acc", "test_acc", "avg_w_bits",
+                                                              "avg_a_bits", "size_bytes", "bitops")))
+    return metrics
+
+
+def _final_metrics(cfg, model, best, example, fp_info, step_times, history, train_time_s) -> dict:
+    """Metrics of the selected (best validation) epoch and the model's costs."""
+    costs = model_costs(model, example).as_dict()
+    row = best["row"] or {}
+    return {
+        "method": cfg.speq.method,
+        "w_bits": cfg.quant.w_bits if cfg.speq.method != "fp" else FULL_PRECISION,
+        "a_bits": cfg.quant.a_bits if cfg.speq.method != "fp" else FULL_PRECISION,
+        "val_acc": row.get("val_acc", float("nan")),
+        "test_acc": row.get("test_acc", float("nan")),
+        "high_val_acc": row.get("high_val_acc", float("nan")),
+        "best_epoch": best["epoch"],
+        "epochs": len(history),
+        **costs,
+        "step_time_s": statistics.median(step_times) if step_times else float("nan"),
+        "train_time_s": round(train_time_s, 3),
+        "fp_val_acc": fp_info.get("fp_val_acc", float("nan")),
+        "fp_test_acc": fp_info.get("fp_test_acc", float("nan")),
+    }
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
+
+
+def load_trained(run_dir: str | Path) -> nn.Module:
+    """The selected model of a finished run folder, rebuilt from its config and checkpoint."""
+    run_dir = Path(run_dir)
+    cfg = TrainConfig.load(run_dir / "config.yaml")
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    splits = load_data(cfg)
+    model = build_model(cfg, splits)
+    if cfg.speq.method != "fp":
+        quantize_for(cfg, model)
+    _load_state(model, ckpt.get("best_model") or ckpt["model"], "checkpoint", str(run_dir / "checkpoint.pt"))
+    return model.eval()
+

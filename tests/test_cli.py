@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from speq_search.cli import main
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--w-bits", "0"], "quant.w_bits"),
+    (["--w-bits", "9"], "quant.w_bits"),
+    (["--a-bits", "1"], "quant.a_bits"),
+    (["--high-bits", "12"], "speq.high_bits"),
+    (["--p-high", "1.5"], "speq.p_high"),
+    (["--model", "vgg16"], "model.name"),
+    (["--method", "magic"], "speq.method"),
+    (["--dataset", "mnist", "--data-dir", "/no/such/folder"], "data_dir"),
+    (["--config", "/no/such/config.yaml"], "config"),
+    (["--set", "optim.epochz=3"], "optim.epochz"),
+    (["--set", "optim.epochs=0"], "optim.epochs"),
+    (["--device", "tpu"], "device"),
+])
+def test_bad_input_is_one_line_naming_the_field_and_exit_2(tmp_path, capsys, args, field):
+    assert main(["train", "--out", str(tmp_path / "r"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"error: {field}:" in err and "accepted:" in err
+    assert not (tmp_path / "r").exists()  # nothing half-written
+
+
+def test_unreadable_config_file(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("quant: [unclosed")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    assert "config" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_on_resume(tmp_path, capsys, tiny_cfg):
+    from speq_search import run_training as train
+
+    train(tiny_cfg, tmp_path / "r", log=lambda m: None)
+    (tmp_path / "r" / "checkpoint.pt").write_bytes(b"\x00" * 10)
+    assert main(["train", "--out", str(tmp_path / "r"), "--resume"]) == 2
+    assert "resume" in capsys.readouterr().err
+    assert (tmp_path / "r" / "metrics.json").exists()  # earlier results kept
+
+
+def test_usage_errors_are_one_line_with_exit_2():
+    proc = subprocess.run([sys.executable, "-m", "speq_search.cli", "train", "--out", "x", "--w-bits", "abc"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "--w-bits" in proc.stderr
+
+
+def test_listings_and_help(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("mlp", "cnn-small", "resnet20", "mobilenetv2"))
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    assert "train" in capsys.readouterr().out
+
+
+def test_set_accepts_yaml_values_for_overrides(tmp_path):
+    rc = main(["train", "--out", str(tmp_path / "r"), "--epochs", "1", "--fp-epochs", "1", "--quiet",
+               "--set", "quant.overrides={features.4: {w_bits: 4}}", "--set", "model.width=0.5"])
+    assert rc == 0
+    import yaml
+
+    cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert cfg["quant"]["overrides"] == {"features.4": {"w_bits": 4}}

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+import speq_search.train as train_module
+from speq_search import TrainConfig, load_trained
+from speq_search import run_training as train
+from speq_search.cli import main
+from speq_search.errors import ConfigError
+from speq_search.train import TrainingDiverged, evaluate, fp_cache_dir, load_data
+
+COST_KEYS = {"val_acc", "test_acc", "avg_w_bits", "avg_a_bits", "size_bytes", "bitops", "step_time_s", "method"}
+
+
+def test_cli_train_writes_the_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "--out", str(out), "--epochs", "2", "--fp-epochs", "2", "--width", "0.5",
+               "--w-bits", "2", "--a-bits", "2", "--quiet"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert COST_KEYS <= metrics.keys()
+    assert metrics["method"] == "speq" and metrics["epochs"] == 2
+    assert 0.5 < metrics["test_acc"] <= 1.0  # 2-bit digits model learned something
+    assert 2 <= metrics["avg_w_bits"] < 8 and metrics["bitops"] > 0
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"teacher_train_acc", "high_val_acc", "val_acc", "test_acc", "train_kd"} <= rows[0].keys()
+    best = max(rows, key=lambda r: float(r["val_acc"]))
+    assert metrics["val_acc"] == pytest.approx(float(best["val_acc"]))  # selected on validation only
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and "best_model" in ckpt
+    cfg = TrainConfig.load(out / "config.yaml")
+    assert cfg.quant.w_bits == 2 and cfg.optim.epochs == 2
+    model = load_trained(out)
+    val_acc, _ = evaluate(model, load_data(cfg).val, torch.device("cpu"))
+    assert val_acc == pytest.approx(metrics["val_acc"])
+
+
+def test_config_yaml_repeats_the_run(tmp_path, tiny_cfg):
+    first = train(tiny_cfg, tmp_path / "a", log=lambda m: None)
+    assert main(["train", "--config", str(tmp_path / "a" / "config.yaml"), "--out", str(tmp_path / "b")]) == 0
+    second = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    for key in ("val_acc", "test_acc", "bitops", "size_bytes"):
+        assert second[key] == first[key]
+
+
+def test_full_precision_model_is_trained_once_and_reused(tmp_path, tiny_cfg):
+    cfg = tiny_cfg.replace(fp_cache_dir=str(tmp_path / "fp"))
+    logs: list[str] = []
+    train(cfg, tmp_path / "a", log=logs.append)
+    train(cfg.replace(**{"speq.method": "qat"}), tmp_path / "b", log=logs.append)
+    assert sum("training" in m for m in logs if m.startswith("full-precision")) == 1
+    assert sum("cached" in m for m in logs) == 1
+    assert len(list(fp_cache_dir(cfg).glob("*.pt"))) == 1
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_cfg):
+    cfg = tiny_cfg.replace(**{"optim.epochs": 3})
+    full = train(cfg, tmp_path / "full", log=lambda m: None)
+
+    def stop_after_first(row):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", callback=stop_after_first, log=lambda m: None)
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    assert main(["train", "--out", str(tmp_path / "cut"), "--resume"]) == 0
+    resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    for key in ("val_acc", "test_acc", "best_epoch", "epochs"):
+        assert resumed[key] == full[key]
+    rows = list(csv.DictReader(open(tmp_path / "cut" / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("method", ["fp", "qat", "kd-kl", "kd-fp"])
+def test_every_method_trains(tmp_path, tiny_cfg, method):
+    metrics = train(tiny_cfg.replace(**{"speq.method": method}), tmp_path / method, log=lambda m: None)
+    assert metrics["method"] == method
+    assert metrics["test_acc"] > 0.3
+    if method == "fp":
+        assert metrics["avg_w_bits"] == 32 and metrics["avg_a_bits"] == 32
+    else:
+        assert metrics["avg_w_bits"] < 8
+
+
+def test_kd_weight_zero_is_plain_qat(tmp_path, tiny_cfg):
+    qat = train(tiny_cfg.replace(**{"speq.method": "qat"}), tmp_path / "q", log=lambda m: None)
+    zero = train(tiny_cfg.replace(**{"speq.kd_weight": 0.0}), tmp_path / "z", log=lambda m: None)
+    assert zero["val_acc"] == qat["val_acc"] and zero["test_acc"] == qat["test_acc"]
+
+
+def test_nan_loss_raises_training_diverged(tmp_path, tiny_cfg, monkeypatch):
+    real = train_module.F.cross_entropy
+    monkeypatch.setattr(train_module.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(TrainingDiverged, match="nan"):
+        train(tiny_cfg.replace(fp_cache_dir=str(tmp_path / "fresh")), tmp_path / "nan", log=lambda m: None)
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path, tiny_cfg):
+    train(tiny_cfg, tmp_path / "r", log=lambda m: None)
+    before = (tmp_path / "r" / "metrics.json").read_text()
+    with pytest.raises(ConfigError, match="--resume"):
+        train(tiny_cfg, tmp_path / "r", log=lambda m: None)
+    assert (tmp_path / "r" / "metrics.json").read_text() == before
+
+
+def test_fp_checkpoint_is_used_and_a_corrupt_one_refused(tmp_path, tiny_cfg):
+    fp = train(tiny_cfg.replace(**{"speq.method": "fp"}), tmp_path / "fp", log=lambda m: None)
+    ckpt = tmp_path / "fp" / "checkpoint.pt"
+    logs: list[str] = []
+    train(tiny_cfg.replace(fp_checkpoint=str(ckpt)), tmp_path / "q", log=logs.append)
+    assert not any(m.startswith("full-precision") for m in logs)
+    assert fp["test_acc"] > 0.3
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ConfigError, match="fp_checkpoint"):
+        train(tiny_cfg.replace(fp_checkpoint=str(bad)), tmp_path / "x", log=lambda m: None)
+    other = tiny_cfg.replace(**{"model.name": "mlp", "fp_checkpoint": str(ckpt)})
+    with pytest.raises(ConfigError, match="fp_checkpoint"):
+        train(other, tmp_path / "y", log=lambda m: None)
