@@ -33,7 +33,7 @@ from speq_search.models import create_model
 from speq_search.models._registry import _MODELS
 from speq_search.quant import calibrating, quantize_model
 from speq_search.quant.primitives import FULL_PRECISION
-from speq_search.speq import distillation_loss, high_precision, teacher_logits
+from speq_search.speq import distillation_loss, frozen_state, high_precision, teacher_logits
 
 CHECKPOINT_FORMAT = "speq-search-checkpoint/1"
 EVAL_BATCH = 1024
@@ -86,16 +86,23 @@ def quantize_for(cfg: TrainConfig, model: nn.Module) -> nn.Module:
 
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate(model: nn.Module, split, device: torch.device) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of ``model`` in eval mode; restores its mode."""
+def evaluate(model: nn.Module, split, device: torch.device, batch_stats: bool = False) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model``; restores its mode.
+
+    By default in eval mode (BatchNorm running statistics). ``batch_stats=True`` normalises
+    with each evaluation batch's statistics and changes no state: that is how the SPEQ
+    teacher sees the network during training, whose precision the running statistics
+    (collected at the student's precision) do not match.
+    """
     was_training = model.training
-    model.eval()
+    model.train(batch_stats)
     correct, loss_sum = 0, 0.0
-    for x, y in iterate_batches(split, EVAL_BATCH):
-        x, y = x.to(device), y.to(device)
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+    with frozen_state(model, "batch"):
+        for x, y in iterate_batches(split, EVAL_BATCH):
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
     model.train(was_training)
     n = max(len(split), 1)
     return correct / n, loss_sum / n
@@ -271,6 +278,37 @@ def prepare_student(cfg: TrainConfig, fp_model: nn.Module, splits: Splits, devic
     return student
 
 
+def make_step(cfg: TrainConfig, student: nn.Module, fp_model: nn.Module | None,
+              teacher_gen: torch.Generator, device: torch.device) -> Callable:
+    """The forward part of one training step of ``cfg.speq.method``.
+
+    Returns ``step(x, y) -> (loss, ce, kd, student_logits, teacher_logits or None)``; the
+    caller runs backward and the optimiser. The SPEQ teacher pass comes first, under
+    ``no_grad`` and with a fresh precision draw; ``kd-fp`` uses ``fp_model`` as teacher.
+    """
+    sp = cfg.speq
+    kd_kind = sp.resolved_kd_loss
+    teacher = sp.teacher
+    zero = torch.zeros((), device=device)
+    if teacher == "fp" and fp_model is None:
+        raise ValueError("method kd-fp needs the full-precision model")
+
+    def step(x, y):
+        t_logits = None
+        if teacher == "self":
+            t_logits = teacher_logits(student, x, sp.p_high, sp.high_bits, teacher_gen, sp.teacher_bn)
+        elif teacher == "fp":
+            with torch.no_grad():
+                t_logits = fp_model(x)
+        logits = student(x)
+        ce = F.cross_entropy(logits, y)
+        kd = distillation_loss(t_logits, logits, kd_kind, sp.temperature) if t_logits is not None else zero
+        loss = sp.ce_weight * ce + (sp.kd_weight * kd if t_logits is not None else 0.0)
+        return loss, ce, kd, logits, t_logits
+
+    return step
+
+
 def run(
     cfg: TrainConfig,
     out_dir: str | Path | None = None,
@@ -333,23 +371,8 @@ def run(
         start_epoch = int(state["epoch"])
         log(f"resuming {out} after epoch {start_epoch}")
 
-    kd_kind = sp.resolved_kd_loss
-    teacher = sp.teacher
     quantized = sp.method != "fp"
-    zero = torch.zeros((), device=device)
-
-    def step(x, y):
-        t_logits = None
-        if teacher == "self":
-            t_logits = teacher_logits(student, x, sp.p_high, sp.high_bits, teacher_gen, sp.teacher_bn)
-        elif teacher == "fp":
-            with torch.no_grad():
-                t_logits = fp_model(x)
-        logits = student(x)
-        ce = F.cross_entropy(logits, y)
-        kd = distillation_loss(t_logits, logits, kd_kind, sp.temperature) if t_logits is not None else zero
-        loss = sp.ce_weight * ce + (sp.kd_weight * kd if t_logits is not None else 0.0)
-        return loss, ce, kd, logits, t_logits
+    step = make_step(cfg, student, fp_model, teacher_gen, device)
 
     example = splits.train.x[:1].to(device)
     all_times: list[float] = list(state.get("step_times", [])) if state else []
@@ -360,11 +383,10 @@ def run(
                                device, f"{sp.method} {epoch + 1}/{cfg.optim.epochs}", cfg.progress)
         all_times.extend(times)
         val_acc, val_loss = evaluate(student, splits.val, device)
-        test_acc, _ = evaluate(student, splits.test, device)
         high_val_acc = float("nan")
         if quantized:
             with high_precision(student, sp.high_bits):
-                high_val_acc, _ = evaluate(student, splits.val, device)
+                high_val_acc, _ = evaluate(student, splits.val, device, batch_stats=sp.teacher_bn == "batch")
         n = max(totals["n"], 1)
         row = {
             "epoch": epoch + 1,
@@ -373,11 +395,10 @@ def run(
             "train_ce": totals["ce"] / n,
             "train_kd": totals["kd"] / n,
             "train_acc": totals["correct"] / n,
-            "teacher_train_acc": totals["teacher_correct"] / n if teacher else float("nan"),
+            "teacher_train_acc": totals["teacher_correct"] / n if sp.teacher else float("nan"),
             "val_acc": val_acc,
             "val_loss": val_loss,
             "high_val_acc": high_val_acc,
-            "test_acc": test_acc,
             "epoch_time_s": time.perf_counter() - t0,
             "step_time_s": statistics.median(times) if times else float("nan"),
         }
@@ -385,9 +406,9 @@ def run(
         if val_acc > best["val_acc"]:  # ties keep the earlier epoch; the test split never chooses
             best = {"epoch": epoch + 1, "val_acc": val_acc, "state": copy.deepcopy(student.state_dict()), "row": row}
         log(f"epoch {epoch + 1}/{cfg.optim.epochs}  loss {row['train_loss']:.4f}  train {row['train_acc']:.4f}  "
-            f"val {val_acc:.4f}  test {test_acc:.4f}"
+            f"val {val_acc:.4f}"
             + (f"  high-bits val {high_val_acc:.4f}" if quantized else "")
-            + (f"  teacher train {row['teacher_train_acc']:.4f}" if teacher else ""))
+            + (f"  teacher train {row['teacher_train_acc']:.4f}" if sp.teacher else ""))
         if out is not None:
             _write_history(out / "metrics.csv", history)
             atomic_torch_save({
@@ -397,12 +418,15 @@ def run(
                 "best": {k: v for k, v in best.items() if k != "state"}, "step_times": all_times,
                 "rng": {"data": generator.get_state(), "teacher": teacher_gen.get_state()},
             }, ckpt_path)
-        if callback is not None:
-            callback(dict(row, **_final_metrics(cfg, student, best, example, fp_info, all_times, history,
-                                                time.perf_counter() - t_run)))
+        if callback is not None and epoch + 1 < cfg.optim.epochs:
+            callback(dict(row, **_costs_now(cfg, student, best, example, fp_info, all_times, history, t_run)))
 
     student.load_state_dict(best["state"])
-    metrics = _final_metrics(cfg, student, best, example, fp_info, all_times, history, time.perf_counter() - t_run)
+    metrics = _costs_now(cfg, student, best, example, fp_info, all_times, history, t_run)
+    # The test split is evaluated once, on the model the validation split chose.
+    metrics["test_acc"], _ = evaluate(student, splits.test, device)
+    if callback is not None:
+        callback(dict(history[-1], **metrics))
     if out is not None:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log("result: " + ", ".join(f"{k}={metrics[k]}" for k in ("method", "val_acc", "test_acc", "avg_w_bits",
@@ -410,16 +434,17 @@ def run(
     return metrics
 
 
-def _final_metrics(cfg, model, best, example, fp_info, step_times, history, train_time_s) -> dict:
-    """Metrics of the selected (best validation) epoch and the model's costs."""
+def _costs_now(cfg, model, best, example, fp_info, step_times, history, t_run) -> dict:
+    """Metrics of the selected (best validation) epoch and the model's costs; no test accuracy yet."""
     costs = model_costs(model, example).as_dict()
     row = best["row"] or {}
+    train_time_s = time.perf_counter() - t_run
     return {
         "method": cfg.speq.method,
         "w_bits": cfg.quant.w_bits if cfg.speq.method != "fp" else FULL_PRECISION,
         "a_bits": cfg.quant.a_bits if cfg.speq.method != "fp" else FULL_PRECISION,
         "val_acc": row.get("val_acc", float("nan")),
-        "test_acc": row.get("test_acc", float("nan")),
+        "test_acc": float("nan"),
         "high_val_acc": row.get("high_val_acc", float("nan")),
         "best_epoch": best["epoch"],
         "epochs": len(history),

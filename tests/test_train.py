@@ -28,7 +28,8 @@ def test_cli_train_writes_the_run_folder(tmp_path, capsys):
     assert 2 <= metrics["avg_w_bits"] < 8 and metrics["bitops"] > 0
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    assert {"teacher_train_acc", "high_val_acc", "val_acc", "test_acc", "train_kd"} <= rows[0].keys()
+    assert {"teacher_train_acc", "high_val_acc", "val_acc", "train_kd"} <= rows[0].keys()
+    assert "test_acc" not in rows[0]  # the test split is not looked at while training
     best = max(rows, key=lambda r: float(r["val_acc"]))
     assert metrics["val_acc"] == pytest.approx(float(best["val_acc"]))  # selected on validation only
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
