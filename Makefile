@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/speq-search train --out runs/demo-$$(date +%Y%m%d-%H%M%S) --epochs 10
+	$(BIN)/speq-search run default
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -35,6 +35,8 @@ data: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_step.py
 	$(BIN)/python benchmarks/bench_methods.py --quick
+	$(BIN)/python benchmarks/bench_search.py
+	$(BIN)/python benchmarks/bench_search_quality.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -92,6 +92,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    run = sub.add_parser("run", help="multi-objective search over bits and SPEQ settings (Ray Tune + Optuna)",
+                         description="Search a space file with Ray Tune and an Optuna sampler. Writes RUN_DIR = "
+                         "OUT_DIR/NAME: trials.csv, pareto.csv, summary.json, pareto.html, study.db, space.yaml "
+                         "and the Ray experiment.")
+    run.add_argument("space", nargs="?", help="space file, or a shipped space's name (default: default)")
+    run.add_argument("--name", help="run folder name (default: <space>-<timestamp>)")
+    run.add_argument("--out-dir", default="runs", help="where run folders go (default: runs)")
+    run.add_argument("--num-samples", type=int, help="number of trials")
+    run.add_argument("--max-concurrent", type=int, help="trials at a time")
+    run.add_argument("--sampler", help="tpe | nsga2 | random | grid")
+    run.add_argument("--scheduler", help="fifo | asha")
+    run.add_argument("--seed", type=int, help="sampler seed")
+    run.add_argument("--cpus-per-trial", type=float, help="CPUs each trial holds (also its torch threads)")
+    run.add_argument("--gpus-per-trial", type=float, help="GPUs each trial holds, e.g. 0.25")
+    run.add_argument("--max-failures", type=int, help="stop after more failed trials than this")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a field of the space file, e.g. train.epochs=2 or search.num_samples=8")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted search")
+    run.add_argument("--address", help="an existing Ray cluster: auto or ray://host:port")
+    run.add_argument("--storage-path", help="where Ray keeps the experiment (shared folder or cloud URL on a cluster)")
+    run.add_argument("--verbose", action="store_true", help="show Ray's logs and each trial's epochs")
+
+    sub.add_parser("spaces", help="list the shipped search spaces")
     sub.add_parser("models", help="list the registered models")
     sub.add_parser("datasets", help="list the registered data sets")
     return parser
@@ -120,6 +143,53 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+_RUN_FLAGS = {"num_samples": "search.num_samples", "max_concurrent": "search.max_concurrent",
+              "sampler": "search.sampler", "scheduler": "search.scheduler", "seed": "search.seed",
+              "cpus_per_trial": "search.cpus_per_trial", "gpus_per_trial": "search.gpus_per_trial",
+              "max_failures": "search.max_failures"}
+
+
+def _run(args: argparse.Namespace) -> int:
+    import time
+
+    from speq_search.search import RunOptions, resume_search, run_search
+    from speq_search.spaces import load_space
+
+    opts = RunOptions(address=args.address, storage_path=args.storage_path, verbose=args.verbose)
+    if args.resume:
+        summary = resume_search(args.resume, opts)
+    else:
+        overrides = {key: getattr(args, flag) for flag, key in _RUN_FLAGS.items() if getattr(args, flag) is not None}
+        overrides.update(_parse_set(args.set))
+        spec = load_space(args.space, overrides)
+        name = args.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        summary = run_search(spec, Path(args.out_dir) / name, opts)
+    _print_front(summary)
+    return 0
+
+
+def _print_front(summary: dict) -> None:
+    import pandas as pd
+
+    run_dir = Path(summary["run_dir"])
+    front = pd.read_csv(run_dir / "pareto.csv") if (run_dir / "pareto.csv").stat().st_size > 1 else pd.DataFrame()
+    objectives = [o["metric"] for o in summary["objectives"]]
+    print(f"\n{summary['n_completed']} completed, {summary['n_failed']} failed, {summary['n_stopped']} stopped early "
+          f"of {summary['n_trials']} trials; hypervolume {summary['hypervolume']:.4f}")
+    if len(front):
+        skip = {"status", "trial_dir", "error", "full_fidelity", "epochs_total", "wall_time_s", "macs", "params",
+                "fp_val_acc", "fp_test_acc", "high_val_acc", "val_loss", "best_epoch", "train_time_s"}
+        cols = [c for c in front.columns if c not in skip and front[c].notna().any()]
+        cols = objectives + [c for c in cols if c not in objectives]
+        print(f"Pareto front ({len(front)} points):")
+        print(front[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"\nwrote {run_dir}/ (trials.csv, pareto.csv, summary.json, pareto.html, study.db)")
+    if summary.get("figure_note"):
+        print(summary["figure_note"])
+    if summary.get("interrupted"):
+        print(f"the search did not finish; continue it with: speq-search run --resume {run_dir}")
+
+
 def _listing(entries: dict[str, str]) -> int:
     width = max(len(k) for k in entries)
     for name, desc in entries.items():
@@ -137,6 +207,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "spaces":
+            from speq_search.spaces import shipped_spaces
+
+            return _listing(shipped_spaces())
         if args.command == "models":
             from speq_search.models import list_models
 

@@ -97,8 +97,10 @@ def evaluate(model: nn.Module, split, device: torch.device, batch_stats: bool = 
     was_training = model.training
     model.train(batch_stats)
     correct, loss_sum = 0, 0.0
+    # Batch statistics need batches that mix the classes, whatever order the split is in.
+    order = torch.Generator().manual_seed(0) if batch_stats else None
     with frozen_state(model, "batch"):
-        for x, y in iterate_batches(split, EVAL_BATCH):
+        for x, y in iterate_batches(split, EVAL_BATCH, shuffle=batch_stats, generator=order):
             x, y = x.to(device), y.to(device)
             logits = model(x)
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
@@ -162,10 +164,25 @@ def _cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int):
 
 
 # ------------------------------------------------------------------ full-precision phase
-def fp_cache_key(cfg: TrainConfig) -> str:
+def data_fingerprint(splits: Splits) -> str:
+    """A cheap hash of the training split's contents (every label, a sample of the pixels).
+
+    Part of the FP cache key, so that files rewritten in the same folder never meet a model
+    trained on their old contents (whose training images may now be test images).
+    """
+    h = hashlib.sha256()
+    x = splits.train.x
+    h.update(str(tuple(x.shape)).encode())
+    h.update(splits.train.y.numpy().tobytes())
+    h.update(x.flatten()[:: max(x.numel() // 100_000, 1)].numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def fp_cache_key(cfg: TrainConfig, splits: Splits) -> str:
     """What the full-precision model depends on; runs that agree on it share one model."""
     d, m, o = cfg.data, cfg.model, cfg.optim
     key = {
+        "data": data_fingerprint(splits),
         "dataset": d.dataset, "data_dir": str(Path(d.data_dir).expanduser().resolve()) if d.data_dir else None,
         "train_size": d.train_size, "val_fraction": d.val_fraction, "batch_size": d.batch_size,
         "model": m.name, "width": m.width, "kwargs": m.kwargs, "seed": cfg.seed,
@@ -222,7 +239,7 @@ def full_precision_model(cfg: TrainConfig, splits: Splits, device: torch.device,
         state = ckpt.get("state_dict") or ckpt.get("best_model") or ckpt.get("model")
         _load_state(model, state, "fp_checkpoint", cfg.fp_checkpoint)
         return model, _fp_info(model, splits, device, "checkpoint")
-    path = fp_cache_dir(cfg) / f"{fp_cache_key(cfg)}.pt"
+    path = fp_cache_dir(cfg) / f"{fp_cache_key(cfg, splits)}.pt"
     if path.exists():
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)

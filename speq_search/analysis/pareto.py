@@ -1,0 +1,116 @@
+"""Pareto fronts and hypervolume for any mix of max/min objectives. Pure numpy; no plotting.
+
+Dominance is tested on values turned into "minimise" form. A point is on the front when no
+other point is at least as good in every objective and better in one: duplicates do not
+dominate each other, so both copies of a tied point stay on the front; rows with a NaN in
+any objective are never on it.
+
+Reference-point rule (also what ``summary.json`` reports). Every objective is mapped to a
+"loss" in which 0 is ideal and 1 is the reference point:
+
+- accuracy metrics (``*_acc``, in [0, 1], maximised): ``1 - acc`` (reference: accuracy 0);
+- bit metrics (``avg_bits``, ``avg_w_bits``, ``avg_a_bits``): ``bits / 32`` (reference: full precision);
+- model costs (``size_bytes``, ``bitops``, ``macs``, ``params``): the value divided by the value of
+  the same architecture at full precision (reference: the float model);
+- anything else: the value divided by 1.1 times the largest value among the points given.
+
+The hypervolume is then the volume dominated by the front inside the unit box: 1.0 would be
+perfect accuracy at no cost. Points outside the box add nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+BIT_METRICS = ("avg_bits", "avg_w_bits", "avg_a_bits")
+MODEL_COST_METRICS = ("size_bytes", "bitops", "macs", "params")
+
+
+def to_minimization(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
+    """Negate the columns whose mode is ``max``."""
+    values = np.asarray(values, dtype=float)
+    sign = np.array([-1.0 if m == "max" else 1.0 for m in modes])
+    return values * sign
+
+
+def pareto_mask(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of ``values`` (n_points x n_objectives)."""
+    loss = to_minimization(np.atleast_2d(values), modes)
+    n = loss.shape[0]
+    valid = ~np.isnan(loss).any(axis=1)
+    mask = valid.copy()
+    for i in np.flatnonzero(valid):
+        others = loss[valid]
+        dominated = np.all(others <= loss[i], axis=1) & np.any(others < loss[i], axis=1)
+        mask[i] = not dominated.any()
+    return mask if n else np.zeros(0, dtype=bool)
+
+
+def normalise(values: np.ndarray, metrics: Sequence[str], modes: Sequence[str],
+              full_precision: Mapping[str, float] | None = None) -> np.ndarray:
+    """Map each objective column to the [0 = ideal, 1 = reference] loss of the module's rule."""
+    values = np.atleast_2d(np.asarray(values, dtype=float))
+    out = np.empty_like(values)
+    full_precision = full_precision or {}
+    for j, (metric, mode) in enumerate(zip(metrics, modes)):
+        col = values[:, j]
+        if metric.endswith("_acc"):
+            out[:, j] = 1.0 - col
+        elif metric in BIT_METRICS:
+            out[:, j] = col / 32.0
+        elif metric in MODEL_COST_METRICS and full_precision.get(metric):
+            out[:, j] = col / float(full_precision[metric])
+        else:
+            top = np.nanmax(np.abs(col)) if np.isfinite(col).any() else 1.0
+            scaled = col / (1.1 * top) if top > 0 else col
+            out[:, j] = 1.0 - scaled if mode == "max" else scaled
+    return out
+
+
+def reference_values(metrics: Sequence[str], values: np.ndarray,
+                     full_precision: Mapping[str, float] | None = None) -> list[float]:
+    """The reference point in each metric's own units (for reports)."""
+    values = np.atleast_2d(np.asarray(values, dtype=float))
+    full_precision = full_precision or {}
+    ref = []
+    for j, metric in enumerate(metrics):
+        if metric.endswith("_acc"):
+            ref.append(0.0)
+        elif metric in BIT_METRICS:
+            ref.append(32.0)
+        elif metric in MODEL_COST_METRICS and full_precision.get(metric):
+            ref.append(float(full_precision[metric]))
+        else:
+            col = values[:, j]
+            ref.append(float(1.1 * np.nanmax(np.abs(col))) if np.isfinite(col).any() else float("nan"))
+    return ref
+
+
+def _hypervolume_of_losses(loss: np.ndarray) -> float:
+    from optuna._hypervolume import compute_hypervolume
+
+    loss = loss[~np.isnan(loss).any(axis=1)]
+    loss = loss[np.all(loss < 1.0, axis=1)]
+    if len(loss) == 0:
+        return 0.0
+    front = np.unique(loss[pareto_mask(loss, ["min"] * loss.shape[1])], axis=0)
+    return float(compute_hypervolume(front, np.ones(loss.shape[1]), assume_pareto=True))
+
+
+def hypervolume(values: np.ndarray, metrics: Sequence[str], modes: Sequence[str],
+                full_precision: Mapping[str, float] | None = None) -> float:
+    """Hypervolume of ``values`` under the module's reference-point rule (Optuna computes it)."""
+    return _hypervolume_of_losses(normalise(values, metrics, modes, full_precision))
+
+
+def hypervolume_history(values: np.ndarray, metrics: Sequence[str], modes: Sequence[str],
+                        full_precision: Mapping[str, float] | None = None) -> list[float]:
+    """Hypervolume after each of the first 1, 2, ... points (in the order given).
+
+    The normalisation uses all points, so that every prefix is measured against one
+    reference point.
+    """
+    loss = normalise(values, metrics, modes, full_precision)
+    return [_hypervolume_of_losses(loss[:k]) for k in range(1, len(loss) + 1)]

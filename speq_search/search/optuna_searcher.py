@@ -1,0 +1,72 @@
+"""Ray's OptunaSearch, telling Optuna the truth about failed and early-stopped trials."""
+
+from __future__ import annotations
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+from speq_search.spaces import Param, SearchSpec
+
+
+class SpeqOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch, with each trial's outcome told to Optuna as what it was.
+
+    - a trial that raised is FAIL, one stopped before its last epoch (ASHA) is PRUNED, and only
+      a full-fidelity trial is COMPLETE: Ray's OptunaSearch tells COMPLETE with the last
+      reported values whenever a trial reported anything, which would put partial results into
+      the front the sampler learns from;
+    - Optuna's GridSampler calls ``study.stop()`` once the grid is exhausted, which raises
+      outside ``study.optimize``; the trial is stored regardless (Optuna stores it in a
+      ``finally``), so that error is ignored.
+    """
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:  # noqa: D102
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        values = None
+        if error:
+            state = optuna.trial.TrialState.FAIL
+        elif result and not result.get("full_fidelity", True):
+            state = optuna.trial.TrialState.PRUNED
+        else:
+            values = [(result or {}).get(m) for m in self.metric]
+            state = optuna.trial.TrialState.COMPLETE
+            if any(v is None for v in values):
+                state, values = optuna.trial.TrialState.FAIL, None
+        try:
+            self._ot_study.tell(self._ot_trials[trial_id], values, state=state)
+        except RuntimeError as exc:
+            if "Study.stop" not in str(exc):
+                raise
+        self._completed_trials.add(trial_id)
+
+
+def distribution(p: Param) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution of a space parameter."""
+    if p.type == "choice":
+        return optuna.distributions.CategoricalDistribution(list(p.values))
+    if p.type == "int":
+        return optuna.distributions.IntDistribution(int(p.low), int(p.high))
+    return optuna.distributions.FloatDistribution(p.low, p.high, log=p.type == "loguniform")
+
+
+def make_sampler(spec: SearchSpec) -> optuna.samplers.BaseSampler:
+    """The sampler the space asks for, seeded."""
+    s = spec.search
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    if s.sampler == "grid":
+        return optuna.samplers.GridSampler({p.name: p.grid_values() for p in spec.params}, seed=s.seed)
+    if s.sampler == "nsga2":
+        # Optuna's default population (50) would make a small budget pure random sampling.
+        population = max(4, min(50, s.num_samples // 4))
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=s.seed)
+    return optuna.samplers.TPESampler(seed=s.seed, multivariate=True)
+
+
+def grid_size(spec: SearchSpec) -> int:
+    """How many trials an exhaustive grid over the space has."""
+    n = 1
+    for p in spec.params:
+        n *= len(p.grid_values())
+    return n

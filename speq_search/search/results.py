@@ -1,0 +1,151 @@
+"""Turn a Ray Tune experiment folder into the run's files: trials.csv, pareto.csv, summary.json.
+
+Reads only files (each trial's params.json, result.json and error.txt), so it works during a
+search, after an interruption, after a resume, and on a folder copied from a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from speq_search.analysis.pareto import hypervolume, pareto_mask, reference_values
+from speq_search.spaces import SearchSpec
+
+METRIC_COLUMNS = ("val_acc", "test_acc", "val_loss", "high_val_acc", "avg_w_bits", "avg_a_bits", "avg_bits",
+                  "size_bytes", "bitops", "macs", "params", "step_time_s", "train_time_s", "fp_val_acc",
+                  "fp_test_acc", "best_epoch")
+_TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})_")
+
+
+def _read_results(path: Path) -> list[dict]:
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line being written right now
+                    continue
+    return rows
+
+
+def _error_reason(trial_dir: Path) -> str:
+    err = trial_dir / "error.txt"
+    if not err.exists():
+        return ""
+    lines = [ln.strip() for ln in err.read_text(errors="replace").splitlines() if ln.strip()]
+    # The last line of a Python traceback is "ExceptionType: message".
+    return lines[-1][:300] if lines else "error"
+
+
+def collect_trials(experiment: str | Path, spec: SearchSpec) -> pd.DataFrame:
+    """One row per trial of the experiment: id, status, parameters, metrics, fidelity, error."""
+    experiment = Path(experiment)
+    rows = []
+    for trial_dir in sorted(p for p in experiment.iterdir() if p.is_dir() and (p / "params.json").exists()):
+        params = json.loads((trial_dir / "params.json").read_text() or "{}")
+        results = _read_results(trial_dir / "result.json")
+        last = results[-1] if results else {}
+        match = _TRIAL_ID.search(trial_dir.name)
+        trial_id = last.get("trial_id") or (match.group(1) if match else trial_dir.name)
+        error = _error_reason(trial_dir)
+        done = int(last.get("epochs_done", 0))
+        total = int(last.get("epochs_total", 0)) or int(spec.trial_config(params).optim.epochs)
+        if error:
+            status = "FAILED"
+        elif last.get("full_fidelity") and "test_acc" in last:
+            status = "COMPLETED"
+        elif last.get("done") or (trial_dir / "stopped").exists():
+            status = "STOPPED"
+        else:
+            status = "INCOMPLETE"
+        row = {"trial_id": trial_id, "status": status}
+        for p in spec.params:
+            row[p.name] = params.get(p.name)
+        for key in METRIC_COLUMNS:
+            row[key] = last.get(key, np.nan)
+        row.update({"epochs_done": done, "epochs_total": total, "full_fidelity": bool(last.get("full_fidelity", False)),
+                    "wall_time_s": round(float(last.get("time_total_s", np.nan)), 2), "error": error,
+                    "trial_dir": trial_dir.name})
+        rows.append((trial_dir.stat().st_mtime if not results else last.get("timestamp", 0), row))
+    # Order by when each trial last reported: roughly the order the sampler saw them.
+    df = pd.DataFrame([r for _, r in sorted(rows, key=lambda t: (t[0], t[1]["trial_id"]))])
+    if df.empty:
+        df = pd.DataFrame(columns=["trial_id", "status", *[p.name for p in spec.params], *METRIC_COLUMNS,
+                                   "epochs_done", "epochs_total", "full_fidelity", "wall_time_s", "error", "trial_dir"])
+    return df
+
+
+def front_of(df: pd.DataFrame, spec: SearchSpec) -> pd.DataFrame:
+    """The non-dominated rows among completed, full-fidelity trials."""
+    done = df[(df["status"] == "COMPLETED") & df["full_fidelity"].astype(bool)]
+    if done.empty:
+        return done
+    metrics = [o.metric for o in spec.objectives]
+    mask = pareto_mask(done[metrics].to_numpy(dtype=float), [o.mode for o in spec.objectives])
+    return done[mask].sort_values(metrics[1:] + metrics[:1]).reset_index(drop=True)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_outputs(run_dir: Path, spec: SearchSpec, experiment: Path, full_precision: dict, extra: dict | None = None,
+                  plots: bool = True) -> dict:
+    """(Re)write trials.csv, pareto.csv, summary.json (and pareto.html) from the experiment."""
+    df = collect_trials(experiment, spec)
+    front = front_of(df, spec)
+    _atomic_write_text(run_dir / "trials.csv", df.to_csv(index=False))
+    _atomic_write_text(run_dir / "pareto.csv", front.to_csv(index=False))
+    metrics = [o.metric for o in spec.objectives]
+    modes = [o.mode for o in spec.objectives]
+    done = df[(df["status"] == "COMPLETED") & df["full_fidelity"].astype(bool)]
+    values = done[metrics].to_numpy(dtype=float) if not done.empty else np.zeros((0, len(metrics)))
+    hv = hypervolume(values, metrics, modes, full_precision) if len(values) else 0.0
+    summary = {
+        "space": spec.name,
+        "objectives": [{"metric": m, "mode": d} for m, d in zip(metrics, modes)],
+        "sampler": spec.search.sampler,
+        "seed": spec.search.seed,
+        "scheduler": spec.search.scheduler,
+        "num_samples": spec.search.num_samples,
+        "n_trials": int(len(df)),
+        "n_completed": int(len(done)),
+        "n_failed": int((df["status"] == "FAILED").sum()),
+        "n_stopped": int((df["status"] == "STOPPED").sum()),
+        "n_incomplete": int((df["status"] == "INCOMPLETE").sum()),
+        "front_size": int(len(front)),
+        "reference_point": dict(zip(metrics, reference_values(metrics, values if len(values) else
+                                                               np.full((1, len(metrics)), np.nan), full_precision))),
+        "reference_rule": "accuracy 0; bits 32; size/bitops/macs/params of the float model; else 1.1 x max "
+                          "(see speq_search.analysis.pareto)",
+        "hypervolume": round(hv, 6),
+        "full_precision_costs": full_precision,
+        **(extra or {}),
+    }
+    _atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
+    if plots and len(front):
+        from speq_search.analysis.plots import front_figure, write_figure
+
+        x = next((m for m in metrics if not m.endswith("_acc")), metrics[1])
+        y = next((m for m in metrics if m.endswith("_acc")), metrics[0])
+        summary["figure_note"] = write_figure(front_figure(df, spec, x, y), run_dir / "pareto.html", png=True)
+    return summary
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return None if math.isnan(o) else float(o)
+    return str(o)

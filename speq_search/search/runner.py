@@ -1,0 +1,258 @@
+"""Run a search: a SearchSpec becomes a Ray Tune Tuner; its trials become the run's files.
+
+This package is the only place that imports Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from speq_search.errors import ConfigError
+from speq_search.search.results import front_of, write_outputs
+from speq_search.spaces import SearchSpec, dump_space, field_of, parse_space
+
+# Fields that change the full-precision model: when one is searched, each trial gets its
+# own FP model (from the shared cache) instead of the one trained before the trials.
+_FP_FIELDS = ("model.", "data.", "optim.fp_", "optim.optimizer", "optim.momentum", "optim.weight_decay", "seed")
+
+
+@dataclass
+class RunOptions:
+    """How to run, not what to search (that is the space)."""
+
+    address: str | None = None  # None: a local Ray instance; "auto" or "ray://host:port": a cluster
+    storage_path: str | None = None  # where Ray keeps the experiment (shared storage on a cluster)
+    verbose: bool = False
+    log: object = field(default=None)  # callable(str)
+
+
+def _log(opts: RunOptions):
+    return opts.log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+def _init_ray(spec: SearchSpec, opts: RunOptions) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token warning for a local instance
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if not opts.verbose:
+        # The legacy reporter honours verbose=0 (the new one prints a header and hints regardless).
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        import warnings
+
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    runtime_env = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0", "PYTHONUNBUFFERED": "1"}}
+    if ray.is_initialized():
+        return
+    if opts.address:
+        ray.init(address=opts.address, log_to_driver=opts.verbose, runtime_env=runtime_env)
+        return
+    cpus = os.cpu_count() or 1
+    ray.init(num_cpus=cpus, num_gpus=None, include_dashboard=False, log_to_driver=opts.verbose,
+             object_store_memory=256 * 1024 * 1024, runtime_env=runtime_env,
+             logging_level="ERROR" if not opts.verbose else "INFO")
+
+
+def _absolute_paths(spec: SearchSpec) -> SearchSpec:
+    """Trials run in other folders (and machines): make file paths absolute."""
+    changes = {}
+    if spec.train.data.data_dir:
+        changes["data.data_dir"] = str(Path(spec.train.data.data_dir).expanduser().resolve())
+    if spec.train.fp_checkpoint:
+        changes["fp_checkpoint"] = str(Path(spec.train.fp_checkpoint).expanduser().resolve())
+    from speq_search.train import fp_cache_dir
+
+    changes["fp_cache_dir"] = str(fp_cache_dir(spec.train).resolve())
+    raw = spec.to_dict()
+    raw["train"] = spec.train.replace(**changes).to_dict()
+    return parse_space(raw)
+
+
+def _prepare_fp(spec: SearchSpec, log) -> tuple[bytes | None, dict]:
+    """Train (or load) the FP model once, before the trials; its costs give the reference point."""
+    import torch
+
+    from speq_search.costs import model_costs
+    from speq_search.search.trainable import serialise_state
+    from speq_search.train import build_model, full_precision_model, load_data, resolve_device
+
+    cfg = spec.train
+    splits = load_data(cfg)
+    float_costs = model_costs(build_model(cfg, splits), splits.train.x[:1]).as_dict()
+    reference = {k: float_costs[k] for k in ("size_bytes", "bitops", "macs", "params")}
+    searched = [field_of(p.name) for p in spec.params]
+    if any(f.startswith(_FP_FIELDS) for f in searched):
+        log("full-precision model: per trial (the search changes it); cached in " + str(cfg.fp_cache_dir))
+        return None, reference
+    model, info = full_precision_model(cfg, splits, resolve_device(cfg.device), log)
+    log(f"full-precision model: val acc {info['fp_val_acc']:.4f}, shared by every trial")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    del torch
+    return serialise_state(state), reference
+
+
+class _Progress:
+    """Ray callback + stopper: counts trials, prints progress, rewrites the run's files."""
+
+    def __init__(self, spec: SearchSpec, run_dir: Path, experiment: Path, reference: dict, log, total: int):
+        from ray.tune import Callback
+        from ray.tune.stopper import Stopper
+
+        progress = self
+
+        class _Callback(Callback):
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                progress.update(trials, trial, failed=False)
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                progress.update(trials, trial, failed=True)
+
+        class _Stopper(Stopper):
+            def __call__(self, trial_id, result):
+                return False
+
+            def stop_all(self):
+                return progress.failures > progress.spec.search.max_failures
+
+        self.callback, self.stopper = _Callback(), _Stopper()
+        self.spec, self.run_dir, self.experiment, self.reference = spec, run_dir, experiment, reference
+        self.log, self.total, self.failures, self.t0 = log, total, 0, time.time()
+
+    def update(self, trials, trial, failed: bool) -> None:
+        if failed:
+            self.failures += 1
+        self.refresh(trials)
+
+    def refresh(self, trials=None) -> dict:
+        summary = write_outputs(self.run_dir, self.spec, self.experiment, self.reference, plots=False)
+        self.failures = max(self.failures, summary["n_failed"])
+        running = sum(1 for t in trials if t.status == "RUNNING") if trials else 0
+        best = ""
+        df_front = front_of(__import__("pandas").read_csv(self.run_dir / "trials.csv"), self.spec)
+        if len(df_front):
+            m = [o.metric for o in self.spec.objectives]
+            best = "; front: " + ", ".join(
+                "(" + ", ".join(f"{r[k]:.4g}" for k in m) + ")" for _, r in df_front.head(4).iterrows())
+            if len(df_front) > 4:
+                best += f" +{len(df_front) - 4}"
+        self.log(f"[{time.time() - self.t0:6.0f}s] {summary['n_completed']}/{self.total} done, {running} running, "
+                 f"{summary['n_failed']} failed{best}")
+        if self.failures > self.spec.search.max_failures:
+            self.log(f"stopping: {self.failures} failed trials exceed search.max_failures="
+                     f"{self.spec.search.max_failures}; finished trials are kept")
+        return summary
+
+
+def _tuner(spec: SearchSpec, run_dir: Path, experiment_name: str, storage: str, fp_state, opts: RunOptions,
+           progress: _Progress, restore: bool):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+
+    from speq_search.search.optuna_searcher import SpeqOptunaSearch, distribution, grid_size, make_sampler
+    from speq_search.search.trainable import speq_trainable
+
+    s = spec.search
+    threads = max(1, int(s.cpus_per_trial))
+    trainable = tune.with_resources(
+        tune.with_parameters(speq_trainable, spec=spec.to_dict(), fp_state=fp_state, threads=threads,
+                             verbose=opts.verbose),
+        {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial},
+    )
+    if restore:
+        return tune.Tuner.restore(storage + "/" + experiment_name, trainable=trainable, resume_unfinished=True,
+                                  resume_errored=False, restart_errored=False)
+    import optuna
+
+    storage_db = optuna.storages.RDBStorage(f"sqlite:///{(run_dir / 'study.db').resolve()}")
+    metrics = [o.metric for o in spec.objectives]
+    modes = [o.mode for o in spec.objectives]
+    searcher = SpeqOptunaSearch(space={p.name: distribution(p) for p in spec.params}, metric=metrics, mode=modes,
+                                sampler=make_sampler(spec), study_name=spec.name, storage=storage_db, seed=s.seed)
+    num_samples = grid_size(spec) if s.sampler == "grid" else s.num_samples
+    if s.scheduler == "asha":
+        scheduler = ASHAScheduler(metric=metrics[0], mode=modes[0], time_attr="training_iteration",
+                                  max_t=spec.train.optim.epochs, grace_period=s.grace_period,
+                                  reduction_factor=s.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent),
+                                    scheduler=scheduler, num_samples=num_samples, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=experiment_name, storage_path=storage, verbose=0, stop=progress.stopper,
+            callbacks=[progress.callback], checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=0)),
+    )
+
+
+def run_search(spec: SearchSpec, run_dir: str | Path, opts: RunOptions | None = None) -> dict:
+    """Run the search of ``spec`` into ``run_dir`` (a new folder); return the summary."""
+    opts = opts or RunOptions()
+    run_dir = Path(run_dir).resolve()
+    if (run_dir / "run.json").exists():
+        raise ConfigError("name", str(run_dir), "a new run folder (this one holds a search: use --resume to continue it)")
+    spec = _absolute_paths(spec)
+    log = _log(opts)
+    fp_state, reference = _prepare_fp(spec, log)  # bad data or model settings fail before any folder is made
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_space(spec, run_dir / "space.yaml")
+    storage = str(Path(opts.storage_path).resolve()) if opts.storage_path and "://" not in opts.storage_path else (
+        opts.storage_path or str(run_dir))
+    meta = {"experiment_name": "ray", "storage_path": storage, "address": opts.address, "reference": reference,
+            "fp_shared": fp_state is not None, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (run_dir / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if fp_state is not None:
+        (run_dir / "fp_model.pt").write_bytes(fp_state)
+    return _execute(spec, run_dir, meta, fp_state, opts, restore=False)
+
+
+def resume_search(run_dir: str | Path, opts: RunOptions | None = None) -> dict:
+    """Continue an interrupted search in ``run_dir``: finished trials are kept, the rest run."""
+    from speq_search.spaces import load_space
+
+    opts = opts or RunOptions()
+    run_dir = Path(run_dir).resolve()
+    if not (run_dir / "run.json").exists() or not (run_dir / "space.yaml").exists():
+        raise ConfigError("resume", str(run_dir), "a run folder made by speq-search run (with run.json and space.yaml)")
+    meta = json.loads((run_dir / "run.json").read_text())
+    spec = load_space(str(run_dir / "space.yaml"))
+    fp_state = (run_dir / "fp_model.pt").read_bytes() if meta.get("fp_shared") else None
+    opts.address = opts.address or meta.get("address")
+    return _execute(spec, run_dir, meta, fp_state, opts, restore=True)
+
+
+def _execute(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts: RunOptions, restore: bool) -> dict:
+    from ray import tune
+
+    from speq_search.search.optuna_searcher import grid_size
+
+    log = _log(opts)
+    storage, name = meta["storage_path"], meta["experiment_name"]
+    experiment = Path(storage) / name
+    total = grid_size(spec) if spec.search.sampler == "grid" else spec.search.num_samples
+    _init_ray(spec, opts)
+    if restore and not tune.Tuner.can_restore(str(experiment)):
+        raise ConfigError("resume", str(run_dir), "a run whose Ray experiment state was saved (none found in "
+                          f"{experiment})")
+    progress = _Progress(spec, run_dir, experiment, meta["reference"], log, total)
+    tuner = _tuner(spec, run_dir, name, storage, fp_state, opts, progress, restore)
+    if restore:
+        log(f"resuming {run_dir}")
+    log(f"search '{spec.name}': {total} trials, sampler {spec.search.sampler}, up to {spec.search.max_concurrent} "
+        f"at a time, objectives " + ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives))
+    tuner.fit()
+    summary = write_outputs(run_dir, spec, experiment, meta["reference"],
+                            extra={"run_dir": str(run_dir), "resumed": restore})
+    summary["interrupted"] = summary["n_completed"] + summary["n_failed"] + summary["n_stopped"] < total and (
+        progress.failures <= spec.search.max_failures)
+    return summary

@@ -1,0 +1,68 @@
+"""The Ray Tune trainable: a thin function around :func:`speq_search.train.run`."""
+
+from __future__ import annotations
+
+import io
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+
+def _reportable(row: dict) -> dict:
+    """Numbers and strings only (Ray's loggers choke on tensors and None)."""
+    return {k: v for k, v in row.items() if isinstance(v, (int, float, str, bool)) and not (
+        isinstance(v, float) and math.isnan(v) and k == "test_acc")}
+
+
+def speq_trainable(config: dict, spec: dict, fp_state: bytes | None, threads: int, verbose: bool) -> None:
+    """Train one trial and report every epoch with a checkpoint.
+
+    ``spec`` is the resolved space (a dict: picklable, no closures), ``config`` the values
+    the sampler chose, ``fp_state`` the shared full-precision weights (serialised) when the
+    searched parameters do not change the architecture.
+    """
+    from ray import tune
+
+    from speq_search.spaces import parse_space
+    from speq_search.train import run
+
+    torch.set_num_threads(max(1, threads))
+    space = parse_space(spec)
+    cfg = space.trial_config(config)
+    work = Path(tune.get_context().get_trial_dir()) / "train"
+    resume = False
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            if work.exists():
+                shutil.rmtree(work)
+            shutil.copytree(d, work)
+        resume = (work / "checkpoint.pt").exists()
+    elif work.exists():  # a restarted trial without a checkpoint starts over
+        shutil.rmtree(work)
+    if fp_state is not None and not resume:
+        work.mkdir(parents=True, exist_ok=True)
+        fp_path = work.parent / "fp_model.pt"
+        fp_path.write_bytes(fp_state)
+        cfg = cfg.replace(fp_checkpoint=str(fp_path))
+    total = cfg.optim.epochs
+
+    def report(row: dict) -> None:
+        metrics = _reportable(row)
+        metrics["epochs_done"] = row["epoch"]
+        metrics["epochs_total"] = total
+        metrics["full_fidelity"] = row["epoch"] >= total
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(work)))
+
+    log = (lambda msg: print(msg, file=sys.stderr)) if verbose else (lambda msg: None)
+    run(cfg, work, resume=resume, callback=report, log=log)
+
+
+def serialise_state(state_dict: dict) -> bytes:
+    """A state dict as bytes that ``torch.load(weights_only=True)`` reads back."""
+    buf = io.BytesIO()
+    torch.save({"state_dict": state_dict}, buf)
+    return buf.getvalue()

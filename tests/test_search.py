@@ -1,0 +1,201 @@
+"""End-to-end searches on digits: real Ray Tune, real Optuna, tiny budgets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from speq_search.cli import main
+from speq_search.search import RunOptions, run_search
+from speq_search.spaces import load_space, parse_space
+
+TINY = {
+    "name": "tiny",
+    "train": {"data": {"dataset": "digits"}, "model": {"width": 0.5}, "optim": {"epochs": 1, "fp_epochs": 2}},
+    "params": {"w_bits": {"type": "choice", "values": [2, 3, 4, 8]}, "a_bits": {"type": "choice", "values": [2, 4, 8]},
+               "p_high": {"type": "uniform", "low": 0.2, "high": 0.8}},
+    "objectives": [{"metric": "val_acc", "mode": "max"}, {"metric": "bitops", "mode": "min"}],
+    "search": {"num_samples": 4, "max_concurrent": 2, "seed": 0},
+}
+
+
+def _quiet():
+    return RunOptions(log=lambda msg: None)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("search") / "tiny"
+    summary = run_search(parse_space(TINY), run_dir, _quiet())
+    yield run_dir, summary
+    import ray
+
+    ray.shutdown()
+
+
+def test_search_writes_every_output(tiny_run):
+    run_dir, summary = tiny_run
+    for name in ("trials.csv", "pareto.csv", "summary.json", "space.yaml", "study.db", "run.json", "pareto.html"):
+        assert (run_dir / name).exists(), name
+    assert (run_dir / "ray").is_dir()
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert len(trials) == 4 and set(trials["status"]) == {"COMPLETED"}
+    assert trials["trial_id"].is_unique
+    for col in ("w_bits", "a_bits", "p_high", "val_acc", "test_acc", "avg_w_bits", "avg_a_bits", "size_bytes",
+                "bitops", "step_time_s", "epochs_done", "wall_time_s"):
+        assert col in trials.columns and trials[col].notna().all(), col
+    assert set(trials["w_bits"]) <= {2, 3, 4, 8} and trials["p_high"].between(0.2, 0.8).all()
+    saved = json.loads((run_dir / "summary.json").read_text())
+    assert saved["n_trials"] == 4 and saved["n_completed"] == 4 and saved["n_failed"] == 0
+    assert [o["metric"] for o in saved["objectives"]] == ["val_acc", "bitops"]
+    assert 0 < saved["hypervolume"] <= 1
+    assert saved["reference_point"]["val_acc"] == 0.0 and saved["reference_point"]["bitops"] > trials["bitops"].max()
+    resolved = load_space(str(run_dir / "space.yaml"))  # the resolved space, paths made absolute
+    assert [p.name for p in resolved.params] == ["w_bits", "a_bits", "p_high"]
+    assert resolved.train.optim.epochs == 1 and resolved.search.num_samples == 4
+
+
+def test_pareto_csv_is_exactly_the_non_dominated_trials(tiny_run):
+    run_dir, _ = tiny_run
+    trials = pd.read_csv(run_dir / "trials.csv")
+    front = pd.read_csv(run_dir / "pareto.csv")
+    acc, cost = trials["val_acc"].to_numpy(), trials["bitops"].to_numpy()
+    brute = set()
+    for i in range(len(trials)):
+        dominated = any(acc[j] >= acc[i] and cost[j] <= cost[i] and (acc[j] > acc[i] or cost[j] < cost[i])
+                        for j in range(len(trials)))
+        if not dominated:
+            brute.add(trials["trial_id"][i])
+    assert set(front["trial_id"]) == brute and len(brute) >= 1
+
+
+def test_study_db_holds_the_same_completed_trials(tiny_run):
+    run_dir, _ = tiny_run
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'study.db'}")
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert len(complete) == 4
+    assert sorted(round(t.values[0], 6) for t in complete) == sorted(round(v, 6) for v in trials["val_acc"])
+    assert sorted(t.values[1] for t in complete) == sorted(trials["bitops"])
+
+
+def test_nan_trial_is_recorded_as_failed_and_the_search_completes(tmp_path, tiny_run):
+    raw = dict(TINY, name="nan", params={"temperature": {"type": "choice", "values": [1.0, 1e-40]}},
+               search={"sampler": "grid", "max_concurrent": 2, "max_failures": 3})
+    run_dir = tmp_path / "nan"
+    summary = run_search(parse_space(raw), run_dir, _quiet())
+    trials = pd.read_csv(run_dir / "trials.csv").set_index("temperature")
+    assert trials.loc[1.0, "status"] == "COMPLETED"
+    assert trials.loc[1e-40, "status"] == "FAILED" and "nan" in trials.loc[1e-40, "error"]
+    assert summary["n_failed"] == 1 and summary["n_completed"] == 1
+    front = pd.read_csv(run_dir / "pareto.csv")
+    assert list(front["temperature"]) == [1.0]
+    study = optuna.load_study(study_name="nan", storage=f"sqlite:///{run_dir / 'study.db'}")
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "FAIL"]
+
+
+def test_more_failures_than_allowed_stop_the_search(tmp_path, tiny_run):
+    raw = dict(TINY, name="fails", params={"temperature": {"type": "choice", "values": [1e-40, 2e-40, 3e-40, 4e-40]}},
+               search={"sampler": "grid", "max_concurrent": 1, "max_failures": 0})
+    logs: list[str] = []
+    summary = run_search(parse_space(raw), tmp_path / "fails", RunOptions(log=logs.append))
+    assert summary["n_failed"] >= 1 and summary["n_trials"] < 4
+    assert any("max_failures" in m for m in logs)
+    assert (tmp_path / "fails" / "trials.csv").exists()
+
+
+def test_existing_run_folder_is_refused(tiny_run, capsys):
+    run_dir, _ = tiny_run
+    assert main(["run", "default", "--out-dir", str(run_dir.parent), "--name", run_dir.name]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--set", "train.epochs=0"], "train.optim.epochs"),
+    (["--sampler", "bayes"], "search.sampler"),
+    (["no-such-space"], "space"),
+    (["--resume", "/no/such/run"], "resume"),
+])
+def test_run_bad_input_exits_2(tmp_path, capsys, args, field):
+    assert main(["run", "--out-dir", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"error: {field}:" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_resume_after_interrupt_runs_only_the_missing_trials(tmp_path):
+    space = tmp_path / "space.yaml"
+    import yaml
+
+    raw = dict(TINY, name="resume", search={"num_samples": 4, "max_concurrent": 1, "seed": 0},
+               train=dict(TINY["train"], optim={"epochs": 3, "fp_epochs": 2}))
+    space.write_text(yaml.safe_dump(raw))
+    run_dir = tmp_path / "runs" / "r"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "speq_search.cli", "run", str(space), "--out-dir", str(tmp_path / "runs"), "--name", "r"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            trials = run_dir / "trials.csv"
+            if trials.exists() and (pd.read_csv(trials)["status"] == "COMPLETED").sum() >= 1:
+                break
+            if proc.poll() is not None:
+                pytest.fail("search ended before it could be interrupted:\n" + proc.stdout.read().decode()[-2000:])
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    first = pd.read_csv(run_dir / "trials.csv")
+    done_before = set(first.loc[first["status"] == "COMPLETED", "trial_id"])
+    assert 1 <= len(done_before) < 4
+    assert main(["run", "--resume", str(run_dir)]) == 0
+    final = pd.read_csv(run_dir / "trials.csv")
+    assert len(final) == 4 and final["trial_id"].is_unique
+    assert set(final["status"]) == {"COMPLETED"}
+    assert done_before <= set(final["trial_id"])
+    before = first.set_index("trial_id").loc[sorted(done_before), "wall_time_s"]
+    after = final.set_index("trial_id").loc[sorted(done_before), "wall_time_s"]
+    assert np.allclose(before.to_numpy(), after.to_numpy())  # kept, not rerun
+    study = optuna.load_study(study_name="resume", storage=f"sqlite:///{run_dir / 'study.db'}")
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 4
+    import ray
+
+    ray.shutdown()
+
+
+def test_spaces_command_lists_shipped_spaces(capsys):
+    assert main(["spaces"]) == 0
+    out = capsys.readouterr().out
+    assert "default" in out and "fashion-mnist" in out and "cifar10-resnet20" in out
+
+
+
+
+@pytest.mark.parametrize("last", ["complete", "error", "partial"])
+def test_searcher_tells_optuna_what_each_trial_was_even_when_the_grid_ends(last):
+    from speq_search.search.optuna_searcher import SpeqOptunaSearch
+
+    grid = optuna.samplers.GridSampler({"t": [1.0, 2.0]}, seed=0)
+    s = SpeqOptunaSearch(space={"t": optuna.distributions.CategoricalDistribution([1.0, 2.0])},
+                         metric=["val_acc", "bitops"], mode=["max", "min"], sampler=grid)
+    s.suggest("x")
+    s.suggest("y")
+    s.on_trial_complete("x", {"val_acc": 0.9, "bitops": 5, "full_fidelity": True})
+    result = {"val_acc": 0.5, "bitops": 3, "full_fidelity": last != "partial"}
+    s.on_trial_complete("y", result, error=last == "error")  # the grid's last point: Optuna calls study.stop()
+    states = [t.state.name for t in s._ot_study.trials]
+    assert states == ["COMPLETE", {"complete": "COMPLETE", "error": "FAIL", "partial": "PRUNED"}[last]]
+    assert s._ot_study.trials[0].values == [0.9, 5]

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from speq_search.errors import ConfigError
+from speq_search.spaces import SHIPPED_DIR, load_space, parse_space, shipped_spaces
+
+BASE = {
+    "name": "t",
+    "train": {"data": {"dataset": "digits"}, "optim": {"epochs": 1, "fp_epochs": 1}},
+    "params": {"w_bits": {"type": "choice", "values": [2, 4]}, "p_high": {"type": "uniform", "low": 0.2, "high": 0.8}},
+    "objectives": [{"metric": "val_acc", "mode": "max"}, {"metric": "bitops", "mode": "min"}],
+    "search": {"num_samples": 4},
+}
+
+
+def _with(path: str, value):
+    import copy
+
+    raw = copy.deepcopy(BASE)
+    node = raw
+    parts = path.split(".")
+    for p in parts[:-1]:
+        node = node[int(p)] if p.isdigit() else node.setdefault(p, {})
+    if value is _DELETE:
+        del node[parts[-1]]
+    else:
+        node[int(parts[-1]) if parts[-1].isdigit() else parts[-1]] = value
+    return raw
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize("name", sorted(shipped_spaces()))
+def test_every_shipped_space_is_valid(name):
+    spec = load_space(name)
+    assert spec.name == name and len(spec.objectives) >= 2 and spec.params
+
+
+def test_default_space_is_what_run_takes_without_argument():
+    assert load_space(None).name == "default"
+    assert (SHIPPED_DIR / "default.yaml").is_file()
+
+
+@pytest.mark.parametrize("path, value, field", [
+    ("params.w_bits.values", [2, 9], "params.w_bits.values[1]"),
+    ("params.w_bits.type", "normal", "params.w_bits.type"),
+    ("params.p_high.high", 1.5, "params.p_high.high"),
+    ("params.p_high.low", 0.9, "params.p_high.high"),
+    ("params.p_high.step", 0.1, "params.p_high.step"),
+    ("params.nonsense", {"type": "choice", "values": [1]}, "params.nonsense"),
+    ("params.lr", {"type": "loguniform", "low": 0.0, "high": 1.0}, "params.lr.low"),
+    ("objectives.0.metric", "test_acc", "objectives[0].metric"),
+    ("objectives.1.metric", "joules", "objectives[1].metric"),
+    ("objectives.1.mode", "minimize", "objectives[1].mode"),
+    ("objectives", [{"metric": "val_acc", "mode": "max"}], "objectives"),
+    ("search.sampler", "cmaes", "search.sampler"),
+    ("search.scheduler", "pbt", "search.scheduler"),
+    ("search.num_samples", 0, "search.num_samples"),
+    ("search.gpus_per_trial", -1, "search.gpus_per_trial"),
+    ("search.workers", 3, "search.workers"),
+    ("train.quant.w_bits", 1, "train.quant.w_bits"),
+    ("train.model.name", "vgg", "train.model.name"),
+    ("train.optim.epochz", 3, "train.optim.epochz"),
+    ("extra", 1, "extra"),
+])
+def test_validation_errors_name_the_key(path, value, field):
+    with pytest.raises(ConfigError) as err:
+        parse_space(_with(path, value))
+    assert err.value.field == field, str(err.value)
+
+
+def test_grid_needs_discrete_parameters():
+    with pytest.raises(ConfigError, match="params.p_high.type"):
+        parse_space(_with("search.sampler", "grid"))
+
+
+def test_set_overrides_are_validated_like_the_file():
+    spec = parse_space(BASE, {"train.epochs": 3, "search.num_samples": 7, "train.speq.p_high": 0.3})
+    assert spec.train.optim.epochs == 3 and spec.search.num_samples == 7 and spec.train.speq.p_high == 0.3
+    with pytest.raises(ConfigError, match="train.optim.epochs"):
+        parse_space(BASE, {"train.epochs": 0})
+    with pytest.raises(ConfigError, match="search.sampler"):
+        parse_space(BASE, {"search.sampler": "bayes"})
+    with pytest.raises(ConfigError, match="--set"):
+        parse_space(BASE, {"nope.x": 1})
+
+
+def test_trial_config_maps_short_names_and_dotted_fields():
+    raw = _with("params.optim.lr", {"type": "loguniform", "low": 0.001, "high": 0.1})
+    raw["params"] = {"w_bits": {"type": "choice", "values": [2]}, "optim.lr": {"type": "loguniform", "low": 0.001,
+                                                                             "high": 0.1}}
+    spec = parse_space(raw)
+    cfg = spec.trial_config({"w_bits": 2, "optim.lr": 0.01})
+    assert cfg.quant.w_bits == 2 and cfg.optim.lr == 0.01
+
+
+def test_resolved_space_round_trips(tmp_path):
+    from speq_search.spaces import dump_space
+
+    spec = parse_space(BASE)
+    dump_space(spec, tmp_path / "space.yaml")
+    again = load_space(str(tmp_path / "space.yaml"))
+    assert again.to_dict() == spec.to_dict()
+    assert yaml.safe_load((tmp_path / "space.yaml").read_text())["params"]["w_bits"]["values"] == [2, 4]
+
+
+def test_unknown_space_lists_the_shipped_ones():
+    with pytest.raises(ConfigError) as err:
+        load_space("no-such-space")
+    assert "default" in str(err.value)
