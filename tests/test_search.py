@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -142,7 +143,8 @@ def test_resume_after_interrupt_runs_only_the_missing_trials(tmp_path):
     space.write_text(yaml.safe_dump(raw))
     run_dir = tmp_path / "runs" / "r"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "speq_search.cli", "run", str(space), "--out-dir", str(tmp_path / "runs"), "--name", "r"]
+    cmd = [sys.executable, "-m", "speq_search.cli", "run", str(space), "--out-dir", str(tmp_path / "runs"), "--name", "r",
+           "--storage-path", str(tmp_path / "shared")]  # the experiment lives apart from the run folder
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300
     try:
@@ -161,6 +163,7 @@ def test_resume_after_interrupt_runs_only_the_missing_trials(tmp_path):
     first = pd.read_csv(run_dir / "trials.csv")
     done_before = set(first.loc[first["status"] == "COMPLETED", "trial_id"])
     assert 1 <= len(done_before) < 4
+    assert (tmp_path / "shared" / "ray").is_dir() and not (run_dir / "ray").exists()
     assert main(["run", "--resume", str(run_dir)]) == 0
     final = pd.read_csv(run_dir / "trials.csv")
     assert len(final) == 4 and final["trial_id"].is_unique
@@ -199,3 +202,49 @@ def test_searcher_tells_optuna_what_each_trial_was_even_when_the_grid_ends(last)
     states = [t.state.name for t in s._ot_study.trials]
     assert states == ["COMPLETE", {"complete": "COMPLETE", "error": "FAIL", "partial": "PRUNED"}[last]]
     assert s._ot_study.trials[0].values == [0.9, 5]
+
+
+def test_asha_stopped_trials_are_not_full_fidelity_and_never_on_the_front(tmp_path, tiny_run):
+    raw = dict(TINY, name="asha", params={"lr": {"type": "choice", "values": [0.01, 0.02, 0.03, 10.0]}},
+               train=dict(TINY["train"], optim={"epochs": 3, "fp_epochs": 2}),
+               search={"sampler": "grid", "max_concurrent": 1, "scheduler": "asha", "grace_period": 1,
+                       "reduction_factor": 2})
+    summary = run_search(parse_space(raw), tmp_path / "asha", _quiet())
+    trials = pd.read_csv(tmp_path / "asha" / "trials.csv")
+    stopped = trials[trials["status"] == "STOPPED"]
+    assert summary["n_stopped"] == len(stopped) >= 1
+    assert (stopped["epochs_done"] < 3).all() and not stopped["full_fidelity"].any()
+    front = pd.read_csv(tmp_path / "asha" / "pareto.csv")
+    assert not set(front["trial_id"]) & set(stopped["trial_id"])
+    study = optuna.load_study(study_name="asha", storage=f"sqlite:///{tmp_path / 'asha' / 'study.db'}")
+    assert sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials) == len(stopped)
+
+
+def test_address_joins_an_existing_ray_cluster(tmp_path):
+    import socket
+
+    import yaml
+
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        port = sock.getsockname()[1]
+    ray_bin = Path(sys.executable).parent / "ray"
+    head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", "--num-cpus=2", f"--port={port}",
+                             "--include-dashboard=false"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=dict(os.environ, RAY_AUTH_MODE="disabled"))
+    try:
+        space = tmp_path / "space.yaml"
+        space.write_text(yaml.safe_dump(dict(TINY, name="cluster", search={"num_samples": 2, "max_concurrent": 2})))
+        cmd = [sys.executable, "-m", "speq_search.cli", "run", str(space), "--out-dir", str(tmp_path / "runs"),
+               "--name", "c", "--address", "auto"]  # auto: the cluster this machine's head started
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, RAY_AUTH_MODE="disabled"))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        trials = pd.read_csv(tmp_path / "runs" / "c" / "trials.csv")
+        assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
+        assert json.loads((tmp_path / "runs" / "c" / "run.json").read_text())["address"] == "auto"
+        assert "Started a local Ray instance" not in proc.stderr  # it joined the head, started none
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)  # the head and its daemons share the process group
+        head.wait(timeout=30)
