@@ -35,12 +35,20 @@ def _quiet():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
+    # A cluster address file left by an earlier `ray start` must not pull a local search into it.
+    stale = Path("/tmp/ray/ray_current_cluster")
+    planted = not stale.exists()
+    if planted:
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        stale.write_text("127.0.0.1:1")
     run_dir = tmp_path_factory.mktemp("search") / "tiny"
     summary = run_search(parse_space(TINY), run_dir, _quiet())
     yield run_dir, summary
     import ray
 
     ray.shutdown()
+    if planted:
+        stale.unlink(missing_ok=True)
 
 
 def test_search_writes_every_output(tiny_run):

@@ -56,7 +56,9 @@ def _init_ray(spec: SearchSpec, opts: RunOptions) -> None:
         ray.init(address=opts.address, log_to_driver=opts.verbose, runtime_env=runtime_env)
         return
     cpus = os.cpu_count() or 1
-    ray.init(num_cpus=cpus, num_gpus=None, include_dashboard=False, log_to_driver=opts.verbose,
+    # address="local": always a new instance, even where `ray start` left a cluster (or its
+    # stale address file) on this machine, which a bare ray.init() would try to join.
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=opts.verbose,
              object_store_memory=256 * 1024 * 1024, runtime_env=runtime_env,
              logging_level="ERROR" if not opts.verbose else "INFO")
 
