@@ -17,10 +17,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
+from _measure import run_polling
 
 
 def _tree_rss_mb(root: int) -> float:
@@ -48,15 +48,7 @@ def _tree_rss_mb(root: int) -> float:
 def run_search(tmp: Path, name: str, trials: int, concurrent: int, epochs: int) -> dict:
     cmd = [sys.executable, "-m", "speq_search.cli", "run", "default", "--out-dir", str(tmp), "--name", name,
            "--num-samples", str(trials), "--max-concurrent", str(concurrent), "--set", f"train.epochs={epochs}"]
-    t0 = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peak = 0.0
-    while proc.poll() is None:
-        peak = max(peak, _tree_rss_mb(proc.pid))
-        time.sleep(0.2)
-    wall = time.time() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"search {name} failed with exit code {proc.returncode}")
+    wall, peak = run_polling(cmd, _tree_rss_mb, 0.2)
     df = pd.read_csv(tmp / name / "trials.csv")
     done = df[df["status"] == "COMPLETED"]
     return {"name": name, "trials": int(len(done)), "concurrent": concurrent, "wall_s": round(wall, 1),

@@ -13,12 +13,12 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 import torch
+from _measure import run_polling
 
 from speq_search import TrainConfig, create_model
 from speq_search.train import make_optimizer, make_step, prepare_student
@@ -80,15 +80,7 @@ def peak_memory_of_train_run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "speq_search.cli", "train", "--out", f"{tmp}/run", "--epochs", "3",
                "--fp-epochs", "5", "--fp-cache-dir", f"{tmp}/fp", "--quiet"]
-        t0 = time.time()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        peak = 0.0
-        while proc.poll() is None:
-            peak = max(peak, _peak_rss_mb(proc.pid))
-            time.sleep(0.05)
-        seconds = time.time() - t0
-        if proc.returncode != 0:
-            raise SystemExit(f"train run failed with exit code {proc.returncode}")
+        seconds, peak = run_polling(cmd, _peak_rss_mb, 0.05)
     return {"workload": "speq-search train (digits, cnn-small, 5 fp + 3 speq epochs)",
             "peak_rss_mb": round(peak, 1), "wall_s": round(seconds, 1)}
 
