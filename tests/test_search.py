@@ -226,33 +226,3 @@ def test_asha_stopped_trials_are_not_full_fidelity_and_never_on_the_front(tmp_pa
     assert not set(front["trial_id"]) & set(stopped["trial_id"])
     study = optuna.load_study(study_name="asha", storage=f"sqlite:///{tmp_path / 'asha' / 'study.db'}")
     assert sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials) == len(stopped)
-
-
-def test_address_joins_an_existing_ray_cluster(tmp_path):
-    import socket
-
-    import yaml
-
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        port = sock.getsockname()[1]
-    ray_bin = Path(sys.executable).parent / "ray"
-    head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", "--num-cpus=2", f"--port={port}",
-                             "--include-dashboard=false"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env=dict(os.environ, RAY_AUTH_MODE="disabled"))
-    try:
-        space = tmp_path / "space.yaml"
-        space.write_text(yaml.safe_dump(dict(TINY, name="cluster", search={"num_samples": 2, "max_concurrent": 2})))
-        cmd = [sys.executable, "-m", "speq_search.cli", "run", str(space), "--out-dir", str(tmp_path / "runs"),
-               "--name", "c", "--address", "auto"]  # auto: the cluster this machine's head started
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                              env=dict(os.environ, RAY_AUTH_MODE="disabled"))
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        trials = pd.read_csv(tmp_path / "runs" / "c" / "trials.csv")
-        assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
-        assert json.loads((tmp_path / "runs" / "c" / "run.json").read_text())["address"] == "auto"
-        assert "Started a local Ray instance" not in proc.stderr  # it joined the head, started none
-    finally:
-        os.killpg(head.pid, signal.SIGKILL)  # the head and its daemons share the process group
-        head.wait(timeout=30)
