@@ -452,7 +452,7 @@ def run(
 
 
 def _costs_now(cfg, model, best, example, fp_info, step_times, history, t_run) -> dict:
-    """Metrics of the selected (best validation) epoch and the model's costs; no test accuracy yet."""
+    """Metrics of the selected (best validation) epoch and the model's costs; test accuracy comes last."""
     costs = model_costs(model, example).as_dict()
     row = best["row"] or {}
     train_time_s = time.perf_counter() - t_run
@@ -461,7 +461,6 @@ def _costs_now(cfg, model, best, example, fp_info, step_times, history, t_run) -
         "w_bits": cfg.quant.w_bits if cfg.speq.method != "fp" else FULL_PRECISION,
         "a_bits": cfg.quant.a_bits if cfg.speq.method != "fp" else FULL_PRECISION,
         "val_acc": row.get("val_acc", float("nan")),
-        "test_acc": float("nan"),
         "high_val_acc": row.get("high_val_acc", float("nan")),
         "best_epoch": best["epoch"],
         "epochs": len(history),

@@ -11,6 +11,7 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -100,8 +101,16 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class RunFiles(NamedTuple):
+    """What :func:`write_outputs` wrote: the summary, the trials and the front."""
+
+    summary: dict
+    trials: pd.DataFrame
+    front: pd.DataFrame
+
+
 def write_outputs(run_dir: Path, spec: SearchSpec, experiment: Path, full_precision: dict, extra: dict | None = None,
-                  plots: bool = True) -> dict:
+                  plots: bool = True) -> RunFiles:
     """(Re)write trials.csv, pareto.csv, summary.json (and pareto.html) from the experiment."""
     df = collect_trials(experiment, spec)
     front = front_of(df, spec)
@@ -140,7 +149,7 @@ def write_outputs(run_dir: Path, spec: SearchSpec, experiment: Path, full_precis
         x = next((m for m in metrics if not m.endswith("_acc")), metrics[1])
         y = next((m for m in metrics if m.endswith("_acc")), metrics[0])
         summary["figure_note"] = write_figure(front_figure(df, spec, x, y), run_dir / "pareto.html", png=True)
-    return summary
+    return RunFiles(summary, df, front)
 
 
 def _json_default(o):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from speq_search.errors import ConfigError
-from speq_search.search.results import front_of, write_outputs
+from speq_search.search.results import write_outputs
 from speq_search.spaces import SearchSpec, dump_space, field_of, parse_space
 
 # Fields that change the full-precision model: when one is searched, each trial gets its
@@ -80,8 +80,6 @@ def _absolute_paths(spec: SearchSpec) -> SearchSpec:
 
 def _prepare_fp(spec: SearchSpec, log) -> tuple[bytes | None, dict]:
     """Train (or load) the FP model once, before the trials; its costs give the reference point."""
-    import torch
-
     from speq_search.costs import model_costs
     from speq_search.search.trainable import serialise_state
     from speq_search.train import build_model, full_precision_model, load_data, resolve_device
@@ -97,7 +95,6 @@ def _prepare_fp(spec: SearchSpec, log) -> tuple[bytes | None, dict]:
     model, info = full_precision_model(cfg, splits, resolve_device(cfg.device), log)
     log(f"full-precision model: val acc {info['fp_val_acc']:.4f}, shared by every trial")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    del torch
     return serialise_state(state), reference
 
 
@@ -131,20 +128,21 @@ class _Progress:
     def update(self, trials, trial, failed: bool) -> None:
         if failed:
             self.failures += 1
-        self.refresh(trials)
+        # The trial that just ended still reads RUNNING while its callback runs.
+        running = sum(1 for t in trials if t.status == "RUNNING" and t is not trial)
+        self.refresh(running)
 
-    def refresh(self, trials=None) -> dict:
-        summary = write_outputs(self.run_dir, self.spec, self.experiment, self.reference, plots=False)
+    def refresh(self, running: int = 0) -> dict:
+        summary, _, df_front = write_outputs(self.run_dir, self.spec, self.experiment, self.reference, plots=False)
         self.failures = max(self.failures, summary["n_failed"])
-        running = sum(1 for t in trials if t.status == "RUNNING") if trials else 0
         best = ""
-        df_front = front_of(__import__("pandas").read_csv(self.run_dir / "trials.csv"), self.spec)
-        if len(df_front):
-            m = [o.metric for o in self.spec.objectives]
+        m = [o.metric for o in self.spec.objectives]
+        points = df_front[m].drop_duplicates() if len(df_front) else df_front  # tied trials: one point
+        if len(points):
             best = "; front: " + ", ".join(
-                "(" + ", ".join(f"{r[k]:.4g}" for k in m) + ")" for _, r in df_front.head(4).iterrows())
-            if len(df_front) > 4:
-                best += f" +{len(df_front) - 4}"
+                "(" + ", ".join(f"{r[k]:.4g}" for k in m) + ")" for _, r in points.head(4).iterrows())
+            if len(points) > 4:
+                best += f" +{len(points) - 4}"
         self.log(f"[{time.time() - self.t0:6.0f}s] {summary['n_completed']}/{self.total} done, {running} running, "
                  f"{summary['n_failed']} failed{best}")
         if self.failures > self.spec.search.max_failures:
@@ -254,7 +252,7 @@ def _execute(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts: RunOpt
         f"at a time, objectives " + ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives))
     tuner.fit()
     summary = write_outputs(run_dir, spec, experiment, meta["reference"],
-                            extra={"run_dir": str(run_dir), "resumed": restore})
+                            extra={"run_dir": str(run_dir), "resumed": restore}).summary
     summary["interrupted"] = summary["n_completed"] + summary["n_failed"] + summary["n_stopped"] < total and (
         progress.failures <= spec.search.max_failures)
     return summary

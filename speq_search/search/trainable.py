@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 import shutil
 import sys
 from pathlib import Path
@@ -12,9 +11,8 @@ import torch
 
 
 def _reportable(row: dict) -> dict:
-    """Numbers and strings only (Ray's loggers choke on tensors and None)."""
-    return {k: v for k, v in row.items() if isinstance(v, (int, float, str, bool)) and not (
-        isinstance(v, float) and math.isnan(v) and k == "test_acc")}
+    """Numbers, strings and booleans only (Ray's loggers choke on tensors and None)."""
+    return {k: v for k, v in row.items() if isinstance(v, (int, float, str, bool))}
 
 
 def speq_trainable(config: dict, spec: dict, fp_state: bytes | None, threads: int, verbose: bool) -> None:
