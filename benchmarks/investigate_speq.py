@@ -44,17 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-size", type=int)
     p.add_argument("--model", default="cnn-small")
     p.add_argument("--width", type=float, default=0.5)
-    p.add_argument("--bits", type=int, default=2)
+    p.add_argument("--bits", type=int, default=2, help="activation bits (and weight bits unless --w-bits)")
+    p.add_argument("--w-bits", type=int, help="weight bits, e.g. 8 for an activation-limited network")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--fp-epochs", type=int, default=15)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--only", nargs="*", help="run only variants whose name contains one of these")
     p.add_argument("--out")
     args = p.parse_args(argv)
+    w_bits = args.w_bits or args.bits
     base = TrainConfig(progress=False).replace(**{
         "data.dataset": args.dataset, "data.data_dir": args.data_dir, "data.train_size": args.train_size,
         "model.name": args.model, "model.width": args.width, "optim.epochs": args.epochs,
-        "optim.fp_epochs": args.fp_epochs, "quant.w_bits": args.bits, "quant.a_bits": args.bits})
+        "optim.fp_epochs": args.fp_epochs, "quant.w_bits": w_bits, "quant.a_bits": args.bits})
     variants = {k: v for k, v in VARIANTS.items() if k == "qat" or not args.only or any(o in k for o in args.only)}
     rows = []
     for seed in args.seeds:
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                    "high_val_acc": m["high_val_acc"], "fp_test_acc": m["fp_test_acc"], "seconds": round(time.time() - t0, 1)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    lines = [f"W{args.bits}A{args.bits}, {args.dataset}, {args.model} x{args.width:g}, {args.epochs} epochs"
+    lines = [f"W{w_bits}A{args.bits}, {args.dataset}, {args.model} x{args.width:g}, {args.epochs} epochs"
              + (f", train subset {args.train_size}" if args.train_size else "") + f", seeds {args.seeds}", "",
              "| variant | test acc % | Δ vs qat per seed (points) | mean Δ | student train acc % | teacher train acc % "
              "| all-high-bits val acc % |", "|---|---|---|---|---|---|---|"]
