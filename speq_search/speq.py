@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -132,6 +133,31 @@ def distillation_loss(
     return F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True) * temperature**2
 
 
+class LossTerms(NamedTuple):
+    """The SPEQ loss and its two terms (the terms are logged every epoch)."""
+
+    total: torch.Tensor
+    ce: torch.Tensor
+    kd: torch.Tensor  # zero when there is no distillation term
+
+
+def speq_loss_terms(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    targets: torch.Tensor,
+    ce_weight: float = 1.0,
+    kd_weight: float = 1.0,
+    temperature: float = 1.0,
+    kd_loss: str = "cosine",
+) -> LossTerms:
+    """``ce_weight * CE(z_s, y) + kd_weight * KD(z_t, z_s)`` and its terms; no teacher means plain QAT."""
+    ce = F.cross_entropy(student_logits, targets)
+    if teacher_logits is None or kd_weight == 0:
+        return LossTerms(ce_weight * ce, ce, torch.zeros((), device=ce.device))
+    kd = distillation_loss(teacher_logits, student_logits, kd_loss, temperature)
+    return LossTerms(ce_weight * ce + kd_weight * kd, ce, kd)
+
+
 def speq_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor | None,
@@ -142,7 +168,4 @@ def speq_loss(
     kd_loss: str = "cosine",
 ) -> torch.Tensor:
     """``ce_weight * CE(z_s, y) + kd_weight * KD(z_t, z_s)``; no teacher means plain QAT."""
-    loss = ce_weight * F.cross_entropy(student_logits, targets)
-    if teacher_logits is not None and kd_weight != 0:
-        loss = loss + kd_weight * distillation_loss(teacher_logits, student_logits, kd_loss, temperature)
-    return loss
+    return speq_loss_terms(student_logits, teacher_logits, targets, ce_weight, kd_weight, temperature, kd_loss).total

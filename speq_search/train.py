@@ -33,7 +33,7 @@ from speq_search.models import create_model
 from speq_search.models._registry import _MODELS
 from speq_search.quant import calibrating, quantize_model
 from speq_search.quant.primitives import FULL_PRECISION
-from speq_search.speq import distillation_loss, frozen_state, high_precision, teacher_logits
+from speq_search.speq import frozen_state, high_precision, speq_loss_terms, teacher_logits
 
 CHECKPOINT_FORMAT = "speq-search-checkpoint/1"
 EVAL_BATCH = 1024
@@ -306,7 +306,6 @@ def make_step(cfg: TrainConfig, student: nn.Module, fp_model: nn.Module | None,
     sp = cfg.speq
     kd_kind = sp.resolved_kd_loss
     teacher = sp.teacher
-    zero = torch.zeros((), device=device)
     if teacher == "fp" and fp_model is None:
         raise ValueError("method kd-fp needs the full-precision model")
 
@@ -318,9 +317,7 @@ def make_step(cfg: TrainConfig, student: nn.Module, fp_model: nn.Module | None,
             with torch.no_grad():
                 t_logits = fp_model(x)
         logits = student(x)
-        ce = F.cross_entropy(logits, y)
-        kd = distillation_loss(t_logits, logits, kd_kind, sp.temperature) if t_logits is not None else zero
-        loss = sp.ce_weight * ce + (sp.kd_weight * kd if t_logits is not None else 0.0)
+        loss, ce, kd = speq_loss_terms(logits, t_logits, y, sp.ce_weight, sp.kd_weight, sp.temperature, kd_kind)
         return loss, ce, kd, logits, t_logits
 
     return step
