@@ -114,6 +114,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage-path", help="where Ray keeps the experiment (shared folder or cloud URL on a cluster)")
     run.add_argument("--verbose", action="store_true", help="show Ray's logs and each trial's epochs")
 
+    sources_help = ("run folders of `speq-search run`, Ray Tune experiment folders, or Optuna storage URLs "
+                    "(sqlite:///study.db[#study])")
+    plot = sub.add_parser("plot", help="draw the Pareto front (or another figure) of one or more runs",
+                          description="Draw a figure of one or more runs; several runs are overlaid. The format "
+                          "follows --out: .html (self-contained), .png, .svg or .pdf (need Chromium; without it "
+                          "the HTML is written instead).")
+    plot.add_argument("runs", nargs="+", metavar="RUN_DIR", help=sources_help)
+    plot.add_argument("--kind", default="front", help="front | parallel | importance | curves | hypervolume")
+    plot.add_argument("--x", help="cost axis: avg_bits, avg_w_bits, avg_a_bits, size_bytes, bitops... "
+                      "(default: the run's cost objective)")
+    plot.add_argument("--y", help="accuracy axis: val_acc or test_acc (default: the run's accuracy objective)")
+    plot.add_argument("--color", help="colour the points by a column, e.g. method, p_high, w_bits")
+    plot.add_argument("--group-by", help="one front per value of a column, e.g. method (default: one per run)")
+    plot.add_argument("--objectives", help="metric:mode pairs for sources that do not say, e.g. val_acc:max,bitops:min")
+    plot.add_argument("--out", help="output file (default: <first RUN_DIR>/<kind>.html)")
+
+    report = sub.add_parser("report", help="write report.md and report.html for one or more runs",
+                            description="Front table, best configuration under each bit budget, hypervolume, "
+                            "parameter importance and figures, as OUT/report.md and OUT/report.html.")
+    report.add_argument("runs", nargs="+", metavar="RUN_DIR", help=sources_help)
+    report.add_argument("--out", required=True, help="folder to write the report into")
+    report.add_argument("--budget-metric", default="avg_bits", help="the cost the budgets bound (default: avg_bits)")
+    report.add_argument("--budgets", default="2,3,4,8", help="comma-separated budgets (default: 2,3,4,8)")
+    report.add_argument("--objectives", help="metric:mode pairs for sources that do not say, e.g. val_acc:max,bitops:min")
+
     sub.add_parser("spaces", help="list the shipped search spaces")
     sub.add_parser("models", help="list the registered models")
     sub.add_parser("datasets", help="list the registered data sets")
@@ -168,6 +193,47 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _objectives(text: str | None) -> list[tuple[str, str]] | None:
+    if not text:
+        return None
+    out = []
+    for item in text.split(","):
+        metric, _, mode = item.strip().partition(":")
+        if not metric or mode not in ("max", "min"):
+            raise ConfigError("--objectives", item, "metric:max or metric:min, comma-separated")
+        out.append((metric, mode))
+    return out
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from speq_search.analysis.load import load_runs
+    from speq_search.analysis.plots import write_figure
+    from speq_search.analysis.report import make_figure
+
+    runs, df = load_runs(args.runs, _objectives(args.objectives))
+    fig = make_figure(runs, df, args.kind, args.x, args.y, args.color, args.group_by)
+    first = Path(args.runs[0])
+    out = Path(args.out) if args.out else (first if first.is_dir() else Path(".")) / f"{args.kind}.html"
+    print(write_figure(fig, out, png=False))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from speq_search.analysis.load import load_runs
+    from speq_search.analysis.report import write_report
+
+    try:
+        budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
+    except ValueError:
+        raise ConfigError("--budgets", args.budgets, "comma-separated numbers, e.g. 2,3,4,8") from None
+    runs, df = load_runs(args.runs, _objectives(args.objectives))
+    from speq_search.analysis.load import require_columns
+
+    require_columns(df, [args.budget_metric], "--budget-metric")
+    write_report(runs, df, args.out, args.budget_metric, budgets)
+    return 0
+
+
 def _print_front(summary: dict) -> None:
     import pandas as pd
 
@@ -209,6 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "plot":
+            return _plot(args)
+        if args.command == "report":
+            return _report(args)
         if args.command == "spaces":
             from speq_search.spaces import shipped_spaces
 

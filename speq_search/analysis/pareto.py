@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 BIT_METRICS = ("avg_bits", "avg_w_bits", "avg_a_bits")
 MODEL_COST_METRICS = ("size_bytes", "bitops", "macs", "params")
@@ -46,6 +47,34 @@ def pareto_mask(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
         dominated = np.all(others <= loss[i], axis=1) & np.any(others < loss[i], axis=1)
         mask[i] = not dominated.any()
     return mask if n else np.zeros(0, dtype=bool)
+
+
+def front_rows(df: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """The non-dominated rows of ``df`` under ``objectives`` ((metric, mode) pairs).
+
+    Sorted by the cost objectives, then by the first one. Tied rows all stay (see the module
+    docstring); ``df`` is expected to hold only the trials that may be on a front.
+    """
+    if df.empty:
+        return df
+    metrics = [m for m, _ in objectives]
+    mask = pareto_mask(df[metrics].to_numpy(dtype=float), [d for _, d in objectives])
+    return df[mask].sort_values(metrics[1:] + metrics[:1]).reset_index(drop=True)
+
+
+def best_under_budgets(df: pd.DataFrame, cost: str, budgets: Sequence[float], score: str = "val_acc",
+                       mode: str = "max") -> pd.DataFrame:
+    """For each budget, the row with the best ``score`` among rows with ``cost <= budget``.
+
+    One row per budget (column ``budget``); a budget no row meets gives a row of NaN. Ties on
+    the score go to the cheaper row.
+    """
+    rows = []
+    for budget in budgets:
+        ok = df[df[cost] <= budget].dropna(subset=[score])
+        ok = ok.sort_values([score, cost], ascending=[mode == "min", True], kind="stable")
+        rows.append((ok.iloc[[0]] if len(ok) else df.iloc[0:0].reindex([0])).assign(budget=budget))
+    return pd.concat(rows, ignore_index=True)[["budget", *df.columns]]
 
 
 def normalise(values: np.ndarray, metrics: Sequence[str], modes: Sequence[str],

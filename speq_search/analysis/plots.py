@@ -1,19 +1,38 @@
-"""Figures, in two steps: a pure function computes what to draw, another renders it (plotly)."""
+"""Figures, in two steps: pure functions compute what to draw (tested), others render it (plotly).
+
+- :func:`front_data` / :func:`render_fronts`: accuracy against a cost axis, one front per run or
+  per value of a column (e.g. ``method``), dominated trials faded, failed ones left out, the
+  full-precision accuracy as a reference line, hover with the whole configuration;
+- :func:`parallel_data` / :func:`render_parallel`: parameters and objectives on parallel axes;
+- :func:`importance_data` / :func:`render_importance`: Optuna's parameter importance per objective;
+- :func:`render_curves`: per-trial learning curves; :func:`hypervolume_data` /
+  :func:`render_hypervolume`: the front's hypervolume as trials accumulate;
+- :func:`write_figure`: self-contained HTML, and PNG/SVG through kaleido when Chromium is there.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
-from speq_search.analysis.pareto import pareto_mask
+from speq_search.analysis.pareto import hypervolume_history, pareto_mask
+
+COST_AXES = ("avg_bits", "avg_w_bits", "avg_a_bits", "size_bytes", "bitops", "macs", "params", "latency_ms", "energy")
+_SKIP_HOVER = {"run", "status", "error", "trial_dir", "full_fidelity", "epochs_total", "wall_time_s"}
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 
 
 class FrontInfo(NamedTuple):
-    """What an accuracy-versus-cost front figure shows."""
+    """One front of a front figure: its points, the dominated ones, and what hovering shows."""
 
+    label: str
     x: str
     y: str
     x_front: list[float]
@@ -22,51 +41,259 @@ class FrontInfo(NamedTuple):
     y_dominated: list[float]
     hover_front: list[str]
     hover_dominated: list[str]
+    color_front: list  # values of the colour column (empty: the group's colour)
+    color_dominated: list
+
+
+class FrontFigureData(NamedTuple):
+    """Everything a front figure shows."""
+
+    x: str
+    y: str
+    fronts: list[FrontInfo]
+    reference: dict[str, float]  # label -> full-precision accuracy line
+    color: str | None
     log_x: bool
+
+
+def _hover(rows: pd.DataFrame, cols: Sequence[str]) -> list[str]:
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    return ["<br>".join(f"{c}: {fmt(r[c])}" for c in cols if c in r and not pd.isna(r[c])) for _, r in rows.iterrows()]
+
+
+def front_data(df: pd.DataFrame, x: str, y: str, x_mode: str = "min", y_mode: str = "max", group: str | None = None,
+               color: str | None = None, hover: Sequence[str] | None = None) -> FrontFigureData:
+    """Split completed trials into fronts (one per value of ``group``) and dominated points.
+
+    Only rows with status COMPLETED (and full fidelity, where the column exists) are drawn.
+    The reference line of a group is the mean of ``fp_<y>`` (``fp_val_acc`` for ``val_acc``)
+    over its rows, when that column exists.
+    """
+    done = df[df["status"] == "COMPLETED"] if "status" in df else df
+    if "full_fidelity" in done:
+        done = done[done["full_fidelity"].fillna(True).astype(bool)]
+    done = done.dropna(subset=[x, y])
+    cols = list(hover) if hover else [c for c in df.columns if c not in _SKIP_HOVER]
+    groups = [(str(k), g) for k, g in done.groupby(group, sort=True)] if group else [("", done)]
+    fronts, reference = [], {}
+    for label, rows in groups:
+        mask = pareto_mask(rows[[x, y]].to_numpy(dtype=float), [x_mode, y_mode])
+        front, dominated = rows[mask].sort_values([x, y]), rows[~mask]
+        fronts.append(FrontInfo(
+            label, x, y, front[x].astype(float).tolist(), front[y].astype(float).tolist(),
+            dominated[x].astype(float).tolist(), dominated[y].astype(float).tolist(), _hover(front, cols),
+            _hover(dominated, cols), front[color].tolist() if color else [],
+            dominated[color].tolist() if color else []))
+        fp_col = f"fp_{y}"
+        if fp_col in rows and rows[fp_col].notna().any():
+            reference[label or "full precision"] = float(rows[fp_col].mean())
+    xs = done[x].to_numpy(dtype=float)
+    log_x = bool(len(xs) and xs.min() > 0 and xs.max() / xs.min() > 50)
+    if len(set(np.round(list(reference.values()), 6))) == 1:  # one line when every group shares the FP model
+        reference = {"full precision": next(iter(reference.values()))}
+    return FrontFigureData(x, y, fronts, reference, color, log_x)
 
 
 def front_info(df: pd.DataFrame, x: str, y: str, x_mode: str = "min", y_mode: str = "max",
                hover_columns: list[str] | None = None) -> FrontInfo:
-    """Completed trials split into front and dominated points, the front sorted along ``x``."""
-    done = df[df["status"] == "COMPLETED"] if "status" in df else df
-    done = done.dropna(subset=[x, y])
-    mask = pareto_mask(done[[x, y]].to_numpy(dtype=float), [x_mode, y_mode])
-    cols = hover_columns or [c for c in done.columns if c not in (x, y)][:12]
-
-    def hover(rows: pd.DataFrame) -> list[str]:
-        return ["<br>".join(f"{c}: {r[c]}" for c in cols if c in r) for _, r in rows.iterrows()]
-
-    front = done[mask].sort_values(x)
-    dominated = done[~mask]
-    xs = done[x].to_numpy(dtype=float)
-    log_x = bool(len(xs) and xs.min() > 0 and xs.max() / xs.min() > 50)
-    return FrontInfo(x, y, front[x].tolist(), front[y].tolist(), dominated[x].tolist(), dominated[y].tolist(),
-                     hover(front), hover(dominated), log_x)
+    """The single front of ``df`` (no grouping)."""
+    return front_data(df, x, y, x_mode, y_mode, hover=hover_columns).fronts[0]
 
 
-def render_front(info: FrontInfo, title: str = ""):
-    """A plotly figure of :class:`FrontInfo`: the front as a step line, dominated points faded."""
+def _color_marker(values: list, base: dict, categories: list, scale: tuple | None, label: str | None) -> dict:
+    """Marker settings: one colour per category, or a colour scale shared by every trace."""
+    if not values:
+        return base
+    if categories:
+        return {**base, "color": [PALETTE[categories.index(v) % len(PALETTE)] for v in values]}
+    return {**base, "color": values, "colorscale": "Viridis", "cmin": scale[0], "cmax": scale[1],
+            "showscale": label is not None, "colorbar": {"title": {"text": label or ""}}}
+
+
+def render_fronts(data: FrontFigureData, title: str = ""):
+    """A plotly figure of :class:`FrontFigureData`: fronts as step lines, dominated points faded."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=info.x_dominated, y=info.y_dominated, mode="markers", name="dominated",
-                             marker={"color": "rgba(120,120,120,0.35)", "size": 8}, hovertext=info.hover_dominated,
-                             hoverinfo="text"))
-    fig.add_trace(go.Scatter(x=info.x_front, y=info.y_front, mode="lines+markers", name="Pareto front",
-                             line={"shape": "hv"}, marker={"size": 10}, hovertext=info.hover_front, hoverinfo="text"))
-    fig.update_layout(title=title or f"{info.y} vs {info.x}", xaxis_title=info.x, yaxis_title=info.y,
-                      template="plotly_white")
-    if info.log_x:
+    all_colors = [v for f in data.fronts for v in f.color_front + f.color_dominated]
+    categorical = bool(all_colors) and not all(isinstance(v, (int, float, np.number)) for v in all_colors)
+    categories = sorted({str(v) for v in all_colors}) if categorical else []
+    scale = (float(min(all_colors)), float(max(all_colors))) if all_colors and not categorical else None
+    single = len(data.fronts) == 1
+    for i, f in enumerate(data.fronts):
+        base = PALETTE[i % len(PALETTE)]
+        name = f.label or "Pareto front"
+        cf = [str(v) for v in f.color_front] if categorical else f.color_front
+        cd = [str(v) for v in f.color_dominated] if categorical else f.color_dominated
+        fig.add_trace(go.Scatter(
+            x=f.x_dominated, y=f.y_dominated, mode="markers", name=f"{f.label} dominated" if f.label else "dominated",
+            legendgroup=name, opacity=0.3, hovertext=f.hover_dominated, hoverinfo="text",
+            marker=_color_marker(cd, {"color": base if not single else "rgb(120,120,120)", "size": 7}, categories,
+                                 scale, None)))
+        fig.add_trace(go.Scatter(
+            x=f.x_front, y=f.y_front, mode="lines+markers", name=name, legendgroup=name, line={"shape": "hv",
+                                                                                                  "color": base},
+            hovertext=f.hover_front, hoverinfo="text",
+            marker=_color_marker(cf, {"color": base, "size": 10, "line": {"width": 1, "color": "white"}}, categories,
+                                 scale, data.color if i == 0 else None)))
+    for j, cat in enumerate(categories):  # legend entries of a categorical colour column
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{data.color}={cat}",
+                                 marker={"color": PALETTE[j % len(PALETTE)], "size": 9}))
+    for k, (label, acc) in enumerate(data.reference.items()):
+        fig.add_hline(y=acc, line={"dash": "dash", "color": "black" if len(data.reference) == 1 else PALETTE[k]},
+                      annotation_text=f"{label}: {acc:.4f}", annotation_position="bottom right")
+    fig.update_layout(title=title or f"{data.y} vs {data.x}", xaxis_title=data.x, yaxis_title=data.y,
+                      template="plotly_white", legend={"orientation": "h", "y": -0.2})
+    if data.log_x:
         fig.update_xaxes(type="log")
     return fig
+
+
+def render_front(info: FrontInfo, title: str = ""):
+    """One front (kept for callers of the single-front API)."""
+    return render_fronts(FrontFigureData(info.x, info.y, [info], {}, None, False), title)
 
 
 def front_figure(df: pd.DataFrame, spec, x: str, y: str):
     """The run's front figure: x and y modes from the space's objectives."""
     modes = {o.metric: o.mode for o in spec.objectives}
     hover = [p.name for p in spec.params] + [o.metric for o in spec.objectives] + ["test_acc", "trial_id"]
-    info = front_info(df, x, y, modes.get(x, "min"), modes.get(y, "max"), hover)
-    return render_front(info, f"{spec.name}: {y} vs {x}")
+    data = front_data(df, x, y, modes.get(x, "min"), modes.get(y, "max"), hover=hover)
+    return render_fronts(data, f"{spec.name}: {y} vs {x}")
+
+
+class ParallelData(NamedTuple):
+    """Axes of a parallel-coordinates figure: per column, numeric values and tick labels."""
+
+    columns: list[str]
+    values: list[list[float]]
+    ticks: list[tuple[list[float], list[str]] | None]  # categorical axes: codes and labels
+    color: list[float]
+    color_label: str
+
+
+def parallel_data(df: pd.DataFrame, params: Sequence[str], objectives: Sequence[str]) -> ParallelData:
+    """Completed trials on one axis per parameter and objective; categories become codes."""
+    done = df[df["status"] == "COMPLETED"] if "status" in df else df
+    cols = [c for c in [*params, *objectives] if c in done and done[c].notna().any()]
+    values, ticks = [], []
+    for c in cols:
+        col = done[c]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            values.append(col.astype(float).tolist())
+            ticks.append(None)
+        else:
+            cats = sorted(col.astype(str).unique())
+            values.append([float(cats.index(str(v))) for v in col])
+            ticks.append(([float(i) for i in range(len(cats))], cats))
+    color_col = objectives[0] if objectives and objectives[0] in done else (cols[-1] if cols else "")
+    return ParallelData(cols, values, ticks, done[color_col].astype(float).tolist() if color_col else [], color_col)
+
+
+def render_parallel(data: ParallelData, title: str = "Parameters and objectives"):
+    import plotly.graph_objects as go
+
+    dims = []
+    for c, v, t in zip(data.columns, data.values, data.ticks):
+        dim = {"label": c, "values": v}
+        if t:
+            dim.update(tickvals=t[0], ticktext=t[1])
+        dims.append(dim)
+    fig = go.Figure(go.Parcoords(dimensions=dims, line={"color": data.color, "colorscale": "Viridis",
+                                                        "showscale": True}))
+    fig.update_layout(title=title, template="plotly_white")
+    return fig
+
+
+def importance_data(run, seed: int = 0) -> pd.DataFrame:
+    """Parameter importance (Optuna's fANOVA, seeded) for each objective of ``run``.
+
+    Columns ``objective, param, importance``; rows sorted by importance within an objective.
+    The study is rebuilt in memory from the run's completed trials, so a Ray experiment or a
+    run folder gives the same answer as its Optuna storage. Needs two or more parameters and
+    completed trials; otherwise the table is empty.
+    """
+    import optuna
+
+    done = run.completed.dropna(subset=[m for m, _ in run.objectives])
+    params = [p for p in run.params if p in done and done[p].notna().all() and done[p].nunique() > 1]
+    if len(params) < 1 or len(done) < 3 or not run.objectives:
+        return pd.DataFrame(columns=["objective", "param", "importance"])
+    dists = {}
+    for p in params:
+        col = done[p]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) and col.nunique() > 4:
+            dists[p] = optuna.distributions.FloatDistribution(float(col.min()), float(col.max()))
+        else:
+            dists[p] = optuna.distributions.CategoricalDistribution(sorted(col.unique().tolist(), key=str))
+    directions = ["maximize" if d == "max" else "minimize" for _, d in run.objectives]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=directions)
+    for _, r in done.iterrows():
+        params_of = {p: (float(r[p]) if isinstance(dists[p], optuna.distributions.FloatDistribution) else
+                         _native(r[p])) for p in params}
+        study.add_trial(optuna.trial.create_trial(params=params_of, distributions=dists,
+                                                  values=[float(r[m]) for m, _ in run.objectives]))
+    rows = []
+    for i, (metric, _) in enumerate(run.objectives):
+        imp = optuna.importance.get_param_importances(
+            study, target=lambda t, i=i: t.values[i], evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed))
+        rows += [{"objective": metric, "param": p, "importance": float(v)} for p, v in imp.items()]
+    return pd.DataFrame(rows, columns=["objective", "param", "importance"])
+
+
+def _native(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def render_importance(table: pd.DataFrame, title: str = "Parameter importance (fANOVA)"):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for i, (objective, rows) in enumerate(table.groupby("objective", sort=False)):
+        rows = rows.sort_values("importance")
+        fig.add_trace(go.Bar(x=rows["importance"], y=rows["param"], orientation="h", name=objective,
+                             marker_color=PALETTE[i % len(PALETTE)]))
+    fig.update_layout(title=title, barmode="group", template="plotly_white", xaxis_title="importance")
+    return fig
+
+
+def render_curves(curves: pd.DataFrame, metric: str = "val_acc", title: str = "Learning curves"):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for (run, trial), rows in curves.groupby(["run", "trial_id"], sort=False):
+        fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[metric], mode="lines", name=f"{run} {trial}",
+                                 line={"width": 1}, opacity=0.7))
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title=metric, template="plotly_white")
+    return fig
+
+
+def hypervolume_data(run) -> pd.DataFrame:
+    """Hypervolume of the front after each completed trial, in the order trials finished.
+
+    Uses the same reference rule as ``summary.json`` (see :mod:`speq_search.analysis.pareto`),
+    so the last value equals the summary's hypervolume.
+    """
+    done = run.completed.dropna(subset=[m for m, _ in run.objectives])
+    metrics, modes = [m for m, _ in run.objectives], [d for _, d in run.objectives]
+    if done.empty or not metrics:
+        return pd.DataFrame(columns=["run", "trial", "hypervolume"])
+    hv = hypervolume_history(done[metrics].to_numpy(dtype=float), metrics, modes, run.full_precision)
+    return pd.DataFrame({"run": run.name, "trial": range(1, len(hv) + 1), "hypervolume": hv})
+
+
+def render_hypervolume(table: pd.DataFrame, title: str = "Hypervolume as trials accumulate"):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for i, (run, rows) in enumerate(table.groupby("run", sort=False)):
+        fig.add_trace(go.Scatter(x=rows["trial"], y=rows["hypervolume"], mode="lines+markers", name=str(run),
+                                 line={"shape": "hv", "color": PALETTE[i % len(PALETTE)]}))
+    fig.update_layout(title=title, xaxis_title="completed trials", yaxis_title="hypervolume", template="plotly_white")
+    return fig
 
 
 def browser_available() -> bool:
@@ -74,24 +301,67 @@ def browser_available() -> bool:
     return any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome"))
 
 
-def write_figure(fig, html_path: Path, png: bool = True) -> str:
-    """Write self-contained HTML (works offline) and, when a browser is present, a PNG.
+IMAGE_FORMATS = (".png", ".svg", ".pdf")
 
-    Returns one line saying what was written or why the PNG was skipped; never raises for
-    a missing browser.
-    """
-    html_path = Path(html_path)
-    fig.write_html(str(html_path), include_plotlyjs=True)
-    if not png:
-        return f"wrote {html_path}"
-    if not browser_available():
-        return f"wrote {html_path}; PNG skipped: no Chromium found (apt-get install chromium)"
+
+@contextlib.contextmanager
+def image_session():
+    """Keep one browser open for several image exports (each export otherwise starts one)."""
+    started = False
+    if browser_available():
+        try:
+            import kaleido
+
+            kaleido.start_sync_server(silence_warnings=True)
+            started = True
+        except Exception:  # exports then start their own browser, or report why they cannot
+            pass
     try:
-        fig.write_image(str(html_path.with_suffix(".png")), width=900, height=600)
+        yield
+    finally:
+        if started:
+            import kaleido
+
+            kaleido.stop_sync_server(silence_warnings=True)
+
+
+def export_image(fig, path: Path, width: int = 900, height: int = 560) -> str | None:
+    """Write ``fig`` as PNG/SVG/PDF; returns ``None``, or one line saying why it was skipped."""
+    if not browser_available():
+        return "no Chromium found (apt-get install chromium)"
+    try:
+        with warnings.catch_warnings():  # plotly warns that a running image server ignores its options
+            warnings.simplefilter("ignore", UserWarning)
+            fig.write_image(str(path), width=width, height=height)
     except Exception as err:  # kaleido missing or the browser failed to start
-        return f"wrote {html_path}; PNG skipped: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
-    return f"wrote {html_path} and {html_path.with_suffix('.png').name}"
+        return f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+    return None
 
 
-__all__ = ["FrontInfo", "browser_available", "front_figure", "front_info", "render_front", "write_figure"]
+def write_figure(fig, path: Path, png: bool = True) -> str:
+    """Write ``fig`` to ``path``: HTML (self-contained, works offline), or an image format.
 
+    For ``.html``, a PNG is written beside it when ``png`` and a browser is present. For
+    ``.png``/``.svg``/``.pdf`` without a browser, the HTML is written instead. Returns one line
+    saying what was written or why an image was skipped; never raises for a missing browser.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix in IMAGE_FORMATS:
+        why = export_image(fig, path)
+        if why is None:
+            return f"wrote {path}"
+        html = path.with_suffix(".html")
+        fig.write_html(str(html), include_plotlyjs=True)
+        return f"wrote {html}; {path.suffix[1:].upper()} skipped: {why}"
+    fig.write_html(str(path), include_plotlyjs=True)
+    if not png:
+        return f"wrote {path}"
+    why = export_image(fig, path.with_suffix(".png"))
+    return f"wrote {path} and {path.with_suffix('.png').name}" if why is None else f"wrote {path}; PNG skipped: {why}"
+
+
+__all__ = ["COST_AXES", "FrontFigureData", "FrontInfo", "ParallelData", "browser_available", "export_image",
+           "front_data", "front_figure", "front_info", "hypervolume_data", "image_session", "importance_data", "parallel_data",
+           "render_curves", "render_front", "render_fronts", "render_hypervolume", "render_importance",
+           "render_parallel", "write_figure"]

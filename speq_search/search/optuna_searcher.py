@@ -7,6 +7,9 @@ from ray.tune.search.optuna import OptunaSearch
 
 from speq_search.spaces import Param, SearchSpec
 
+_STORED_METRICS = ("val_acc", "test_acc", "avg_w_bits", "avg_a_bits", "avg_bits", "size_bytes", "bitops", "macs",
+                   "params", "fp_val_acc", "fp_test_acc", "epochs_done")
+
 
 class SpeqOptunaSearch(OptunaSearch):
     """Ray's OptunaSearch, with each trial's outcome told to Optuna as what it was.
@@ -19,6 +22,11 @@ class SpeqOptunaSearch(OptunaSearch):
       outside ``study.optimize``; the trial is stored regardless (Optuna stores it in a
       ``finally``), so that error is ignored.
     """
+
+    def _setup_study(self, mode):  # noqa: D102
+        super()._setup_study(mode)
+        # Named objectives: study.db then reads as val_acc/bitops in any Optuna tool.
+        self._ot_study.set_metric_names(list(self.metric) if isinstance(self.metric, (list, tuple)) else [self.metric])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:  # noqa: D102
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -33,6 +41,10 @@ class SpeqOptunaSearch(OptunaSearch):
             state = optuna.trial.TrialState.COMPLETE
             if any(v is None for v in values):
                 state, values = optuna.trial.TrialState.FAIL, None
+        trial = self._ot_trials[trial_id]
+        for key in _STORED_METRICS:  # so that study.db alone can be analysed
+            if isinstance((result or {}).get(key), (int, float)):
+                trial.set_user_attr(key, result[key])
         try:
             self._ot_study.tell(self._ot_trials[trial_id], values, state=state)
         except RuntimeError as exc:

@@ -16,7 +16,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from speq_search.analysis.pareto import hypervolume, pareto_mask, reference_values
+from speq_search.analysis.load import error_reason, read_results, trial_dirs
+from speq_search.analysis.pareto import front_rows, hypervolume, reference_values
 from speq_search.spaces import SearchSpec
 
 METRIC_COLUMNS = ("val_acc", "test_acc", "val_loss", "high_val_acc", "avg_w_bits", "avg_a_bits", "avg_bits",
@@ -25,39 +26,17 @@ METRIC_COLUMNS = ("val_acc", "test_acc", "val_loss", "high_val_acc", "avg_w_bits
 _TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})_")
 
 
-def _read_results(path: Path) -> list[dict]:
-    rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if line:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:  # a line being written right now
-                    continue
-    return rows
-
-
-def _error_reason(trial_dir: Path) -> str:
-    err = trial_dir / "error.txt"
-    if not err.exists():
-        return ""
-    lines = [ln.strip() for ln in err.read_text(errors="replace").splitlines() if ln.strip()]
-    # The last line of a Python traceback is "ExceptionType: message".
-    return lines[-1][:300] if lines else "error"
-
-
 def collect_trials(experiment: str | Path, spec: SearchSpec) -> pd.DataFrame:
     """One row per trial of the experiment: id, status, parameters, metrics, fidelity, error."""
     experiment = Path(experiment)
     rows = []
-    for trial_dir in sorted(p for p in experiment.iterdir() if p.is_dir() and (p / "params.json").exists()):
+    for trial_dir in trial_dirs(experiment):
         params = json.loads((trial_dir / "params.json").read_text() or "{}")
-        results = _read_results(trial_dir / "result.json")
+        results = read_results(trial_dir / "result.json")
         last = results[-1] if results else {}
         match = _TRIAL_ID.search(trial_dir.name)
         trial_id = last.get("trial_id") or (match.group(1) if match else trial_dir.name)
-        error = _error_reason(trial_dir)
+        error = error_reason(trial_dir)
         done = int(last.get("epochs_done", 0))
         total = int(last.get("epochs_total", 0)) or int(spec.trial_config(params).optim.epochs)
         if error:
@@ -90,9 +69,7 @@ def front_of(df: pd.DataFrame, spec: SearchSpec) -> pd.DataFrame:
     done = df[(df["status"] == "COMPLETED") & df["full_fidelity"].astype(bool)]
     if done.empty:
         return done
-    metrics = [o.metric for o in spec.objectives]
-    mask = pareto_mask(done[metrics].to_numpy(dtype=float), [o.mode for o in spec.objectives])
-    return done[mask].sort_values(metrics[1:] + metrics[:1]).reset_index(drop=True)
+    return front_rows(done, [(o.metric, o.mode) for o in spec.objectives])
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

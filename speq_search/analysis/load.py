@@ -1,0 +1,273 @@
+"""Load search results into pandas, from any of three sources, without Ray or a live study.
+
+- a run folder written by ``speq-search run`` (``trials.csv``, ``summary.json``, ``space.yaml``);
+- a bare Ray Tune experiment folder (one sub-folder per trial with ``params.json`` and
+  ``result.json``), e.g. from a search not made with speq-search;
+- an Optuna storage URL (``sqlite:///study.db``, optionally ``#study-name``).
+
+Every source gives the same columns: ``run``, ``trial_id``, ``status`` (COMPLETED, FAILED,
+STOPPED, INCOMPLETE or INFEASIBLE), one column per parameter, one per metric. A
+:class:`Run` also says which columns are parameters and which objectives (with their
+directions), when the source knows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from speq_search.errors import ConfigError
+
+STATUSES = ("COMPLETED", "FAILED", "STOPPED", "INCOMPLETE", "INFEASIBLE")
+_OPTUNA_STATUS = {"COMPLETE": "COMPLETED", "FAIL": "FAILED", "PRUNED": "STOPPED", "RUNNING": "INCOMPLETE",
+                  "WAITING": "INCOMPLETE"}
+_TRIAL_ID = re.compile(r"_([0-9a-f]{5,8}_\d{5})_|_([0-9a-f]{8})_\d+_")
+
+
+@dataclass
+class Run:
+    """One loaded search: its trials and what the source says about them."""
+
+    name: str
+    source: str
+    kind: str  # "run" | "ray" | "optuna"
+    trials: pd.DataFrame
+    params: list[str]
+    objectives: list[tuple[str, str]] = field(default_factory=list)  # (metric, "max" | "min")
+    full_precision: dict = field(default_factory=dict)  # float-model costs: the reference point
+    summary: dict = field(default_factory=dict)
+    experiment: Path | None = None  # Ray experiment folder (per-epoch results), when there is one
+    storage: str | None = None  # Optuna storage URL, when there is one
+    study_name: str | None = None
+
+    @property
+    def completed(self) -> pd.DataFrame:
+        """Trials that finished at full fidelity and are feasible: the ones a front may hold."""
+        done = self.trials[self.trials["status"] == "COMPLETED"]
+        if "full_fidelity" in done:
+            done = done[done["full_fidelity"].fillna(True).astype(bool)]
+        return done
+
+
+class LoadError(ConfigError):
+    """A source that is not a run, lacks a column, or holds no trials."""
+
+
+def read_results(path: Path) -> list[dict]:
+    """Rows of a Ray ``result.json`` (JSON lines); a half-written last line is skipped."""
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    return rows
+
+
+def error_reason(trial_dir: Path) -> str:
+    """The last line of a trial's ``error.txt`` (``ExceptionType: message``), or ``""``."""
+    err = trial_dir / "error.txt"
+    if not err.exists():
+        return ""
+    lines = [ln.strip() for ln in err.read_text(errors="replace").splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "error"
+
+
+def trial_dirs(experiment: Path) -> list[Path]:
+    """The trial folders of a Ray Tune experiment."""
+    return sorted(p for p in Path(experiment).iterdir() if p.is_dir() and (p / "params.json").exists())
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "/"))
+        else:
+            out[key] = v
+    return out
+
+
+def load_run(source: str | Path, name: str | None = None, objectives: list[tuple[str, str]] | None = None) -> Run:
+    """Load a run folder, a Ray Tune experiment folder or an Optuna storage URL."""
+    text = str(source)
+    if "://" in text:
+        return _load_optuna(text, name, objectives)
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise LoadError("run", text, "an existing run folder, Ray Tune experiment folder or Optuna storage URL "
+                        "(sqlite:///study.db)")
+    if path.is_dir() and (path / "trials.csv").exists():
+        return _load_run_dir(path, name, objectives)
+    if path.is_file() and path.suffix == ".db":
+        return _load_optuna(f"sqlite:///{path.resolve()}", name, objectives)
+    if path.is_dir() and trial_dirs(path):
+        return _load_ray(path, name, objectives)
+    raise LoadError("run", text, "a folder written by `speq-search run` (with trials.csv), a Ray Tune experiment "
+                    "folder (trial folders with params.json), or an Optuna storage URL")
+
+
+def load_runs(sources, objectives: list[tuple[str, str]] | None = None) -> tuple[list[Run], pd.DataFrame]:
+    """Load several sources; also return all their trials in one DataFrame (column ``run``).
+
+    Runs with the same folder name get ``-2``, ``-3``... so that ``run`` tells them apart.
+    """
+    runs: list[Run] = []
+    seen: dict[str, int] = {}
+    for source in sources:
+        run = load_run(source, objectives=objectives)
+        seen[run.name] = seen.get(run.name, 0) + 1
+        if seen[run.name] > 1:
+            run.name = f"{run.name}-{seen[run.name]}"
+            run.trials["run"] = run.name
+        runs.append(run)
+    if not runs:
+        raise LoadError("runs", [], "at least one run folder or storage URL")
+    return runs, pd.concat([r.trials for r in runs], ignore_index=True)
+
+
+def _finish(df: pd.DataFrame, name: str, source: str) -> pd.DataFrame:
+    if df.empty:
+        raise LoadError("run", source, "a run with at least one trial (this one has none yet)")
+    df = df.copy()
+    df.insert(0, "run", name)
+    return df
+
+
+def _load_run_dir(path: Path, name: str | None, objectives) -> Run:
+    try:
+        df = pd.read_csv(path / "trials.csv")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise LoadError("trials.csv", str(path / "trials.csv"), f"a CSV table of trials ({type(err).__name__})") from None
+    for col in ("trial_id", "status"):
+        if col not in df:
+            raise LoadError(f"trials.csv column {col}", str(path), "a trials.csv written by speq-search run")
+    summary = _read_json(path / "summary.json")
+    meta = _read_json(path / "run.json")
+    space = {}
+    if (path / "space.yaml").exists():
+        import yaml
+
+        space = yaml.safe_load((path / "space.yaml").read_text()) or {}
+    params = [p for p in (space.get("params") or {}) if p in df]
+    if objectives is None:
+        objectives = [(o["metric"], o["mode"]) for o in summary.get("objectives") or space.get("objectives") or []]
+    experiment = None
+    if meta.get("storage_path") and "://" not in meta["storage_path"]:
+        candidate = Path(meta["storage_path"]) / meta.get("experiment_name", "ray")
+        experiment = candidate if candidate.is_dir() else (path / "ray" if (path / "ray").is_dir() else None)
+    study = path / "study.db"
+    return Run(name or path.name, str(path), "run", _finish(df, name or path.name, str(path)), params,
+               list(objectives), summary.get("full_precision_costs") or meta.get("reference") or {}, summary,
+               experiment, f"sqlite:///{study.resolve()}" if study.exists() else None, space.get("name"))
+
+
+def _read_json(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise LoadError(path.name, str(path), "a JSON file written by speq-search run") from None
+
+
+def _load_ray(path: Path, name: str | None, objectives) -> Run:
+    rows, param_names = [], []
+    for trial_dir in trial_dirs(path):
+        params = _flatten(json.loads((trial_dir / "params.json").read_text() or "{}"))
+        param_names += [p for p in params if p not in param_names]
+        results = read_results(trial_dir / "result.json")
+        last = results[-1] if results else {}
+        error = error_reason(trial_dir)
+        if error:
+            status = "FAILED"
+        elif not results:
+            status = "INCOMPLETE"
+        elif last.get("feasible") is False:
+            status = "INFEASIBLE"
+        elif last.get("full_fidelity") is False:
+            status = "STOPPED"
+        else:
+            status = "COMPLETED"
+        match = _TRIAL_ID.search(trial_dir.name)
+        trial_id = last.get("trial_id") or (next(g for g in match.groups() if g) if match else trial_dir.name)
+        metrics = {k: v for k, v in last.items() if isinstance(v, (int, float, str, bool)) and k not in params
+                   and k not in ("config", "trial_id", "date", "hostname", "node_ip", "pid", "checkpoint_dir_name")}
+        rows.append({"trial_id": trial_id, "status": status, **params, **metrics, "error": error,
+                     "trial_dir": trial_dir.name, "_t": last.get("timestamp", trial_dir.stat().st_mtime)})
+    df = pd.DataFrame(rows).sort_values(["_t", "trial_id"]).drop(columns="_t").reset_index(drop=True)
+    label = name or path.name
+    return Run(label, str(path), "ray", _finish(df, label, str(path)), param_names, list(objectives or []),
+               experiment=path)
+
+
+def _load_optuna(url: str, name: str | None, objectives) -> Run:
+    import optuna
+
+    url, _, study_name = url.partition("#")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
+        summaries = optuna.study.get_all_study_summaries(storage)
+    except Exception as err:  # sqlalchemy raises many kinds for a wrong URL or a non-Optuna file
+        raise LoadError("storage", url, f"an Optuna storage URL, e.g. sqlite:///study.db ({type(err).__name__})") from None
+    names = [s.study_name for s in summaries]
+    if not study_name:
+        if len(names) != 1:
+            raise LoadError("storage", url, "a URL ending in #STUDY_NAME, one of: " + ", ".join(names) if names else
+                            "a storage holding a study")
+        study_name = names[0]
+    if study_name not in names:
+        raise LoadError("study", study_name, "a study in the storage: " + ", ".join(names))
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    metric_names = study.metric_names or [f"value_{i}" for i in range(len(study.directions))]
+    modes = ["max" if d == optuna.study.StudyDirection.MAXIMIZE else "min" for d in study.directions]
+    rows, param_names = [], []
+    for t in study.get_trials(deepcopy=False):
+        param_names += [p for p in t.params if p not in param_names]
+        status = _OPTUNA_STATUS.get(t.state.name, t.state.name)
+        if status == "COMPLETED" and any(c > 0 for c in t.system_attrs.get("constraints", ())):
+            status = "INFEASIBLE"
+        values = dict(zip(metric_names, t.values)) if t.values else {m: np.nan for m in metric_names}
+        user = {k: v for k, v in t.user_attrs.items() if isinstance(v, (int, float, str, bool))}
+        rows.append({"trial_id": str(t.number), "status": status, **t.params, **user, **values})
+    df = pd.DataFrame(rows)
+    label = name or study_name
+    return Run(label, url, "optuna", _finish(df, label, url), param_names,
+               list(objectives or zip(metric_names, modes)), storage=url, study_name=study_name)
+
+
+def require_columns(df: pd.DataFrame, columns, option: str = "column") -> None:
+    """A :class:`LoadError` naming the first of ``columns`` that ``df`` lacks, and the ones it has."""
+    for col in columns:
+        if col and col not in df:
+            numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
+            raise LoadError(option, col, "a column of the results: " + ", ".join(numeric or df.columns))
+
+
+def learning_curves(run: Run, metric: str = "val_acc") -> pd.DataFrame:
+    """Per-epoch ``metric`` of every trial (columns ``run, trial_id, epoch, <metric>``).
+
+    Read from the Ray experiment's ``result.json`` files; empty when the run has none.
+    """
+    rows = []
+    if run.experiment is not None and Path(run.experiment).is_dir():
+        for trial_dir in trial_dirs(run.experiment):
+            for i, r in enumerate(read_results(trial_dir / "result.json"), start=1):
+                if metric in r:
+                    rows.append({"run": run.name, "trial_id": r.get("trial_id", trial_dir.name),
+                                 "epoch": r.get("epoch", r.get("training_iteration", i)), metric: r[metric]})
+    return pd.DataFrame(rows, columns=["run", "trial_id", "epoch", metric])
+
+
+__all__ = ["STATUSES", "LoadError", "Run", "error_reason", "learning_curves", "load_run", "load_runs", "read_results",
+           "require_columns", "trial_dirs"]

@@ -1,0 +1,216 @@
+"""``speq-search plot`` and ``speq-search report``: figures and a Markdown/HTML report of runs.
+
+Both take one or more loaded runs (:mod:`speq_search.analysis.load`); several runs are drawn
+on one figure. Nothing here needs Ray.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from speq_search.analysis import plots
+from speq_search.analysis.load import LoadError, Run, learning_curves, require_columns
+from speq_search.analysis.pareto import best_under_budgets, front_rows, hypervolume, reference_values
+from speq_search.errors import ConfigError
+
+PLOT_KINDS = ("front", "parallel", "importance", "curves", "hypervolume")
+DEFAULT_BUDGETS = (2.0, 3.0, 4.0, 8.0)
+
+
+def default_axes(runs: Sequence[Run]) -> tuple[str, str]:
+    """The first run's cost and accuracy objectives (else ``avg_bits`` and ``val_acc``)."""
+    objectives = runs[0].objectives if runs else []
+    x = next((m for m, _ in objectives if not m.endswith("_acc")), "avg_bits")
+    y = next((m for m, _ in objectives if m.endswith("_acc")), "val_acc")
+    return x, y
+
+
+def _mode(runs: Sequence[Run], metric: str) -> str:
+    for run in runs:
+        for m, d in run.objectives:
+            if m == metric:
+                return d
+    return "max" if metric.endswith("_acc") else "min"
+
+
+def make_figure(runs: Sequence[Run], df: pd.DataFrame, kind: str = "front", x: str | None = None,
+                y: str | None = None, color: str | None = None, group: str | None = None):
+    """The plotly figure ``kind`` of the runs (see :data:`PLOT_KINDS`)."""
+    if kind not in PLOT_KINDS:
+        raise ConfigError("--kind", kind, " | ".join(PLOT_KINDS))
+    dx, dy = default_axes(runs)
+    x, y = x or dx, y or dy
+    if kind == "front":
+        require_columns(df, [x], "--x")
+        require_columns(df, [y], "--y")
+        require_columns(df, [color], "--color")
+        require_columns(df, [group], "--group-by")
+        group = group or ("run" if len(runs) > 1 else None)
+        data = plots.front_data(df, x, y, _mode(runs, x), _mode(runs, y), group=group, color=color)
+        if not any(f.x_front for f in data.fronts):
+            raise LoadError("run", ", ".join(r.source for r in runs), f"completed trials with {x} and {y} to draw")
+        title = " vs ".join(r.name for r in runs) if len(runs) > 1 else runs[0].name
+        return plots.render_fronts(data, f"{title}: {y} vs {x}")
+    if kind == "parallel":
+        params = [p for r in runs for p in r.params]
+        objectives = list(dict.fromkeys([y or dy] + [m for r in runs for m, _ in r.objectives]))
+        return plots.render_parallel(plots.parallel_data(df, list(dict.fromkeys(params)), objectives))
+    if kind == "importance":
+        table = pd.concat([plots.importance_data(r).assign(objective=lambda t, r=r: _label(runs, r, t["objective"]))
+                           for r in runs], ignore_index=True)
+        if table.empty:
+            raise LoadError("run", runs[0].source, "three or more completed trials and searched parameters "
+                            "for an importance")
+        return plots.render_importance(table)
+    if kind == "curves":
+        metric = y or "val_acc"
+        curves = pd.concat([learning_curves(r, metric) for r in runs], ignore_index=True)
+        if curves.empty:
+            raise LoadError("run", runs[0].source, "a run with a Ray experiment folder (per-epoch results)")
+        return plots.render_curves(curves, metric)
+    table = pd.concat([plots.hypervolume_data(r) for r in runs], ignore_index=True)
+    if table.empty:
+        raise LoadError("run", runs[0].source, "completed trials and known objectives (a run folder or an "
+                        "Optuna storage)")
+    return plots.render_hypervolume(table)
+
+
+def _label(runs, run, objective):
+    return objective if len(runs) == 1 else run.name + ": " + objective
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    """A GitHub-flavoured Markdown table (pandas' to_markdown needs an extra package)."""
+    def cell(v):
+        if isinstance(v, float):
+            if pd.isna(v):
+                return ""
+            return str(int(v)) if v.is_integer() and abs(v) >= 1e4 else format(v, floatfmt)
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+@dataclass
+class RunReport:
+    """The numbers of one run's section of the report."""
+
+    run: Run
+    front: pd.DataFrame
+    budgets: pd.DataFrame
+    hypervolume: float
+    reference: dict
+    importance: pd.DataFrame
+
+
+def run_report(run: Run, budget_metric: str = "avg_bits", budgets: Sequence[float] = DEFAULT_BUDGETS) -> RunReport:
+    """Front, best configuration per budget, hypervolume (summary.json's rule) and importance."""
+    if not run.objectives:
+        raise LoadError("objectives", run.source, "a run whose objectives are known (a run folder or an Optuna "
+                        "storage; pass objectives= for a bare Ray experiment)")
+    metrics = [m for m, _ in run.objectives]
+    require_columns(run.trials, metrics, "objective")
+    done = run.completed.dropna(subset=metrics)
+    if done.empty:
+        raise LoadError("run", run.source, "a run with at least one completed trial")
+    front = front_rows(done, run.objectives)
+    values = done[metrics].to_numpy(dtype=float)
+    hv = hypervolume(values, metrics, [d for _, d in run.objectives], run.full_precision)
+    reference = dict(zip(metrics, reference_values(metrics, values, run.full_precision)))
+    score = next((m for m in metrics if m.endswith("_acc")), metrics[0])
+    best = pd.DataFrame()
+    if budget_metric in done:
+        best = best_under_budgets(done, budget_metric, budgets, score, _mode([run], score))
+    return RunReport(run, front, best, hv, reference, plots.importance_data(run))
+
+
+def _front_columns(rep: RunReport) -> list[str]:
+    metrics = [m for m, _ in rep.run.objectives]
+    extra = [c for c in ("test_acc", "avg_bits", "avg_w_bits", "avg_a_bits", "size_bytes", "bitops") if c in rep.front]
+    return list(dict.fromkeys(["trial_id", *metrics, *extra, *rep.run.params]))
+
+
+def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_metric: str = "avg_bits",
+                 budgets: Sequence[float] = DEFAULT_BUDGETS, log=print) -> Path:
+    """Write ``out/report.md`` and ``out/report.html`` (tables and figures); return the Markdown path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    reports = [run_report(r, budget_metric, budgets) for r in runs]
+    figures = {"front": make_figure(runs, df, "front")}
+    figures["hypervolume"] = make_figure(runs, df, "hypervolume")
+    if any(not r.importance.empty for r in reports):
+        figures["importance"] = make_figure(runs, df, "importance")
+    if any(r.params for r in runs):
+        figures["parallel"] = make_figure(runs, df, "parallel")
+    if any(r.experiment is not None for r in runs):
+        try:
+            figures["curves"] = make_figure(runs, df, "curves")
+        except LoadError:
+            pass
+    images = {}
+    with plots.image_session():
+        for key, fig in figures.items():
+            why = plots.export_image(fig, out / f"{key}.png")
+            images[key] = f"{key}.png" if why is None else None
+            if why is not None:
+                fig.write_html(str(out / f"{key}.html"), include_plotlyjs=True)
+    skipped = [k for k, v in images.items() if v is None]
+
+    md = ["# speq-search report", "", "Runs: " + ", ".join(f"`{r.source}`" for r in runs), ""]
+    if skipped:
+        md += ["PNG export skipped (no Chromium found or it failed); the figures are HTML files: "
+               + ", ".join(f"[{k}]({k}.html)" for k in skipped), ""]
+    for key in figures:
+        if images[key]:
+            md += [f"![{key}]({images[key]})", ""]
+    html_sections = []
+    for rep in reports:
+        r = rep.run
+        s = r.trials["status"].value_counts().to_dict()
+        counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(s.items()))
+        ref = ", ".join(f"{k} {v:.4g}" for k, v in rep.reference.items())
+        objectives = ", ".join(f"{m} ({d})" for m, d in r.objectives)
+        head = [f"## {r.name}", "", f"{len(r.trials)} trials ({counts}); objectives {objectives}.", "",
+                f"Hypervolume **{rep.hypervolume:.4f}** (reference point: {ref}; rule in "
+                "`speq_search.analysis.pareto`).", ""]
+        front = rep.front[_front_columns(rep)]
+        sections = [("Pareto front", front)]
+        if not rep.budgets.empty:
+            cols = [c for c in ["budget", *_front_columns(rep)] if c in rep.budgets]
+            sections.append((f"Best configuration with {budget_metric} <= budget", rep.budgets[cols]))
+        if not rep.importance.empty:
+            ranking = rep.importance.pivot(index="param", columns="objective", values="importance")
+            order = [m for m, _ in r.objectives if m in ranking.columns]
+            ranking = ranking[order].sort_values(order[0], ascending=False).reset_index()
+            sections.append(("Parameter importance (fANOVA)", ranking))
+        md += head
+        body = "".join(f"<p>{html.escape(line)}</p>" for line in head[2:] if line)
+        for title, table in sections:
+            md += [f"### {title}", "", markdown_table(table), ""]
+            body += f"<h3>{html.escape(title)}</h3>" + table.to_html(index=False, float_format=lambda v: f"{v:.4g}",
+                                                                   na_rep="")
+        html_sections.append(f"<h2>{html.escape(r.name)}</h2>{body}")
+    md_path = out / "report.md"
+    md_path.write_text("\n".join(md) + "\n")
+    fig_html = "".join(
+        f"<h3>{key}</h3>" + fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, (key, fig) in
+        enumerate(figures.items()))
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>speq-search report</title>"
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}</style></head><body>"
+            "<h1>speq-search report</h1>" + fig_html + "".join(html_sections) + "</body></html>")
+    (out / "report.html").write_text(page)
+    log(f"wrote {md_path} and {out / 'report.html'}" + (f"; PNG skipped for {', '.join(skipped)} (no Chromium "
+                                                       "found or it failed)" if skipped else ""))
+    return md_path
+
+
+__all__ = ["DEFAULT_BUDGETS", "PLOT_KINDS", "RunReport", "default_axes", "make_figure", "markdown_table",
+           "run_report", "write_report"]

@@ -1,0 +1,310 @@
+"""Loading results, figure data, `speq-search plot` and `speq-search report`, on tables the tests write."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from speq_search.analysis import plots
+from speq_search.analysis.load import LoadError, learning_curves, load_run, load_runs
+from speq_search.analysis.pareto import hypervolume, pareto_mask
+from speq_search.analysis.report import make_figure, markdown_table, run_report
+from speq_search.cli import main
+
+FP = {"size_bytes": 40000, "bitops": 600_000_000, "macs": 600_000, "params": 9000}
+
+
+def _trials(n: int = 14, seed: int = 0, methods=("qat", "speq")) -> pd.DataFrame:
+    """Plausible trials: accuracy rises with bits; speq a little above qat; one failed trial."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        w, a = int(rng.choice([2, 3, 4, 8])), int(rng.choice([2, 4, 8]))
+        method = methods[i % len(methods)]
+        acc = 0.98 - 0.2 / (w * a) + (0.01 if method == "speq" else 0.0) + rng.normal(0, 0.003)
+        rows.append({"trial_id": f"a{i:07d}", "status": "COMPLETED", "w_bits": w, "a_bits": a, "method": method,
+                     "p_high": float(rng.uniform(0.2, 0.8)), "val_acc": acc, "test_acc": acc - 0.005,
+                     "avg_bits": (w + a) / 2, "avg_w_bits": float(w), "avg_a_bits": float(a),
+                     "bitops": 600_000 * w * a, "size_bytes": 9000 * w // 8 + 400, "fp_val_acc": 0.975,
+                     "full_fidelity": True})
+    rows[3].update(status="FAILED", val_acc=np.nan, test_acc=np.nan, error="TrainingDiverged: loss is nan")
+    return pd.DataFrame(rows)
+
+
+def write_run(folder: Path, df: pd.DataFrame, name: str = "synthetic", epochs: int = 3) -> Path:
+    """A run folder as `speq-search run` writes it, with a Ray experiment for learning curves."""
+    folder.mkdir(parents=True)
+    df.to_csv(folder / "trials.csv", index=False)
+    objectives = [{"metric": "val_acc", "mode": "max"}, {"metric": "bitops", "mode": "min"}]
+    done = df[df.status == "COMPLETED"]
+    hv = hypervolume(done[["val_acc", "bitops"]].to_numpy(float), ["val_acc", "bitops"], ["max", "min"], FP)
+    (folder / "summary.json").write_text(json.dumps({"space": name, "objectives": objectives, "hypervolume": hv,
+                                                     "full_precision_costs": FP}))
+    (folder / "space.yaml").write_text(yaml.safe_dump({
+        "name": name, "objectives": objectives,
+        "params": {"w_bits": {"type": "choice", "values": [2, 3, 4, 8]}, "a_bits": {"type": "choice", "values": [2, 4, 8]},
+                   "method": {"type": "choice", "values": ["qat", "speq"]},
+                   "p_high": {"type": "uniform", "low": 0.2, "high": 0.8}}}, sort_keys=False))
+    (folder / "run.json").write_text(json.dumps({"experiment_name": "ray", "storage_path": str(folder),
+                                                 "reference": FP}))
+    for _, r in df.iterrows():
+        trial = folder / "ray" / f"speq_trainable_{r.trial_id}_{int(r.trial_id[1:]) + 1}_w_bits={r.w_bits}"
+        trial.mkdir(parents=True)
+        (trial / "params.json").write_text(json.dumps({"w_bits": r.w_bits, "a_bits": r.a_bits, "method": r.method,
+                                                       "p_high": r.p_high}))
+        lines = [{"trial_id": r.trial_id, "epoch": e, "val_acc": float(r.val_acc) - 0.01 * (epochs - e),
+                  "bitops": int(r.bitops), "full_fidelity": e == epochs, "timestamp": 1000 + int(r.trial_id[1:])}
+                 for e in range(1, epochs + 1)] if r.status == "COMPLETED" else []
+        (trial / "result.json").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        if r.status == "FAILED":
+            (trial / "error.txt").write_text("Traceback...\nTrainingDiverged: loss is nan\n")
+    return folder
+
+
+@pytest.fixture()
+def run_dir(tmp_path):
+    return write_run(tmp_path / "synthetic", _trials())
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+def test_load_run_folder(run_dir):
+    run = load_run(run_dir)
+    assert run.kind == "run" and run.name == "synthetic"
+    assert run.params == ["w_bits", "a_bits", "method", "p_high"]
+    assert run.objectives == [("val_acc", "max"), ("bitops", "min")]
+    assert run.full_precision == FP
+    assert (run.trials["run"] == "synthetic").all() and len(run.trials) == 14
+    assert len(run.completed) == 13
+    curves = learning_curves(run)
+    assert len(curves) == 13 * 3 and curves["epoch"].max() == 3
+
+
+def test_load_bare_ray_experiment(run_dir):
+    run = load_run(run_dir / "ray", objectives=[("val_acc", "max"), ("bitops", "min")])
+    assert run.kind == "ray"
+    assert sorted(run.params) == ["a_bits", "method", "p_high", "w_bits"]
+    status = dict(zip(run.trials["trial_id"], run.trials["status"]))
+    assert status["a0000003"] == "FAILED" and status["a0000000"] == "COMPLETED"
+    assert "TrainingDiverged" in run.trials.set_index("trial_id").loc["a0000003", "error"]
+    expected = _trials().set_index("trial_id")["val_acc"]
+    got = run.trials.set_index("trial_id")["val_acc"]
+    assert got["a0000005"] == pytest.approx(expected["a0000005"])
+
+
+def test_load_ray_experiment_marks_stopped_trials(tmp_path):
+    trial = tmp_path / "exp" / "fn_abc12_00000_x=1"
+    trial.mkdir(parents=True)
+    (trial / "params.json").write_text('{"x": 1}')
+    (trial / "result.json").write_text(json.dumps({"val_acc": 0.5, "full_fidelity": False}) + "\n")
+    run = load_run(tmp_path / "exp")
+    assert run.trials["status"].tolist() == ["STOPPED"]
+    assert run.completed.empty
+
+
+def test_load_optuna_storage(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="s", storage=url, directions=["maximize", "minimize"])
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        study.set_metric_names(["val_acc", "bitops"])
+    dist = {"w_bits": optuna.distributions.CategoricalDistribution([2, 4, 8])}
+    for w in (2, 4, 8):
+        study.add_trial(optuna.trial.create_trial(params={"w_bits": w}, distributions=dist,
+                                                  values=[0.9 + w / 100, w * 100], user_attrs={"avg_bits": w}))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"w_bits": 2},
+                                              distributions=dist))
+    run = load_run(url)
+    assert run.kind == "optuna" and run.study_name == "s"
+    assert run.objectives == [("val_acc", "max"), ("bitops", "min")]
+    assert run.trials["status"].tolist() == ["COMPLETED"] * 3 + ["FAILED"]
+    assert run.trials["avg_bits"].tolist()[:3] == [2, 4, 8]
+    assert load_run(tmp_path / "study.db").trials["val_acc"].tolist()[:3] == pytest.approx([0.92, 0.94, 0.98])
+
+
+def test_load_runs_concatenates_with_a_run_column(tmp_path):
+    a = write_run(tmp_path / "a", _trials(seed=1))
+    b = write_run(tmp_path / "b", _trials(seed=2))
+    runs, df = load_runs([a, b])
+    assert [r.name for r in runs] == ["a", "b"]
+    assert df["run"].value_counts().to_dict() == {"a": 14, "b": 14}
+    _, same = load_runs([a, a])
+    assert sorted(same["run"].unique()) == ["a", "a-2"]
+
+
+def test_loading_errors(tmp_path, run_dir):
+    with pytest.raises(LoadError, match="an existing run folder"):
+        load_run(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LoadError, match="trials.csv"):
+        load_run(tmp_path / "empty")
+    no_trials = tmp_path / "none"
+    no_trials.mkdir()
+    _trials().iloc[0:0].to_csv(no_trials / "trials.csv", index=False)
+    with pytest.raises(LoadError, match="at least one trial"):
+        load_run(no_trials)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    _trials().drop(columns="status").to_csv(bad / "trials.csv", index=False)
+    with pytest.raises(LoadError, match="column status"):
+        load_run(bad)
+    with pytest.raises(LoadError, match="storage"):
+        load_run("sqlite:///" + str(run_dir / "trials.csv"))
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    for name in ("x", "y"):
+        optuna.create_study(study_name=name, storage=url)
+    with pytest.raises(LoadError, match="#STUDY_NAME"):
+        load_run(url)
+    with pytest.raises(LoadError, match="study"):
+        load_run(url + "#z")
+    with pytest.raises(LoadError, match="at least one trial"):
+        load_run(url + "#y")
+
+
+# --- figure data ---------------------------------------------------------------------------------
+
+def test_front_data_is_the_brute_force_front_without_failed_trials(run_dir):
+    df = load_run(run_dir).trials
+    data = plots.front_data(df, "bitops", "val_acc", color="method")
+    (front,) = data.fronts
+    done = df[df.status == "COMPLETED"]
+    mask = pareto_mask(done[["bitops", "val_acc"]].to_numpy(float), ["min", "max"])
+    assert sorted(front.x_front) == sorted(done[mask]["bitops"].astype(float))
+    assert len(front.x_front) + len(front.x_dominated) == 13  # the failed trial is left out
+    assert front.x_front == sorted(front.x_front)
+    assert all("w_bits:" in h and "method:" in h for h in front.hover_front)
+    assert set(front.color_front) <= {"qat", "speq"}
+    assert data.reference == pytest.approx({"full precision": 0.975})
+    fig = plots.render_fronts(data)
+    names = [t.name for t in fig.data]
+    assert "Pareto front" in names and "dominated" in names and "method=speq" in names
+    assert any(s.line.dash == "dash" for s in fig.layout.shapes)
+
+
+def test_front_data_groups_by_a_column(run_dir):
+    df = load_run(run_dir).trials
+    data = plots.front_data(df, "avg_bits", "val_acc", group="method")
+    assert [f.label for f in data.fronts] == ["qat", "speq"]
+    for f in data.fronts:
+        rows = df[(df.method == f.label) & (df.status == "COMPLETED")]
+        mask = pareto_mask(rows[["avg_bits", "val_acc"]].to_numpy(float), ["min", "max"])
+        assert len(f.x_front) == mask.sum()
+    fig = plots.render_fronts(data)
+    assert {t.name for t in fig.data} >= {"qat", "speq", "qat dominated", "speq dominated"}
+
+
+def test_parallel_data_codes_categories(run_dir):
+    df = load_run(run_dir).trials
+    data = plots.parallel_data(df, ["w_bits", "method"], ["val_acc", "bitops"])
+    assert data.columns == ["w_bits", "method", "val_acc", "bitops"]
+    ticks = data.ticks[1]
+    assert ticks[1] == ["qat", "speq"]
+    done = df[df.status == "COMPLETED"]
+    assert data.values[1] == [float(m == "speq") for m in done["method"]]
+    assert len(plots.render_parallel(data).data[0].dimensions) == 4
+
+
+def test_importance_ranks_the_parameter_that_drives_the_objective(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 30
+    w = rng.choice([2, 4, 8], n)
+    df = pd.DataFrame({"trial_id": [str(i) for i in range(n)], "status": "COMPLETED", "w_bits": w,
+                       "noise": rng.uniform(0, 1, n), "val_acc": 0.5 + w / 20, "bitops": 1000.0 * w})
+    run = load_run(write_minimal(tmp_path, df))
+    table = plots.importance_data(run)
+    assert set(table["objective"]) == {"val_acc", "bitops"}
+    for objective in ("val_acc", "bitops"):
+        rows = table[table.objective == objective].set_index("param")["importance"]
+        assert rows["w_bits"] > 0.9 > rows["noise"]
+
+
+def write_minimal(tmp_path: Path, df: pd.DataFrame) -> Path:
+    folder = tmp_path / "minimal"
+    folder.mkdir()
+    df.to_csv(folder / "trials.csv", index=False)
+    (folder / "space.yaml").write_text(yaml.safe_dump({"params": {c: {} for c in ("w_bits", "noise")},
+                                                      "objectives": [{"metric": "val_acc", "mode": "max"},
+                                                                     {"metric": "bitops", "mode": "min"}]},
+                                                     sort_keys=False))
+    return folder
+
+
+def test_hypervolume_data_ends_at_the_summary_value(run_dir):
+    run = load_run(run_dir)
+    table = plots.hypervolume_data(run)
+    assert len(table) == 13
+    assert table["hypervolume"].iloc[-1] == pytest.approx(run.summary["hypervolume"])
+    assert table["hypervolume"].is_monotonic_increasing
+
+
+def test_report_numbers(run_dir):
+    rep = run_report(load_run(run_dir), "avg_bits", [2, 4, 8])
+    assert rep.hypervolume == pytest.approx(load_run(run_dir).summary["hypervolume"])
+    done = _trials().query("status == 'COMPLETED'")
+    for _, row in rep.budgets.iterrows():
+        ok = done[done.avg_bits <= row.budget]
+        assert row.val_acc == pytest.approx(ok.val_acc.max())
+    assert set(rep.front["trial_id"]) == set(done[pareto_mask(done[["val_acc", "bitops"]].to_numpy(float),
+                                                              ["max", "min"])]["trial_id"])
+    assert markdown_table(pd.DataFrame({"a": [1.5, np.nan], "b": ["x|y", "z"]})).splitlines()[2] == "| 1.5 | x\\|y |"
+
+
+def test_make_figure_kinds(run_dir):
+    runs, df = load_runs([run_dir])
+    for kind in ("front", "parallel", "importance", "curves", "hypervolume"):
+        assert len(make_figure(runs, df, kind).data) >= 1
+    from speq_search.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--kind"):
+        make_figure(runs, df, "pie")
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+def test_plot_overlay_and_errors(tmp_path, capsys):
+    a = write_run(tmp_path / "speq", _trials(seed=1, methods=("speq",)))
+    b = write_run(tmp_path / "qat", _trials(seed=2, methods=("qat",)))
+    out = tmp_path / "fig" / "overlay.html"
+    assert main(["plot", str(a), str(b), "--x", "avg_bits", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "plotly" in text and '"name":"speq"' in text and '"name":"qat"' in text
+    assert main(["plot", str(a), "--x", "nope"]) == 2
+    assert "--x" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path / "nothing")]) == 2
+    assert main(["plot", str(a), "--kind", "pie"]) == 2
+    assert main(["plot", str(a), "--objectives", "val_acc:up"]) == 2
+
+
+def test_image_export_without_a_browser_writes_html_and_says_why(run_dir, monkeypatch, capsys):
+    monkeypatch.setattr(plots, "browser_available", lambda: False)
+    assert main(["plot", str(run_dir), "--out", str(run_dir / "front.png")]) == 0
+    assert "PNG skipped: no Chromium" in capsys.readouterr().out
+    assert (run_dir / "front.html").exists() and not (run_dir / "front.png").exists()
+
+
+@pytest.mark.skipif(not plots.browser_available(), reason="no Chromium: PNG export is skipped (CI installs it)")
+def test_png_export_with_chromium(run_dir):
+    assert main(["plot", str(run_dir), "--out", str(run_dir / "front.png")]) == 0
+    assert (run_dir / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_writes_markdown_and_html(tmp_path, run_dir, capsys):
+    other = write_run(tmp_path / "other", _trials(seed=3))
+    out = tmp_path / "report"
+    assert main(["report", str(run_dir), str(other), "--out", str(out), "--budgets", "2,4"]) == 0
+    md = (out / "report.md").read_text()
+    assert "## synthetic" in md and "## other" in md
+    assert "### Pareto front" in md and "### Best configuration with avg_bits <= budget" in md
+    assert "Parameter importance" in md and "Hypervolume **" in md
+    page = (out / "report.html").read_text()
+    assert page.count("<table") >= 6 and "plotly" in page
+    figures = {"front", "hypervolume", "importance", "parallel", "curves"}
+    for key in figures:
+        assert (out / f"{key}.png").exists() or (out / f"{key}.html").exists()
+    assert main(["report", str(run_dir), "--out", str(out), "--budgets", "two"]) == 2
+    assert main(["report", str(run_dir), "--out", str(out), "--budget-metric", "joules"]) == 2
