@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "follows --out: .html (self-contained), .png, .svg or .pdf (need Chromium; without it "
                           "the HTML is written instead).")
     plot.add_argument("runs", nargs="+", metavar="RUN_DIR", help=sources_help)
-    plot.add_argument("--kind", default="front", help="front | parallel | importance | curves | hypervolume")
+    plot.add_argument("--kind", default="front", help="front | parallel | importance | curves | hypervolume | "
+                      "sensitivity | layer-bits")
     plot.add_argument("--x", help="cost axis: avg_bits, avg_w_bits, avg_a_bits, size_bytes, bitops... "
                       "(default: the run's cost objective)")
     plot.add_argument("--y", help="accuracy axis: val_acc or test_acc (default: the run's accuracy objective)")
@@ -138,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--budget-metric", default="avg_bits", help="the cost the budgets bound (default: avg_bits)")
     report.add_argument("--budgets", default="2,3,4,8", help="comma-separated budgets (default: 2,3,4,8)")
     report.add_argument("--objectives", help="metric:mode pairs for sources that do not say, e.g. val_acc:max,bitops:min")
+
+    sens = sub.add_parser("sensitivity", help="score each layer: accuracy drop when only it goes to few bits",
+                          description="Post-training per-layer sensitivity of a space's model (the FP model is "
+                          "trained once and cached): the base model at 8 bits, then each layer alone at --bits.")
+    sens.add_argument("space", nargs="?", help="space file or shipped space name (its train settings are used)")
+    sens.add_argument("--bits", type=int, default=2, help="the probe precision (default: 2)")
+    sens.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field of the space")
+    sens.add_argument("--out", help="also write the table to this CSV file")
 
     sub.add_parser("spaces", help="list the shipped search spaces")
     sub.add_parser("models", help="list the registered models")
@@ -234,17 +243,36 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sensitivity(args: argparse.Namespace) -> int:
+    from speq_search.sensitivity import layer_sensitivity, write_sensitivity_csv
+    from speq_search.spaces import load_space
+
+    spec = load_space(args.space, _parse_set(args.set))
+    base, scores = layer_sensitivity(spec.train, probe_bits=args.bits,
+                                     log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(f"base (every layer at 8 bits): val acc {base:.4f}")
+    print(f"{'layer':<24} {'kind':<10} {'weights':>9} {'MACs':>10} {'val_acc':>8} {'drop':>8}")
+    for s in sorted(scores, key=lambda s: -s.drop):
+        print(f"{s.layer:<24} {s.shape_class:<10} {s.params:>9} {s.macs:>10} {s.val_acc:>8.4f} {s.drop:>+8.4f}")
+    if args.out:
+        write_sensitivity_csv(args.out, base, scores, args.bits)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _print_front(summary: dict) -> None:
     import pandas as pd
 
     run_dir = Path(summary["run_dir"])
     front = pd.read_csv(run_dir / "pareto.csv") if (run_dir / "pareto.csv").stat().st_size > 1 else pd.DataFrame()
     objectives = [o["metric"] for o in summary["objectives"]]
-    print(f"\n{summary['n_completed']} completed, {summary['n_failed']} failed, {summary['n_stopped']} stopped early "
-          f"of {summary['n_trials']} trials; hypervolume {summary['hypervolume']:.4f}")
+    infeasible = f", {summary['n_infeasible']} over budget" if summary.get("n_infeasible") else ""
+    print(f"\n{summary['n_completed']} completed, {summary['n_failed']} failed, {summary['n_stopped']} stopped early"
+          f"{infeasible} of {summary['n_trials']} trials; hypervolume {summary['hypervolume']:.4f}")
     if len(front):
         skip = {"status", "trial_dir", "error", "full_fidelity", "epochs_total", "wall_time_s", "macs", "params",
-                "fp_val_acc", "fp_test_acc", "high_val_acc", "val_loss", "best_epoch", "train_time_s"}
+                "fp_val_acc", "fp_test_acc", "high_val_acc", "val_loss", "best_epoch", "train_time_s", "layer_bits",
+                "feasible", "constraint_violation"}
         cols = [c for c in front.columns if c not in skip and front[c].notna().any()]
         cols = objectives + [c for c in cols if c not in objectives]
         print(f"Pareto front ({len(front)} points):")
@@ -275,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "sensitivity":
+            return _sensitivity(args)
         if args.command == "plot":
             return _plot(args)
         if args.command == "report":

@@ -85,8 +85,17 @@ class QuantConfig:
     weight_quantizer: str = "lsq"
     per_channel: bool = True
     overrides: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Per-layer search: {layer name or module prefix: {w_bits, a_bits}}; the first/last rule still applies.
+    group_bits: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.group_bits, dict):
+            raise ConfigError("quant.group_bits", self.group_bits, "a mapping {layer or prefix: {w_bits, a_bits}}")
+        for group, bits in self.group_bits.items():
+            if not isinstance(bits, dict) or not bits or set(bits) - {"w_bits", "a_bits"}:
+                raise ConfigError(f"quant.group_bits.{group}", bits, "a mapping with w_bits and/or a_bits")
+            for key, value in bits.items():
+                check_bits(value, f"quant.group_bits.{group}.{key}")
         check_bits(self.w_bits, "quant.w_bits")
         check_bits(self.a_bits, "quant.a_bits")
         check_bits(self.input_bits, "quant.input_bits")
@@ -174,11 +183,16 @@ class TrainConfig:
     device: str = "auto"
     fp_checkpoint: str | None = None
     fp_cache_dir: str | None = None
+    cost_model: str | None = None  # a latency/energy table: a shipped name (int-accel) or a YAML path
     progress: bool = True
 
     def __post_init__(self) -> None:
         _number("seed", self.seed, 0, 2**31 - 1, integer=True)
         _choice("device", self.device, DEVICES)
+        if self.cost_model is not None:
+            from speq_search.costs import load_cost_table
+
+            load_cost_table(self.cost_model)  # a missing or malformed table fails here, naming the field
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (YAML-safe)."""

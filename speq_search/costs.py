@@ -6,11 +6,15 @@ assignment is counted the same way. A plain ``nn.Conv2d``/``nn.Linear`` counts a
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
+from speq_search.errors import ConfigError
 from speq_search.quant.modules import QUANT_LAYERS
 from speq_search.quant.primitives import FULL_PRECISION
 
@@ -21,6 +25,7 @@ class LayerCost:
 
     name: str
     kind: str  # "conv" | "linear"
+    shape_class: str  # "conv" (k x k) | "pointwise" (1 x 1) | "depthwise" | "linear": what a cost table keys on
     w_bits: int
     a_bits: int
     params: int  # weights only
@@ -57,8 +62,12 @@ def layer_costs(model: nn.Module, example: torch.Tensor) -> list[LayerCost]:
             if isinstance(module, nn.Conv2d):
                 k = module.kernel_size[0] * module.kernel_size[1] * (module.in_channels // module.groups)
                 macs, kind = per_example_out * k, "conv"
+                if module.groups > 1 and module.groups == module.in_channels:
+                    shape = "depthwise"
+                else:
+                    shape = "pointwise" if module.kernel_size == (1, 1) else "conv"
             else:
-                macs, kind = per_example_out * module.in_features, "linear"
+                macs, kind, shape = per_example_out * module.in_features, "linear", "linear"
             quantized = isinstance(module, QUANT_LAYERS)
             w_bits = module.weight_quant.bits if quantized else FULL_PRECISION
             a_bits = module.act_quant.bits if quantized else FULL_PRECISION
@@ -68,7 +77,7 @@ def layer_costs(model: nn.Module, example: torch.Tensor) -> list[LayerCost]:
                 scales = (module.out_channels if isinstance(module, nn.Conv2d) else module.out_features) if (
                     wq.per_channel and w_bits < FULL_PRECISION) else int(w_bits < FULL_PRECISION)
                 scales += 1  # the activation clip
-            records.append(LayerCost(name, kind, w_bits, a_bits, module.weight.numel(), x[0].numel(), macs, scales))
+            records.append(LayerCost(name, kind, shape, w_bits, a_bits, module.weight.numel(), x[0].numel(), macs, scales))
 
         return fn
 
@@ -87,9 +96,9 @@ def layer_costs(model: nn.Module, example: torch.Tensor) -> list[LayerCost]:
     return records
 
 
-def model_costs(model: nn.Module, example: torch.Tensor) -> Costs:
-    """Aggregate :func:`layer_costs` into the costs a run reports."""
-    layers = layer_costs(model, example)
+def model_costs(model: nn.Module, example: torch.Tensor, layers: list[LayerCost] | None = None) -> Costs:
+    """Aggregate :func:`layer_costs` (computed here unless given) into the costs a run reports."""
+    layers = layers if layers is not None else layer_costs(model, example)
     weights = sum(lc.params for lc in layers)
     acts = sum(lc.activations for lc in layers)
     avg_w = sum(lc.params * lc.w_bits for lc in layers) / max(weights, 1)
@@ -108,3 +117,121 @@ def model_costs(model: nn.Module, example: torch.Tensor) -> Costs:
         macs=int(sum(lc.macs for lc in layers)),
         params=int(sum(p.numel() for p in model.parameters())),
     )
+
+
+def layer_bits_string(layers: list[LayerCost]) -> str:
+    """``name=w/a`` for every layer, ``;``-separated: one compact trials.csv column.
+
+    :func:`speq_search.analysis.load.expand_layer_bits` turns it back into columns.
+    """
+    return ";".join(f"{lc.name}={lc.w_bits}/{lc.a_bits}" for lc in layers)
+
+
+def report_costs(model: nn.Module, example: torch.Tensor, cost_model: str | None = None) -> dict:
+    """What a trial reports about its model: :class:`Costs`, ``layer_bits`` and the cost table's metric."""
+    layers = layer_costs(model, example)
+    out: dict = model_costs(model, example, layers).as_dict()
+    out["layer_bits"] = layer_bits_string(layers)
+    if cost_model:
+        table = load_cost_table(cost_model)
+        out[table.metric] = round(table.model_cost(layers), 6)
+    return out
+
+
+# ----------------------------------------------------------------------------- cost tables
+SHIPPED_TABLES = Path(__file__).resolve().parent / "cost_tables"
+SHAPE_CLASSES = ("conv", "pointwise", "depthwise", "linear")
+TABLE_METRICS = ("latency_ms", "energy")
+
+
+@dataclass(frozen=True)
+class CostTable:
+    """A table-driven latency or energy model of an integer accelerator (see cost_tables/README.md).
+
+    A layer costs ``per_layer + macs * per_mac[shape][w][a] * mac_unit + weight_bytes * per_weight_byte``.
+    Bits round up to the next precision the hardware has (``bits``); above the widest, the cost
+    of the widest is scaled by ``bits / widest`` (e.g. 32-bit on a 16-bit datapath takes 2x).
+    """
+
+    name: str
+    metric: str
+    bits: tuple[int, ...]
+    per_mac: dict  # shape class -> {w_bits: [cost per a_bits in `bits` order]}
+    mac_unit: float = 1.0
+    per_layer: float = 0.0
+    per_weight_byte: float = 0.0
+
+    def _native(self, b: int) -> tuple[int, float]:
+        for n in self.bits:
+            if b <= n:
+                return n, 1.0
+        return self.bits[-1], b / self.bits[-1]
+
+    def mac_cost(self, shape: str, w_bits: int, a_bits: int) -> float:
+        (w, sw), (a, sa) = self._native(w_bits), self._native(a_bits)
+        return float(self.per_mac[shape][w][self.bits.index(a)]) * sw * sa * self.mac_unit
+
+    def layer_cost(self, lc: LayerCost) -> float:
+        return (self.per_layer + lc.macs * self.mac_cost(lc.shape_class, lc.w_bits, lc.a_bits)
+                + lc.params * lc.w_bits / 8 * self.per_weight_byte)
+
+    def model_cost(self, layers: list[LayerCost]) -> float:
+        return float(sum(self.layer_cost(lc) for lc in layers))
+
+
+def shipped_cost_tables() -> dict[str, str]:
+    """``{name: description}`` of the tables in ``speq_search/cost_tables/``."""
+    out = {}
+    for path in sorted(SHIPPED_TABLES.glob("*.yaml")):
+        out[path.stem] = (yaml.safe_load(path.read_text()) or {}).get("description", "")
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def load_cost_table(name_or_path: str) -> CostTable:
+    """A shipped table by name (``int-accel``) or a YAML file; errors name the bad key."""
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        shipped = SHIPPED_TABLES / f"{name_or_path}.yaml"
+        if "/" in str(name_or_path) or not shipped.is_file():
+            raise ConfigError("cost_model", name_or_path, "a cost table YAML file or a shipped table: "
+                              + ", ".join(shipped_cost_tables()))
+        path = shipped
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise ConfigError("cost_model", str(path), "a readable YAML file") from None
+    where = f"cost_model {path.name}"
+    if not isinstance(raw, dict):
+        raise ConfigError(where, raw, "a mapping with metric, bits, per_mac")
+    known = {"name", "description", "metric", "unit", "bits", "per_mac", "mac_unit", "per_layer", "per_weight_byte"}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{where}: {key}", raw[key], "a key among " + ", ".join(sorted(known)))
+    metric = raw.get("metric")
+    if metric not in TABLE_METRICS:
+        raise ConfigError(f"{where}: metric", metric, " | ".join(TABLE_METRICS))
+    bits = raw.get("bits")
+    if not isinstance(bits, list) or not bits or any(not isinstance(b, int) or not 1 <= b <= 32 for b in bits) or (
+            sorted(set(bits)) != bits):
+        raise ConfigError(f"{where}: bits", bits, "an increasing list of integer precisions, e.g. [2, 4, 8, 16]")
+    per_mac = raw.get("per_mac")
+    if not isinstance(per_mac, dict):
+        raise ConfigError(f"{where}: per_mac", per_mac, "a mapping of " + ", ".join(SHAPE_CLASSES))
+    table = {}
+    for shape in SHAPE_CLASSES:
+        rows = per_mac.get(shape)
+        if not isinstance(rows, dict) or sorted(rows) != bits:
+            raise ConfigError(f"{where}: per_mac.{shape}", rows, f"one row per weight precision {bits}")
+        for w, row in rows.items():
+            if not isinstance(row, list) or len(row) != len(bits) or any(
+                    not isinstance(v, (int, float)) or v < 0 for v in row):
+                raise ConfigError(f"{where}: per_mac.{shape}.{w}", row,
+                                  f"{len(bits)} costs >= 0, one per activation precision {bits}")
+        table[shape] = {int(w): [float(v) for v in row] for w, row in rows.items()}
+    for key in ("mac_unit", "per_layer", "per_weight_byte"):
+        v = raw.get(key, 1.0 if key == "mac_unit" else 0.0)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            raise ConfigError(f"{where}: {key}", v, "a number >= 0")
+    return CostTable(str(raw.get("name", path.stem)), metric, tuple(bits), table, float(raw.get("mac_unit", 1.0)),
+                     float(raw.get("per_layer", 0.0)), float(raw.get("per_weight_byte", 0.0)))

@@ -18,7 +18,21 @@ A space file (YAML) has five parts::
       num_samples: 16
 
 A parameter's name is a short alias (``w_bits``, ``p_high``...) or a dotted TrainConfig field
-(``optim.lr``); the name used in the file is the column name in ``trials.csv``.
+(``optim.lr``); the name used in the file is the column name in ``trials.csv``. Some names set
+more than one field or turn a value into a list: ``bits`` (uniform precision: weights and
+activations), ``depth`` (ResNet blocks per stage), ``hidden`` (MLP hidden sizes, ``"256-128"``),
+``channels`` (cnn-small stage widths, ``"32-64-128"``), ``expansion`` (MobileNetV2).
+
+Optional parts for per-layer and constrained searches::
+
+    per_layer:    # one weight and one activation bits dimension per group of layers
+      granularity: block        # layer | block | stage (see per_layer_groups)
+      w_bits: [2, 4, 8]
+      a_bits: [2, 4, 8]
+      sensitivity: true         # score each layer once (sensitivity.csv) and try a point seeded by it
+    constraints:  # budgets; trials that break one are INFEASIBLE, never trained, never on the front
+      - size_bytes <= 4096
+    warm_start: uniform         # or a list of {param: value}: tried first (Optuna enqueue_trial)
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,14 +67,94 @@ SAMPLERS = ("tpe", "nsga2", "random", "grid")
 SCHEDULERS = ("fifo", "asha")
 # Metrics a trial reports that may be objectives. test_acc is reported but never an objective:
 # the sampler must not see the test split.
-OBJECTIVE_METRICS = ("val_acc", "val_loss", "avg_w_bits", "avg_a_bits", "avg_bits", "size_bytes", "bitops",
-                     "macs", "params", "step_time_s", "train_time_s")
+# Costs known before training: what constraints may bound (latency_ms/energy need train.cost_model).
+COST_METRICS = ("avg_w_bits", "avg_a_bits", "avg_bits", "size_bytes", "bitops", "macs", "params", "latency_ms",
+                "energy")
+OBJECTIVE_METRICS = ("val_acc", "val_loss", *COST_METRICS, "step_time_s", "train_time_s")
 MODES = ("max", "min")
+ARCH_NAMES = ("depth", "hidden", "channels", "expansion")  # architecture dimensions besides width/model
+GRANULARITIES = ("layer", "block", "stage")
+
+
+def _int_list(value: Any) -> list[int]:
+    """``"256-128"`` or ``256`` -> ``[256, 128]`` / ``[256]`` (choices must be scalars for Optuna)."""
+    if isinstance(value, bool):
+        raise ConfigError("value", value, "an integer or sizes joined by '-', e.g. 256-128")
+    if isinstance(value, int):
+        return [value]
+    try:
+        return [int(v) for v in str(value).split("-")]
+    except ValueError:
+        raise ConfigError("value", value, "an integer or sizes joined by '-', e.g. 256-128") from None
+
+
+def assignments(name: str, value: Any) -> dict[str, Any]:
+    """The dotted TrainConfig fields (and values) that setting parameter ``name`` to ``value`` means."""
+    if name == "bits":
+        return {"quant.w_bits": value, "quant.a_bits": value}
+    if name == "depth":
+        return {"model.kwargs.blocks": [value] * 3}
+    if name in ("hidden", "channels"):
+        return {f"model.kwargs.{name}": _int_list(value)}
+    if name == "expansion":
+        return {"model.kwargs.expansion": value}
+    if "@" in name:  # w_bits@layer1.0: one group of the per-layer search
+        kind, _, group = name.partition("@")
+        return {f"quant.group_bits[{group}].{kind}": value}
+    return {ALIASES.get(name, name): value}
+
+
+def fields_of(name: str) -> tuple[str, ...]:
+    """The dotted TrainConfig fields a parameter name sets."""
+    return tuple(assignments(name, 1))
 
 
 def field_of(name: str) -> str:
-    """The dotted TrainConfig field a parameter name stands for."""
-    return ALIASES.get(name, name)
+    """The (first) dotted TrainConfig field a parameter name stands for."""
+    return fields_of(name)[0]
+
+
+def per_layer_groups(train: TrainConfig, granularity: str) -> dict[str, dict[str, bool]]:
+    """``{group: {"w_bits": searchable, "a_bits": searchable}}`` of ``train``'s model.
+
+    A group is a layer's name (``layer``), its first two name parts (``block``: ``layer1.0``,
+    ``features.4``) or its first part (``stage``: ``layer1``, ``features``). Its weight bits are
+    searchable unless every layer in it is the first or last one under ``first_last_bits``; its
+    activation bits unless it holds only the first layer (whose input is the image, at
+    ``input_bits``). Order: the model's.
+    """
+    from speq_search.models import create_model
+    from speq_search.quant import quantizable_layers
+
+    cfg = train.model
+    model = create_model(cfg.name, width=cfg.width, **cfg.kwargs)
+    names = [n for n, _ in quantizable_layers(model)]
+    depth = {"layer": None, "block": 2, "stage": 1}[granularity]
+    groups: dict[str, dict[str, bool]] = {}
+    for i, name in enumerate(names):
+        group = ".".join(name.split(".")[:depth]) if depth else name
+        g = groups.setdefault(group, {"w_bits": False, "a_bits": False})
+        fixed_w = train.quant.first_last_bits is not None and i in (0, len(names) - 1)
+        g["w_bits"] |= not fixed_w
+        g["a_bits"] |= i != 0
+    return groups
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A budget ``metric <= bound`` (or ``>=``) on a cost known before training."""
+
+    metric: str
+    op: str
+    bound: float
+
+    def violation(self, value: float) -> float:
+        """<= 0 when met; otherwise how far off, relative to the bound (Optuna's convention)."""
+        gap = value - self.bound if self.op == "<=" else self.bound - value
+        return gap / abs(self.bound) if self.bound else gap
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
 
 
 @dataclass(frozen=True)
@@ -112,19 +207,50 @@ class SearchSpec:
     objectives: tuple[Objective, ...]
     search: SearchSettings
     raw: dict = field(default_factory=dict, compare=False)
+    per_layer: dict = field(default_factory=dict)  # the per_layer section as written (its params are expanded)
+    constraints: tuple[Constraint, ...] = ()
+    warm_start: tuple[dict, ...] = ()  # points tried first
 
     def to_dict(self) -> dict:
         """The resolved space, as written to ``RUN_DIR/space.yaml``."""
-        return {
+        out = {
             "name": self.name, "description": self.description, "train": self.train.to_dict(),
-            "params": {p.name: _param_dict(p) for p in self.params},
+            "params": {p.name: _param_dict(p) for p in self.params if "@" not in p.name},
             "objectives": [dataclasses.asdict(o) for o in self.objectives],
             "search": dataclasses.asdict(self.search),
         }
+        if self.per_layer:
+            out["per_layer"] = copy.deepcopy(self.per_layer)
+        if self.constraints:
+            out["constraints"] = [str(c) for c in self.constraints]
+        if self.warm_start:
+            out["warm_start"] = [dict(p) for p in self.warm_start]
+        return out
 
     def trial_config(self, values: dict[str, Any]) -> TrainConfig:
         """The TrainConfig of one trial: the fixed settings plus the sampled values."""
-        return self.train.replace(**{field_of(k): v for k, v in values.items()})
+        return self.train.replace(**_changes(self.train, values))
+
+    def violations(self, costs: dict[str, Any]) -> dict[str, float]:
+        """``{constraint: violation}``, <= 0 where ``costs`` meet it (a missing metric counts as broken)."""
+        return {str(c): c.violation(float(costs[c.metric])) if c.metric in costs else float("inf")
+                for c in self.constraints}
+
+
+def _changes(train: TrainConfig, values: dict[str, Any]) -> dict[str, Any]:
+    """Dotted changes of a trial; per-layer values are gathered into one ``quant.group_bits``."""
+    changes: dict[str, Any] = {}
+    group_bits = copy.deepcopy(train.quant.group_bits)
+    for name, value in values.items():
+        for dotted, v in assignments(name, value).items():
+            if dotted.startswith("quant.group_bits["):
+                group, _, kind = dotted[len("quant.group_bits["):].partition("].")
+                group_bits.setdefault(group, {})[kind] = v
+            else:
+                changes[dotted] = v
+    if group_bits != train.quant.group_bits:
+        changes["quant.group_bits"] = group_bits
+    return changes
 
 
 def _param_dict(p: Param) -> dict:
@@ -173,7 +299,7 @@ def load_space(name_or_path: str | None = None, overrides: dict[str, Any] | None
 def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpec:
     """Validate a space given as a dict (see the module docstring for the format)."""
     raw = copy.deepcopy(raw)
-    known = {"name", "description", "train", "params", "objectives", "search"}
+    known = {"name", "description", "train", "params", "objectives", "search", "per_layer", "constraints", "warm_start"}
     for key in raw:
         if key not in known:
             raise ConfigError(key, raw[key], "a top-level key among " + ", ".join(sorted(known)))
@@ -191,13 +317,16 @@ def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpe
         raise ConfigError(f"train.{err.field}", err.value, err.accepted) from None
 
     params = tuple(_parse_param(name, spec, train) for name, spec in (raw.get("params") or {}).items())
+    per_layer = raw.get("per_layer") or {}
+    params += _per_layer_params(per_layer, train)
     if not params:
-        raise ConfigError("params", raw.get("params"), "at least one searched parameter")
-    fields = [field_of(p.name) for p in params]
+        raise ConfigError("params", raw.get("params"), "at least one searched parameter (or a per_layer section)")
+    fields = [f for p in params for f in fields_of(p.name)]
     if len(set(fields)) != len(fields):
-        raise ConfigError("params", [p.name for p in params], "each config field searched once")
+        raise ConfigError("params", [p.name for p in params], "each config field searched once (bits sets both "
+                          "w_bits and a_bits)")
 
-    objectives = tuple(_parse_objective(i, o) for i, o in enumerate(raw.get("objectives") or []))
+    objectives = tuple(_parse_objective(i, o, train) for i, o in enumerate(raw.get("objectives") or []))
     if not 2 <= len(objectives) <= 3:
         raise ConfigError("objectives", raw.get("objectives"), "a list of two or three {metric, mode}")
     if len({o.metric for o in objectives}) != len(objectives):
@@ -207,18 +336,120 @@ def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpe
     if search.sampler == "grid":
         for p in params:
             p.grid_values()  # raises for continuous parameters
+    constraints = tuple(_parse_constraint(i, c, train) for i, c in enumerate(raw.get("constraints") or []))
+    warm_start = _parse_warm_start(raw.get("warm_start"), params, search)
     name = str(raw.get("name") or "space")
-    return SearchSpec(name, str(raw.get("description", "")), train, params, objectives, search, raw)
+    return SearchSpec(name, str(raw.get("description", "")), train, params, objectives, search, raw, per_layer,
+                      constraints, warm_start)
+
+
+def _per_layer_params(section: Any, train: TrainConfig) -> tuple[Param, ...]:
+    if not section:
+        return ()
+    if not isinstance(section, dict):
+        raise ConfigError("per_layer", section, "a mapping with granularity, w_bits and/or a_bits")
+    for key in section:
+        if key not in ("granularity", "w_bits", "a_bits", "sensitivity"):
+            raise ConfigError(f"per_layer.{key}", section[key], "a key among granularity, w_bits, a_bits, sensitivity")
+    if not isinstance(section.get("sensitivity", False), bool):
+        raise ConfigError("per_layer.sensitivity", section["sensitivity"], "true or false")
+    granularity = section.get("granularity", "layer")
+    if granularity not in GRANULARITIES:
+        raise ConfigError("per_layer.granularity", granularity, " | ".join(GRANULARITIES))
+    if not section.get("w_bits") and not section.get("a_bits"):
+        raise ConfigError("per_layer", section, "w_bits and/or a_bits: lists of bit-widths to choose from")
+    for kind in ("w_bits", "a_bits"):
+        values = section.get(kind)
+        if values is None:
+            continue
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"per_layer.{kind}", values, "a non-empty list of bit-widths (2-8 or 32)")
+        for i, v in enumerate(values):
+            _check_value(train, "quant." + kind, v, f"per_layer.{kind}[{i}]")
+    params = []
+    for group, searchable in per_layer_groups(train, granularity).items():
+        for kind in ("w_bits", "a_bits"):
+            if section.get(kind) and searchable[kind]:
+                params.append(Param(f"{kind}@{group}", "choice", values=tuple(section[kind])))
+    return tuple(params)
+
+
+def _parse_constraint(i: int, spec: Any, train: TrainConfig) -> Constraint:
+    where = f"constraints[{i}]"
+    match = re.fullmatch(r"\s*([a-z_]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*", spec) if isinstance(spec, str) else None
+    if not match:
+        raise ConfigError(where, spec, "'METRIC <= NUMBER' or 'METRIC >= NUMBER', e.g. 'size_bytes <= 4096'")
+    metric, op, bound = match.groups()
+    if metric not in COST_METRICS:
+        raise ConfigError(f"{where}.metric", metric, "a cost known before training: " + ", ".join(COST_METRICS))
+    _check_table_metric(metric, train, where)
+    try:
+        return Constraint(metric, op, float(bound))
+    except ValueError:
+        raise ConfigError(f"{where}.bound", bound, "a number") from None
+
+
+def _check_table_metric(metric: str, train: TrainConfig, where: str) -> None:
+    """latency_ms / energy exist only when train.cost_model names a table reporting them."""
+    if metric not in ("latency_ms", "energy"):
+        return
+    from speq_search.costs import load_cost_table
+
+    if train.cost_model is None or load_cost_table(train.cost_model).metric != metric:
+        raise ConfigError(where, metric, f"train.cost_model set to a table whose metric is {metric} (shipped: "
+                          "int-accel, latency_ms)")
+
+
+def _allowed(p: Param, value: Any) -> bool:
+    if p.type == "choice":
+        return value in p.values
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and p.low <= value <= p.high
+
+
+_BITS_PARAM = re.compile(r"^(w_bits|a_bits|bits)(@.*)?$")
+
+
+def _parse_warm_start(spec: Any, params: tuple[Param, ...], search: SearchSettings) -> tuple[dict, ...]:
+    if not spec:
+        return ()
+    if search.sampler == "grid":
+        raise ConfigError("warm_start", spec, "a sampler other than grid (a grid tries every point anyway)")
+    by_name = {p.name: p for p in params}
+    if spec == "uniform":
+        # Every bits parameter at 2, then 4, then 8 (where the space allows it); the rest is sampled.
+        points = []
+        for b in (2, 4, 8):
+            point = {p.name: b for p in params if _BITS_PARAM.match(p.name) and _allowed(p, b)}
+            if point:
+                points.append(point)
+        if not points:
+            raise ConfigError("warm_start", spec, "a space with bits parameters that allow 2, 4 or 8")
+        return tuple(points)
+    if not isinstance(spec, list):
+        raise ConfigError("warm_start", spec, "'uniform' or a list of {param: value}")
+    for i, point in enumerate(spec):
+        if not isinstance(point, dict) or not point:
+            raise ConfigError(f"warm_start[{i}]", point, "a mapping {param: value}")
+        for name, value in point.items():
+            if name not in by_name:
+                raise ConfigError(f"warm_start[{i}].{name}", value, "a searched parameter: " + ", ".join(by_name))
+            if not _allowed(by_name[name], value):
+                raise ConfigError(f"warm_start[{i}].{name}", value, "a value the parameter's range or choices allow")
+    return tuple(dict(p) for p in spec)
 
 
 def _override(raw: dict, dotted: str, value: Any) -> None:
     """Set ``raw[a][b][c] = value`` for ``a.b.c``; the validation that follows names bad keys."""
     parts = dotted.split(".")
-    if parts[0] not in ("train", "params", "objectives", "search", "name", "description") or (
+    if parts[0] not in ("train", "params", "objectives", "search", "name", "description", "per_layer", "constraints",
+                        "warm_start") or (
             len(parts) == 1 and parts[0] in ("train", "params", "search")):
         raise ConfigError(f"--set {dotted}", value, "train.<section>.<field>, params.<name>.<key>, search.<field>, name")
     if parts[0] == "train" and len(parts) == 2 and parts[1] in ALIASES:  # train.epochs -> train.optim.epochs
         parts = ["train", *ALIASES[parts[1]].split(".")]
+    if len(parts) == 1 and parts[0] in ("constraints", "warm_start", "per_layer"):
+        raw[parts[0]] = value
+        return
     node = raw
     for i, part in enumerate(parts[:-1]):
         if node.get(part) is None:
@@ -240,12 +471,16 @@ def _parse_param(name: str, spec: Any, train: TrainConfig) -> Param:
     for key in spec:
         if key not in allowed:
             raise ConfigError(f"{where}.{key}", spec[key], "keys " + ", ".join(sorted(allowed)) + f" for type {ptype}")
-    target = field_of(name)
-    try:
-        _check_field_exists(train, target)
-    except ConfigError:
-        raise ConfigError(where, name, "a config field (dotted, e.g. optim.lr) or a short name: "
-                          + ", ".join(sorted(ALIASES))) from None
+    if "@" in name:
+        raise ConfigError(where, name, "a parameter name without '@' (per-layer bits come from the per_layer section)")
+    target = name
+    if name not in ("bits", *ARCH_NAMES):
+        target = field_of(name)
+        try:
+            _check_field_exists(train, target)
+        except ConfigError:
+            raise ConfigError(where, name, "a config field (dotted, e.g. optim.lr) or a short name: "
+                              + ", ".join(sorted([*ALIASES, "bits", *ARCH_NAMES]))) from None
     if ptype == "choice":
         values = spec.get("values")
         if not isinstance(values, list) or not values:
@@ -284,13 +519,19 @@ def _check_field_exists(train: TrainConfig, dotted: str) -> None:
 
 
 def _check_value(train: TrainConfig, target: str, value: Any, where: str) -> None:
+    """``target`` (a parameter name or a dotted field) can take ``value``; model changes must build."""
     try:
-        train.replace(**{target: value})
+        changes = _changes(train, {target: value})
+        cfg = train.replace(**changes)
+        if any(k.startswith("model.") for k in changes):
+            from speq_search.models import create_model
+
+            create_model(cfg.model.name, width=cfg.model.width, **cfg.model.kwargs)
     except ConfigError as err:
         raise ConfigError(where, value, err.accepted) from None
 
 
-def _parse_objective(i: int, spec: Any) -> Objective:
+def _parse_objective(i: int, spec: Any, train: TrainConfig) -> Objective:
     where = f"objectives[{i}]"
     if not isinstance(spec, dict) or set(spec) != {"metric", "mode"}:
         raise ConfigError(where, spec, "a mapping {metric: ..., mode: max|min}")
@@ -301,6 +542,7 @@ def _parse_objective(i: int, spec: Any) -> Objective:
         raise ConfigError(f"{where}.metric", spec["metric"], " | ".join(OBJECTIVE_METRICS))
     if spec["mode"] not in MODES:
         raise ConfigError(f"{where}.mode", spec["mode"], "max | min")
+    _check_table_metric(spec["metric"], train, f"{where}.metric")
     return Objective(spec["metric"], spec["mode"])
 
 

@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from speq_search.config import TrainConfig
-from speq_search.costs import model_costs
+from speq_search.costs import report_costs
 from speq_search.data import Splits, create_dataset, iterate_batches
 from speq_search.errors import ConfigError
 from speq_search.models import create_model
@@ -80,8 +80,17 @@ def quantize_for(cfg: TrainConfig, model: nn.Module) -> nn.Module:
     """Quantize ``model`` in place as ``cfg.quant`` says."""
     q = cfg.quant
     return quantize_model(model, w_bits=q.w_bits, a_bits=q.a_bits, overrides=q.overrides,
-                          first_last_bits=q.first_last_bits, input_bits=q.input_bits,
+                          first_last_bits=q.first_last_bits, group_bits=q.group_bits, input_bits=q.input_bits,
                           weight_quantizer=q.weight_quantizer, per_channel=q.per_channel)
+
+
+def planned_costs(cfg: TrainConfig, splits: Splits | None = None) -> dict:
+    """The costs a run of ``cfg`` will report, without training: budgets are checked with these."""
+    splits = splits if splits is not None else load_data(cfg)
+    model = build_model(cfg, splits)
+    if cfg.speq.method != "fp":
+        quantize_for(cfg, model)
+    return report_costs(model, splits.train.x[:1], cfg.cost_model)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -450,7 +459,7 @@ def run(
 
 def _costs_now(cfg, model, best, example, fp_info, step_times, history, t_run) -> dict:
     """Metrics of the selected (best validation) epoch and the model's costs; test accuracy comes last."""
-    costs = model_costs(model, example).as_dict()
+    costs = report_costs(model, example, cfg.cost_model)
     row = best["row"] or {}
     train_time_s = time.perf_counter() - t_run
     return {

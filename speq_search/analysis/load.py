@@ -44,6 +44,7 @@ class Run:
     experiment: Path | None = None  # Ray experiment folder (per-epoch results), when there is one
     storage: str | None = None  # Optuna storage URL, when there is one
     study_name: str | None = None
+    sensitivity: pd.DataFrame | None = None  # RUN_DIR/sensitivity.csv, when the search scored its layers
 
     @property
     def completed(self) -> pd.DataFrame:
@@ -158,7 +159,7 @@ def _load_run_dir(path: Path, name: str | None, objectives) -> Run:
         import yaml
 
         space = yaml.safe_load((path / "space.yaml").read_text()) or {}
-    params = [p for p in (space.get("params") or {}) if p in df]
+    params = [p for p in (space.get("params") or {}) if p in df] + [c for c in df.columns if "@" in c]
     if objectives is None:
         objectives = [(o["metric"], o["mode"]) for o in summary.get("objectives") or space.get("objectives") or []]
     experiment = None
@@ -166,9 +167,10 @@ def _load_run_dir(path: Path, name: str | None, objectives) -> Run:
         candidate = Path(meta["storage_path"]) / meta.get("experiment_name", "ray")
         experiment = candidate if candidate.is_dir() else (path / "ray" if (path / "ray").is_dir() else None)
     study = path / "study.db"
+    sensitivity = pd.read_csv(path / "sensitivity.csv") if (path / "sensitivity.csv").exists() else None
     return Run(name or path.name, str(path), "run", _finish(df, name or path.name, str(path)), params,
                list(objectives), summary.get("full_precision_costs") or meta.get("reference") or {}, summary,
-               experiment, f"sqlite:///{study.resolve()}" if study.exists() else None, space.get("name"))
+               experiment, f"sqlite:///{study.resolve()}" if study.exists() else None, space.get("name"), sensitivity)
 
 
 def _read_json(path: Path) -> dict:
@@ -235,7 +237,7 @@ def _load_optuna(url: str, name: str | None, objectives) -> Run:
     for t in study.get_trials(deepcopy=False):
         param_names += [p for p in t.params if p not in param_names]
         status = _OPTUNA_STATUS.get(t.state.name, t.state.name)
-        if status == "COMPLETED" and any(c > 0 for c in t.system_attrs.get("constraints", ())):
+        if status == "COMPLETED" and any(c > 0 for c in t.constraints.values()):
             status = "INFEASIBLE"
         values = dict(zip(metric_names, t.values)) if t.values else {m: np.nan for m in metric_names}
         user = {k: v for k, v in t.user_attrs.items() if isinstance(v, (int, float, str, bool))}
@@ -254,6 +256,19 @@ def require_columns(df: pd.DataFrame, columns, option: str = "column") -> None:
             raise LoadError(option, col, "a column of the results: " + ", ".join(numeric or df.columns))
 
 
+def expand_layer_bits(df: pd.DataFrame) -> pd.DataFrame:
+    """The ``layer_bits`` column (``name=w/a;...``) as rows ``run, trial_id, layer, w_bits, a_bits``."""
+    rows = []
+    if "layer_bits" in df:
+        for _, r in df.dropna(subset=["layer_bits"]).iterrows():
+            for item in str(r["layer_bits"]).split(";"):
+                layer, _, bits = item.partition("=")
+                w, _, a = bits.partition("/")
+                rows.append({"run": r.get("run", ""), "trial_id": r["trial_id"], "layer": layer, "w_bits": int(w),
+                             "a_bits": int(a)})
+    return pd.DataFrame(rows, columns=["run", "trial_id", "layer", "w_bits", "a_bits"])
+
+
 def learning_curves(run: Run, metric: str = "val_acc") -> pd.DataFrame:
     """Per-epoch ``metric`` of every trial (columns ``run, trial_id, epoch, <metric>``).
 
@@ -269,5 +284,5 @@ def learning_curves(run: Run, metric: str = "val_acc") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "trial_id", "epoch", metric])
 
 
-__all__ = ["STATUSES", "LoadError", "Run", "error_reason", "learning_curves", "load_run", "load_runs", "read_results",
-           "require_columns", "trial_dirs"]
+__all__ = ["STATUSES", "LoadError", "Run", "error_reason", "expand_layer_bits", "learning_curves", "load_run",
+           "load_runs", "read_results", "require_columns", "trial_dirs"]

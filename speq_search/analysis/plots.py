@@ -296,6 +296,42 @@ def render_hypervolume(table: pd.DataFrame, title: str = "Hypervolume as trials 
     return fig
 
 
+def render_sensitivity(table: pd.DataFrame, title: str = "Per-layer sensitivity"):
+    """Bars of each layer's validation-accuracy drop when it alone goes to few bits."""
+    import plotly.graph_objects as go
+
+    bits = int(table["probe_bits"].iloc[0]) if "probe_bits" in table else None
+    fig = go.Figure(go.Bar(x=table["layer"], y=table["drop"], marker_color=PALETTE[0],
+                           hovertext=[f"{r.shape_class}, {r.params} weights, {r.macs} MACs" for r in table.itertuples()]))
+    fig.update_layout(title=title + (f" (one layer at {bits} bits, the rest at 8)" if bits else ""),
+                      xaxis_title="layer", yaxis_title="validation accuracy drop", template="plotly_white")
+    return fig
+
+
+def layer_bits_data(df: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """Front trials x layers: each cell a layer's weight bits (rows sorted by the cost objective)."""
+    from speq_search.analysis.load import expand_layer_bits
+    from speq_search.analysis.pareto import front_rows
+
+    done = df[df["status"] == "COMPLETED"].dropna(subset=[m for m, _ in objectives])
+    front = front_rows(done, objectives) if len(done) else done
+    long = expand_layer_bits(front)
+    if long.empty:
+        return long
+    table = long.pivot_table(index="trial_id", columns="layer", values="w_bits", sort=False)
+    order = [t for t in front["trial_id"] if t in table.index]
+    return table.loc[order]
+
+
+def render_layer_bits(table: pd.DataFrame, title: str = "Weight bits per layer on the front"):
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Heatmap(z=table.to_numpy(), x=list(table.columns), y=[str(i) for i in table.index],
+                               colorscale="Viridis", colorbar={"title": {"text": "w bits"}}, texttemplate="%{z}"))
+    fig.update_layout(title=title, xaxis_title="layer", yaxis_title="trial (cheapest first)", template="plotly_white")
+    return fig
+
+
 def browser_available() -> bool:
     """Whether kaleido can find a Chrome/Chromium to export images with."""
     return any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome"))
@@ -364,4 +400,4 @@ def write_figure(fig, path: Path, png: bool = True) -> str:
 __all__ = ["COST_AXES", "FrontFigureData", "FrontInfo", "ParallelData", "browser_available", "export_image",
            "front_data", "front_figure", "front_info", "hypervolume_data", "image_session", "importance_data", "parallel_data",
            "render_curves", "render_front", "render_fronts", "render_hypervolume", "render_importance",
-           "render_parallel", "write_figure"]
+           "render_parallel", "render_sensitivity", "layer_bits_data", "render_layer_bits", "write_figure"]

@@ -18,7 +18,7 @@ from speq_search.analysis.load import LoadError, Run, learning_curves, require_c
 from speq_search.analysis.pareto import best_under_budgets, front_rows, hypervolume, reference_values
 from speq_search.errors import ConfigError
 
-PLOT_KINDS = ("front", "parallel", "importance", "curves", "hypervolume")
+PLOT_KINDS = ("front", "parallel", "importance", "curves", "hypervolume", "sensitivity", "layer-bits")
 DEFAULT_BUDGETS = (2.0, 3.0, 4.0, 8.0)
 
 
@@ -73,6 +73,17 @@ def make_figure(runs: Sequence[Run], df: pd.DataFrame, kind: str = "front", x: s
         if curves.empty:
             raise LoadError("run", runs[0].source, "a run with a Ray experiment folder (per-epoch results)")
         return plots.render_curves(curves, metric)
+    if kind == "sensitivity":
+        run = next((r for r in runs if r.sensitivity is not None), None)
+        if run is None:
+            raise LoadError("run", runs[0].source, "a run folder with sensitivity.csv (per_layer: {sensitivity: true})")
+        return plots.render_sensitivity(run.sensitivity, f"{run.name}: per-layer sensitivity")
+    if kind == "layer-bits":
+        table = plots.layer_bits_data(df, runs[0].objectives) if runs[0].objectives else pd.DataFrame()
+        if table.empty:
+            raise LoadError("run", runs[0].source, "completed trials with a layer_bits column (searches since "
+                            "per-layer bits were added)")
+        return plots.render_layer_bits(table)
     table = pd.concat([plots.hypervolume_data(r) for r in runs], ignore_index=True)
     if table.empty:
         raise LoadError("run", runs[0].source, "completed trials and known objectives (a run folder or an "
@@ -149,11 +160,14 @@ def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_
         figures["importance"] = make_figure(runs, df, "importance")
     if any(r.params for r in runs):
         figures["parallel"] = make_figure(runs, df, "parallel")
-    if any(r.experiment is not None for r in runs):
-        try:
-            figures["curves"] = make_figure(runs, df, "curves")
-        except LoadError:
-            pass
+    for kind, wanted in (("curves", any(r.experiment is not None for r in runs)),
+                         ("sensitivity", any(r.sensitivity is not None for r in runs)),
+                         ("layer-bits", any(c.startswith("w_bits@") for c in df.columns))):
+        if wanted:
+            try:
+                figures[kind] = make_figure(runs, df, kind)
+            except LoadError:  # e.g. no per-epoch results or no completed per-layer trial
+                pass
     images = {}
     with plots.image_session():
         for key, fig in figures.items():
@@ -185,6 +199,9 @@ def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_
         if not rep.budgets.empty:
             cols = [c for c in ["budget", *_front_columns(rep)] if c in rep.budgets]
             sections.append((f"Best configuration with {budget_metric} <= budget", rep.budgets[cols]))
+        if r.sensitivity is not None:
+            sections.append(("Per-layer sensitivity (validation accuracy drop, one layer at few bits)",
+                             r.sensitivity.sort_values("drop", ascending=False)))
         if not rep.importance.empty:
             ranking = rep.importance.pivot(index="param", columns="objective", values="importance")
             order = [m for m, _ in r.objectives if m in ranking.columns]

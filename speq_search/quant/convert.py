@@ -42,6 +42,7 @@ def quantize_model(
     a_bits: int = 4,
     overrides: Mapping[str, Mapping[str, int]] | None = None,
     first_last_bits: int | None = 8,
+    group_bits: Mapping[str, Mapping[str, int]] | None = None,
     input_bits: int = 8,
     weight_quantizer: str = "lsq",
     per_channel: bool = True,
@@ -54,6 +55,10 @@ def quantize_model(
             :func:`fnmatch.fnmatchcase` against module names; later patterns win and
             every pattern wins over the first/last rule. This is how mixed precision is set.
         first_last_bits: weight bits of the first and the last layer (``None``: no rule).
+        group_bits: ``{layer name or module prefix: {"w_bits": b, "a_bits": b}}``, the per-layer
+            search's bits: applied to a layer whose name equals the key or starts with ``key.``,
+            before the first/last and input rules (which win), and ignored where no layer matches
+            (an architecture search may drop a block). Longer keys win over shorter ones.
         input_bits: bits of the first layer's input (the image), quantized signed; 32 leaves
             it unquantized.
         weight_quantizer: ``"lsq"`` (learned clip) or ``"sawb"`` (statistics-based clip).
@@ -75,6 +80,9 @@ def quantize_model(
     signed = set(getattr(model, "signed_input_layers", ())) | {names[0]}
     for i, (name, layer) in enumerate(layers):
         bits = {"w_bits": w_bits, "a_bits": a_bits}
+        for group in sorted(group_bits or {}, key=len):
+            if name == group or name.startswith(group + "."):
+                bits.update(group_bits[group])
         if i == 0:
             bits["a_bits"] = input_bits
         if first_last_bits is not None and i in (0, len(layers) - 1):

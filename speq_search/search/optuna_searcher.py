@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
@@ -20,13 +22,29 @@ class SpeqOptunaSearch(OptunaSearch):
       the front the sampler learns from;
     - Optuna's GridSampler calls ``study.stop()`` once the grid is exhausted, which raises
       outside ``study.optimize``; the trial is stored regardless (Optuna stores it in a
-      ``finally``), so that error is ignored.
+      ``finally``), so that error is ignored;
+    - with ``constraints`` (a function of a result giving ``{name: violation}``, <= 0 when met),
+      each trial's violations are stored with ``Trial.set_constraint``, which TPE and NSGA-II
+      read (constrained domination); an infeasible trial (reported with ``feasible: False`` and never
+      trained) is told COMPLETE with placeholder values for the metrics it could not measure,
+      which constrained samplers rank below every feasible trial whatever the values;
+    - ``warm_start`` points are enqueued (``study.enqueue_trial``) before the first trial.
     """
+
+    def __init__(self, *args, constraints=None, warm_start=None, **kwargs):
+        self._constraints = constraints
+        self._warm_start = list(warm_start or [])  # set first: the parent's __init__ sets up the study
+        super().__init__(*args, **kwargs)
 
     def _setup_study(self, mode):  # noqa: D102
         super()._setup_study(mode)
-        # Named objectives: study.db then reads as val_acc/bitops in any Optuna tool.
-        self._ot_study.set_metric_names(list(self.metric) if isinstance(self.metric, (list, tuple)) else [self.metric])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # Named objectives: study.db then reads as val_acc/bitops in any Optuna tool.
+            self._ot_study.set_metric_names(list(self.metric) if isinstance(self.metric, (list, tuple))
+                                            else [self.metric])
+        for point in self._warm_start:
+            self._ot_study.enqueue_trial(point, skip_if_exists=True)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:  # noqa: D102
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -38,10 +56,15 @@ class SpeqOptunaSearch(OptunaSearch):
             state = optuna.trial.TrialState.PRUNED
         else:
             values = [(result or {}).get(m) for m in self.metric]
+            if result and result.get("feasible") is False:
+                values = [_placeholder(m) if v is None else v for v, m in zip(values, self.mode)]
             state = optuna.trial.TrialState.COMPLETE
             if any(v is None for v in values):
                 state, values = optuna.trial.TrialState.FAIL, None
         trial = self._ot_trials[trial_id]
+        if self._constraints is not None and state == optuna.trial.TrialState.COMPLETE:
+            for name, violation in self._constraints(result).items():
+                trial.set_constraint(name, violation)
         for key in _STORED_METRICS:  # so that study.db alone can be analysed
             if isinstance((result or {}).get(key), (int, float)):
                 trial.set_user_attr(key, result[key])
@@ -51,6 +74,11 @@ class SpeqOptunaSearch(OptunaSearch):
             if "Study.stop" not in str(exc):
                 raise
         self._completed_trials.add(trial_id)
+
+
+def _placeholder(mode: str) -> float:
+    """A finite stand-in for a metric an infeasible (untrained) trial never measured."""
+    return 0.0 if mode == "max" else 1e12
 
 
 def distribution(p: Param) -> optuna.distributions.BaseDistribution:

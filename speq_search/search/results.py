@@ -23,6 +23,8 @@ from speq_search.spaces import SearchSpec
 METRIC_COLUMNS = ("val_acc", "test_acc", "val_loss", "high_val_acc", "avg_w_bits", "avg_a_bits", "avg_bits",
                   "size_bytes", "bitops", "macs", "params", "step_time_s", "train_time_s", "fp_val_acc",
                   "fp_test_acc", "best_epoch")
+# Reported only by some searches (per-layer bits, a cost table, constraints): columns only when present.
+OPTIONAL_COLUMNS = ("layer_bits", "latency_ms", "energy", "feasible", "constraint_violation")
 _TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})_")
 
 
@@ -41,6 +43,8 @@ def collect_trials(experiment: str | Path, spec: SearchSpec) -> pd.DataFrame:
         total = int(last.get("epochs_total", 0)) or int(spec.trial_config(params).optim.epochs)
         if error:
             status = "FAILED"
+        elif last.get("feasible") is False:
+            status = "INFEASIBLE"
         elif last.get("full_fidelity") and "test_acc" in last:
             status = "COMPLETED"
         elif last.get("done") or (trial_dir / "stopped").exists():
@@ -52,6 +56,7 @@ def collect_trials(experiment: str | Path, spec: SearchSpec) -> pd.DataFrame:
             row[p.name] = params.get(p.name)
         for key in METRIC_COLUMNS:
             row[key] = last.get(key, np.nan)
+        row.update({key: last[key] for key in OPTIONAL_COLUMNS if key in last})
         row.update({"epochs_done": done, "epochs_total": total, "full_fidelity": bool(last.get("full_fidelity", False)),
                     "wall_time_s": round(float(last.get("time_total_s", np.nan)), 2), "error": error,
                     "trial_dir": trial_dir.name})
@@ -110,6 +115,7 @@ def write_outputs(run_dir: Path, spec: SearchSpec, experiment: Path, full_precis
         "n_failed": int((df["status"] == "FAILED").sum()),
         "n_stopped": int((df["status"] == "STOPPED").sum()),
         "n_incomplete": int((df["status"] == "INCOMPLETE").sum()),
+        "n_infeasible": int((df["status"] == "INFEASIBLE").sum()),
         "front_size": int(len(front)),
         "reference_point": dict(zip(metrics, reference_values(metrics, values if len(values) else
                                                                np.full((1, len(metrics)), np.nan), full_precision))),
@@ -117,6 +123,7 @@ def write_outputs(run_dir: Path, spec: SearchSpec, experiment: Path, full_precis
                           "(see speq_search.analysis.pareto)",
         "hypervolume": round(hv, 6),
         "full_precision_costs": full_precision,
+        "constraints": [str(c) for c in spec.constraints],
         **(extra or {}),
     }
     _atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from speq_search.errors import ConfigError
 from speq_search.search.results import write_outputs
-from speq_search.spaces import SearchSpec, dump_space, field_of, parse_space
+from speq_search.spaces import SearchSpec, dump_space, fields_of, parse_space
 
 # Fields that change the full-precision model: when one is searched, each trial gets its
 # own FP model (from the shared cache) instead of the one trained before the trials.
@@ -49,6 +49,9 @@ def _init_ray(spec: SearchSpec, opts: RunOptions) -> None:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if spec.constraints:
+        # An over-budget trial reports its costs and no accuracy (it is never trained).
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     runtime_env = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0", "PYTHONUNBUFFERED": "1"}}
     if ray.is_initialized():
         return
@@ -88,7 +91,7 @@ def _prepare_fp(spec: SearchSpec, log) -> tuple[bytes | None, dict]:
     splits = load_data(cfg)
     float_costs = model_costs(build_model(cfg, splits), splits.train.x[:1]).as_dict()
     reference = {k: float_costs[k] for k in ("size_bytes", "bitops", "macs", "params")}
-    searched = [field_of(p.name) for p in spec.params]
+    searched = [f for p in spec.params for f in fields_of(p.name)]
     if any(f.startswith(_FP_FIELDS) for f in searched):
         log("full-precision model: per trial (the search changes it); cached in " + str(cfg.fp_cache_dir))
         return None, reference
@@ -96,6 +99,20 @@ def _prepare_fp(spec: SearchSpec, log) -> tuple[bytes | None, dict]:
     log(f"full-precision model: val acc {info['fp_val_acc']:.4f}, shared by every trial")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return serialise_state(state), reference
+
+
+def _sensitivity(spec: SearchSpec, run_dir: Path, log) -> dict:
+    """Score every layer once (RUN_DIR/sensitivity.csv); return the warm-start point it suggests."""
+    from speq_search.sensitivity import layer_sensitivity, sensitivity_seed, write_sensitivity_csv
+
+    bits = min(min(spec.per_layer.get(k) or [8]) for k in ("w_bits", "a_bits"))
+    log(f"per-layer sensitivity: each layer alone at {bits} bits, the rest at 8")
+    base, scores = layer_sensitivity(spec.train, probe_bits=bits)
+    write_sensitivity_csv(run_dir / "sensitivity.csv", base, scores, bits)
+    top = sorted(scores, key=lambda s: -s.drop)[:3]
+    log("most sensitive: " + ", ".join(f"{s.layer} ({s.drop:+.4f})" for s in top))
+    choices = {p.name: list(p.values) for p in spec.params if "@" in p.name}
+    return sensitivity_seed(scores, choices)
 
 
 class _Progress:
@@ -124,6 +141,7 @@ class _Progress:
         self.callback, self.stopper = _Callback(), _Stopper()
         self.spec, self.run_dir, self.experiment, self.reference = spec, run_dir, experiment, reference
         self.log, self.total, self.failures, self.t0 = log, total, 0, time.time()
+        self.last_line = ""
 
     def update(self, trials, trial, failed: bool) -> None:
         if failed:
@@ -143,8 +161,12 @@ class _Progress:
                 "(" + ", ".join(f"{r[k]:.4g}" for k in m) + ")" for _, r in points.head(4).iterrows())
             if len(points) > 4:
                 best += f" +{len(points) - 4}"
-        self.log(f"[{time.time() - self.t0:6.0f}s] {summary['n_completed']}/{self.total} done, {running} running, "
-                 f"{summary['n_failed']} failed{best}")
+        over = f", {summary['n_infeasible']} over budget" if summary["n_infeasible"] else ""
+        line = (f"{summary['n_completed'] + summary['n_infeasible']}/{self.total} done, {running} running, "
+                f"{summary['n_failed']} failed{over}{best}")
+        if line != self.last_line:  # several trials can end in one step (over-budget ones end at once)
+            self.log(f"[{time.time() - self.t0:6.0f}s] {line}")
+            self.last_line = line
         if self.failures > self.spec.search.max_failures:
             self.log(f"stopping: {self.failures} failed trials exceed search.max_failures="
                      f"{self.spec.search.max_failures}; finished trials are kept")
@@ -152,7 +174,7 @@ class _Progress:
 
 
 def _tuner(spec: SearchSpec, run_dir: Path, experiment_name: str, storage: str, fp_state, opts: RunOptions,
-           progress: _Progress, restore: bool):
+           progress: _Progress, restore: bool, seed: dict | None = None):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
@@ -176,7 +198,9 @@ def _tuner(spec: SearchSpec, run_dir: Path, experiment_name: str, storage: str, 
     metrics = [o.metric for o in spec.objectives]
     modes = [o.mode for o in spec.objectives]
     searcher = SpeqOptunaSearch(space={p.name: distribution(p) for p in spec.params}, metric=metrics, mode=modes,
-                                sampler=make_sampler(spec), study_name=spec.name, storage=storage_db, seed=s.seed)
+                                sampler=make_sampler(spec), study_name=spec.name, storage=storage_db, seed=s.seed,
+                                constraints=spec.violations if spec.constraints else None,
+                                warm_start=list(spec.warm_start) + ([seed] if seed else []))
     num_samples = grid_size(spec) if s.sampler == "grid" else s.num_samples
     if s.scheduler == "asha":
         scheduler = ASHAScheduler(metric=metrics[0], mode=modes[0], time_attr="training_iteration",
@@ -210,6 +234,8 @@ def run_search(spec: SearchSpec, run_dir: str | Path, opts: RunOptions | None = 
         opts.storage_path or str(run_dir))
     meta = {"experiment_name": "ray", "storage_path": storage, "address": opts.address, "reference": reference,
             "fp_shared": fp_state is not None, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if spec.per_layer.get("sensitivity"):
+        meta["sensitivity_seed"] = _sensitivity(spec, run_dir, log)
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
     if fp_state is not None:
         (run_dir / "fp_model.pt").write_bytes(fp_state)
@@ -245,7 +271,7 @@ def _execute(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts: RunOpt
         raise ConfigError("resume", str(run_dir), "a run whose Ray experiment state was saved (none found in "
                           f"{experiment})")
     progress = _Progress(spec, run_dir, experiment, meta["reference"], log, total)
-    tuner = _tuner(spec, run_dir, name, storage, fp_state, opts, progress, restore)
+    tuner = _tuner(spec, run_dir, name, storage, fp_state, opts, progress, restore, meta.get("sensitivity_seed"))
     if restore:
         log(f"resuming {run_dir}")
     log(f"search '{spec.name}': {total} trials, sampler {spec.search.sampler}, up to {spec.search.max_concurrent} "
@@ -253,6 +279,7 @@ def _execute(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts: RunOpt
     tuner.fit()
     summary = write_outputs(run_dir, spec, experiment, meta["reference"],
                             extra={"run_dir": str(run_dir), "resumed": restore}).summary
-    summary["interrupted"] = summary["n_completed"] + summary["n_failed"] + summary["n_stopped"] < total and (
+    finished = summary["n_completed"] + summary["n_failed"] + summary["n_stopped"] + summary["n_infeasible"]
+    summary["interrupted"] = finished < total and (
         progress.failures <= spec.search.max_failures)
     return summary

@@ -47,12 +47,24 @@ def speq_trainable(config: dict, spec: dict, fp_state: bytes | None, threads: in
         fp_path.write_bytes(fp_state)
         cfg = cfg.replace(fp_checkpoint=str(fp_path))
     total = cfg.optim.epochs
+    if space.constraints and not resume:
+        from speq_search.train import planned_costs
+
+        # Costs are known before training: a trial over budget is reported and never trained.
+        costs = _reportable(planned_costs(cfg))
+        worst = max(space.violations(costs).values())
+        if worst > 0:
+            tune.report({**costs, "feasible": False, "constraint_violation": worst, "epochs_done": 0,
+                         "epochs_total": total, "full_fidelity": True})
+            return
 
     def report(row: dict) -> None:
         metrics = _reportable(row)
         metrics["epochs_done"] = row["epoch"]
         metrics["epochs_total"] = total
         metrics["full_fidelity"] = row["epoch"] >= total
+        if space.constraints:
+            metrics["feasible"] = True
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(work)))
 
     log = (lambda msg: print(msg, file=sys.stderr)) if verbose else (lambda msg: None)
