@@ -90,7 +90,7 @@ def test_architectures_share_one_full_precision_model_each(joint_run):
     cached = sorted(p.name for p in (root / "fp-cache").glob("*.pt"))
     # one cached model per width a trained trial used (+ the base width the driver trains for sensitivity)
     expected = {f"w{w:g}" for w in trained_widths | {1.0}}
-    assert sorted(n.split("-")[2] for n in cached) == sorted(expected)
+    assert sorted(n.split("-")[3] for n in cached) == sorted(expected)  # digits-cnn-small-w0.5-...
 
 
 def test_plots_of_the_joint_run(joint_run, capsys):
