@@ -165,3 +165,12 @@ def test_download_without_torchvision_is_a_clear_error(tmp_path):
         pytest.skip("torchvision is installed here; --download would really download")
     with pytest.raises(ConfigError, match="download"):
         create_dataset("mnist", data_dir=str(tmp_path), download=True)
+
+
+def test_random32_is_seeded_noise_for_32x32_models():
+    from speq_search.data import create_dataset
+
+    a, b = create_dataset("random32"), create_dataset("random32")
+    assert a.train.x.shape == (800, 3, 32, 32) and a.in_channels == 3 and a.image_size == 32
+    assert torch.equal(a.train.x, b.train.x) and torch.equal(a.val.y, b.val.y)
+    assert sorted(a.train.y.unique().tolist()) == list(range(10))

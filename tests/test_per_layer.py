@@ -274,3 +274,15 @@ def test_sensitivity_seed_gives_the_least_sensitive_half_the_fewest_bits():
     assert group_sensitivity(scores, ["a", "b", "c"]) == {"a": 0.3, "b": 0.0, "c": 0.2}
     seed = sensitivity_seed(scores, {"w_bits@a": [2, 8], "w_bits@b": [2, 4], "a_bits@c": [4, 8]})
     assert seed == {"w_bits@a": 8, "w_bits@b": 2, "a_bits@c": 4}
+
+
+def test_fp_cache_key_follows_the_architecture_not_the_bits():
+    from speq_search.train import fp_cache_key, load_data
+
+    raw = _space(**{"train.model.name": "mlp", "params": {"hidden": {"type": "choice", "values": ["64", "128-64"]}}})
+    spec = parse_space(raw)
+    splits = load_data(spec.train)
+    a = spec.trial_config({"hidden": "64", "w_bits@features.4": 2})
+    b = spec.trial_config({"hidden": "64", "w_bits@features.4": 8})
+    c = spec.trial_config({"hidden": "128-64", "w_bits@features.4": 2})
+    assert fp_cache_key(a, splits) == fp_cache_key(b, splits) != fp_cache_key(c, splits)

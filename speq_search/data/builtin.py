@@ -42,6 +42,19 @@ def digits(data_dir: str | None = None, download: bool = False, **_) -> Splits:
     return normalise(splits, train.x.mean(), train.x.std())
 
 
+@register_dataset("random32", "seeded noise: 1,200 3x32x32 images whose labels carry no signal; for costs and smoke tests, "
+                  "not accuracy")
+def random32(data_dir: str | None = None, download: bool = False, **_) -> Splits:
+    """Gaussian images with labels unrelated to them (always the same ones): exercises 32x32 models such as
+    resnet20 and mobilenetv2 without a data set on disk. Accuracy on it means nothing."""
+    gen = torch.Generator().manual_seed(0)
+
+    def split(n: int) -> Split:
+        return Split(torch.randn(n, 3, 32, 32, generator=gen), torch.arange(n) % 10)
+
+    return Splits(split(800), split(200), split(200), num_classes=10)
+
+
 def _require_dir(data_dir: str | None, dataset: str, expected: str) -> Path:
     hint = f"a folder holding {expected} (pass --download to fetch it with torchvision; see README 'Data')"
     if not data_dir:
