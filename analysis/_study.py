@@ -6,6 +6,7 @@ committed); its outputs (PNG, HTML, Markdown table) go to ``analysis/results/<na
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,25 @@ from speq_search.analysis.report import markdown_table
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "analysis" / "results"
 RUNS = ROOT / "runs" / "studies"
+
+
+def w2a2_study(name: str, doc: str, speq: dict, params: dict) -> tuple[argparse.Namespace, dict]:
+    """Arguments and grid space of a W2A2 SPEQ study on digits (cnn-small): ``params`` x ``--seeds``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--reuse", action="store_true", help="redraw from runs/studies/<name> when it exists")
+    args = ap.parse_args()
+    space = {
+        "name": name,
+        "train": {"data": {"dataset": "digits"}, "model": {"name": "cnn-small"}, "quant": {"w_bits": 2, "a_bits": 2},
+                  "speq": {"method": "speq", **speq}, "optim": {"epochs": args.epochs, "fp_epochs": 30, "lr": 0.02}},
+        "params": {**{k: {"type": "choice", "values": v} for k, v in params.items()},
+                   "seed": {"type": "choice", "values": args.seeds}},
+        "objectives": [{"metric": "val_acc", "mode": "max"}, {"metric": "avg_bits", "mode": "min"}],
+        "search": {"sampler": "grid", "max_concurrent": 2},
+    }
+    return args, space
 
 
 def run_grid(name: str, space: dict, reuse: bool) -> pd.DataFrame:

@@ -6,11 +6,8 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pandas as pd
-
-from _study import pct, run_grid, seed_means, write_study
+from _study import pct, run_grid, seed_means, w2a2_study, write_study
 
 KD_LOSS = ["cosine", "kl"]
 KD_WEIGHT = [0.5, 1.0, 2.0]
@@ -18,22 +15,9 @@ CE_WEIGHT = [0.5, 1.0]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--reuse", action="store_true")
-    args = ap.parse_args()
     name = "loss-study-digits"
-    space = {
-        "name": name,
-        "train": {"data": {"dataset": "digits"}, "model": {"name": "cnn-small"},
-                  "quant": {"w_bits": 2, "a_bits": 2}, "speq": {"method": "speq", "p_high": 0.5, "high_bits": 8},
-                  "optim": {"epochs": args.epochs, "fp_epochs": 30, "lr": 0.02}},
-        "params": {"kd_loss": {"type": "choice", "values": KD_LOSS}, "kd_weight": {"type": "choice", "values": KD_WEIGHT},
-                   "ce_weight": {"type": "choice", "values": CE_WEIGHT}, "seed": {"type": "choice", "values": args.seeds}},
-        "objectives": [{"metric": "val_acc", "mode": "max"}, {"metric": "avg_bits", "mode": "min"}],
-        "search": {"sampler": "grid", "max_concurrent": 2},
-    }
+    args, space = w2a2_study(name, __doc__, {"p_high": 0.5, "high_bits": 8},
+                             {"kd_loss": KD_LOSS, "kd_weight": KD_WEIGHT, "ce_weight": CE_WEIGHT})
     trials = run_grid(name, space, args.reuse)
     means = seed_means(trials, ["kd_loss", "kd_weight", "ce_weight"])
     by = means.set_index(["kd_loss", "kd_weight", "ce_weight"])

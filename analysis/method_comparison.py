@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 
 import pandas as pd
-
 from _study import pct, run_grid, seed_means, write_study
+
 from speq_search.analysis.plots import front_data, render_fronts
 
 METHODS = ("qat", "kd-kl", "speq")

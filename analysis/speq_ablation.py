@@ -9,33 +9,16 @@ plain QAT, the baseline of the table.
 
 from __future__ import annotations
 
-import argparse
-
 import pandas as pd
-
-from _study import pct, run_grid, seed_means, write_study
+from _study import pct, run_grid, seed_means, w2a2_study, write_study
 
 P_HIGH = [0.0, 0.25, 0.5, 0.75, 1.0]
 HIGH_BITS = [4, 8, 32]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--reuse", action="store_true")
-    args = ap.parse_args()
     name = "speq-ablation-digits"
-    space = {
-        "name": name,
-        "train": {"data": {"dataset": "digits"}, "model": {"name": "cnn-small"},
-                  "quant": {"w_bits": 2, "a_bits": 2}, "speq": {"method": "speq"},
-                  "optim": {"epochs": args.epochs, "fp_epochs": 30, "lr": 0.02}},
-        "params": {"p_high": {"type": "choice", "values": P_HIGH}, "high_bits": {"type": "choice", "values": HIGH_BITS},
-                   "seed": {"type": "choice", "values": args.seeds}},
-        "objectives": [{"metric": "val_acc", "mode": "max"}, {"metric": "avg_bits", "mode": "min"}],
-        "search": {"sampler": "grid", "max_concurrent": 2},
-    }
+    args, space = w2a2_study(name, __doc__, {}, {"p_high": P_HIGH, "high_bits": HIGH_BITS})
     trials = run_grid(name, space, args.reuse)
     means = seed_means(trials, ["p_high", "high_bits"])
     by = means.set_index(["p_high", "high_bits"])
