@@ -9,7 +9,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 DATA   ?= .data
 
-.PHONY: venv demo test lint data bench clean
+.PHONY: venv demo test lint data bench studies clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_methods.py --quick
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_search_quality.py
+	$(BIN)/python benchmarks/bench_mixed_precision.py
+
+# The studies of analysis/ on digits (figures and tables into analysis/results/).
+studies: $(STAMP)
+	$(BIN)/python analysis/method_comparison.py
+	$(BIN)/python analysis/speq_ablation.py
+	$(BIN)/python analysis/loss_study.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
