@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from speq_search.analysis.pareto import _hypervolume_of_losses, hypervolume, pareto_mask
+from speq_search.analysis.pareto import box_hypervolume, hypervolume, pareto_mask
 
 BITS = [2, 3, 4, 8]
 SETTINGS = {
@@ -60,12 +60,10 @@ def coverage(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(hit))
 
 
-def fitted_hv(values: np.ndarray, acc_range: tuple[float, float], log_cost_range: tuple[float, float]) -> float:
-    worst_acc, best_acc = acc_range
-    lo, hi = log_cost_range
-    loss = np.column_stack([(best_acc - values[:, 0]) / max(best_acc - worst_acc, 1e-12),
-                            (np.log10(values[:, 1]) - lo) / max(hi - lo, 1e-12)])
-    return _hypervolume_of_losses(np.minimum(loss, 1.0 - 1e-9))  # points at the reference still count as 0
+def fitted_hv(values: np.ndarray, acc_range: tuple[float, float], cost_range: tuple[float, float]) -> float:
+    """Hypervolume in the box from (best accuracy, cheapest BitOps) to (worst accuracy, dearest BitOps), log cost."""
+    return box_hypervolume(values, [acc_range[1], cost_range[0]], [acc_range[0], cost_range[1]],
+                           log_axes=[1])
 
 
 def main() -> None:
@@ -97,7 +95,7 @@ def main() -> None:
                 runs[kind] = (df[df.status == "COMPLETED"], json.loads((run_dir / "summary.json").read_text()))
             both = pd.concat([r[0] for r in runs.values()])
             acc_range = (float(both.val_acc.min()), float(both.val_acc.max()))
-            cost_range = (float(np.log10(both.bitops.min())), float(np.log10(both.bitops.max())))
+            cost_range = (float(both.bitops.min()), float(both.bitops.max()))
             row = {"setting": setting, "seed": seed, "budget": budget, "search_time_s": times}
             fronts = {}
             for kind, (done, summary) in runs.items():

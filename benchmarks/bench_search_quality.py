@@ -26,7 +26,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from speq_search.analysis.pareto import hypervolume, hypervolume_history
+from speq_search.analysis.pareto import box_hypervolume, hypervolume, hypervolume_history
 from speq_search.search.optuna_searcher import distribution, make_sampler
 from speq_search.spaces import load_space, parse_space
 
@@ -34,14 +34,8 @@ from speq_search.spaces import load_space, parse_space
 def grid_range_hv(values, best, worst, modes) -> list[float]:
     """Hypervolume history with each objective scaled to [0, 1] between the grid's best and worst values
     (the usual normalisation for benchmarking a search against a known space)."""
-    from speq_search.analysis.pareto import _hypervolume_of_losses
-
     v = np.asarray(values, dtype=float)
-    loss = np.empty_like(v)
-    for j, mode in enumerate(modes):
-        span = abs(worst[j] - best[j]) or 1.0
-        loss[:, j] = (v[:, j] - best[j]) / span if mode == "min" else (best[j] - v[:, j]) / span
-    return [_hypervolume_of_losses(loss[:k]) for k in range(1, len(loss) + 1)]
+    return [box_hypervolume(v[:k], best, worst) for k in range(1, len(v) + 1)]
 
 
 def replay(spec, table: pd.DataFrame, sampler_name: str, seed: int, budget: int, reference: dict) -> list[list]:

@@ -52,6 +52,7 @@ _TRAIN_FLAGS = [
     ("--device", "device", str, "auto | cpu | cuda"),
     ("--fp-checkpoint", "fp_checkpoint", str, "start from this full-precision checkpoint"),
     ("--fp-cache-dir", "fp_cache_dir", str, "where trained full-precision models are cached"),
+    ("--cost-model", "cost_model", str, "latency/energy table: int-accel or a YAML file (reports latency_ms or energy)"),
 ]
 
 

@@ -298,7 +298,7 @@ def test_report_writes_markdown_and_html(tmp_path, run_dir, capsys):
     out = tmp_path / "report"
     assert main(["report", str(run_dir), str(other), "--out", str(out), "--budgets", "2,4"]) == 0
     md = (out / "report.md").read_text()
-    assert "## synthetic" in md and "## other" in md
+    assert "## synthetic" in md and "## other" in md and "## Runs compared" in md and "shared box" in md
     assert "### Pareto front" in md and "### Best configuration with avg_bits <= budget" in md
     assert "Parameter importance" in md and "Hypervolume **" in md
     page = (out / "report.html").read_text()
@@ -308,3 +308,16 @@ def test_report_writes_markdown_and_html(tmp_path, run_dir, capsys):
         assert (out / f"{key}.png").exists() or (out / f"{key}.html").exists()
     assert main(["report", str(run_dir), "--out", str(out), "--budgets", "two"]) == 2
     assert main(["report", str(run_dir), "--out", str(out), "--budget-metric", "joules"]) == 2
+
+
+def test_comparison_table_ranks_a_dominating_run_first(tmp_path):
+    from speq_search.analysis.report import comparison_table
+
+    base = _trials(seed=4)
+    better = base.assign(val_acc=base.val_acc + 0.01)  # the same costs, every accuracy higher
+    a = run_report(load_run(write_run(tmp_path / "base", base)))
+    b = run_report(load_run(write_run(tmp_path / "better", better)))
+    table = comparison_table([a, b]).set_index("run")
+    assert table.loc["better", "hypervolume (shared box)"] > table.loc["base", "hypervolume (shared box)"]
+    assert table.loc["better", "hypervolume"] > table.loc["base", "hypervolume"]
+    assert table.loc["base", "completed"] == 13 and "hypervolume (shared box)" not in comparison_table([a]).columns

@@ -111,3 +111,14 @@ def test_front_rows_and_best_under_budgets():
     assert pd.isna(best.loc[0, "trial_id"])
     assert best["trial_id"].tolist()[1:] == ["c", "a", "b"]  # b and d tie on accuracy: the cheaper wins
     assert best.loc[3, "bitops"] == 50
+
+
+def test_box_hypervolume_by_hand():
+    from speq_search.analysis.pareto import box_hypervolume
+
+    # accuracy box 0.8 (reference) .. 1.0 (ideal); cost box 10 (ideal) .. 1000 (reference), log axis
+    values = np.array([[0.9, 100.0]])  # losses 0.5 and 0.5
+    assert box_hypervolume(values, [1.0, 10.0], [0.8, 1000.0], log_axes=[1]) == pytest.approx(0.25)
+    assert box_hypervolume(values, [1.0, 10.0], [0.8, 1000.0]) == pytest.approx(0.5 * (1 - 90 / 990))
+    # a point at the reference, or beyond it, adds nothing
+    assert box_hypervolume(np.array([[0.8, 10.0], [0.95, 2000.0]]), [1.0, 10.0], [0.8, 1000.0]) == 0.0

@@ -134,6 +134,27 @@ def hypervolume(values: np.ndarray, metrics: Sequence[str], modes: Sequence[str]
     return _hypervolume_of_losses(normalise(values, metrics, modes, full_precision))
 
 
+def box_hypervolume(values: np.ndarray, ideal: Sequence[float], reference: Sequence[float],
+                    log_axes: Sequence[int] = ()) -> float:
+    """Hypervolume in a box chosen for a comparison: ``ideal`` maps to 0, ``reference`` to 1.
+
+    For comparing runs with one another (e.g. from the best to the worst value any of them
+    reached), where the fixed rule of :func:`hypervolume` is too coarse. The direction of each
+    objective follows from ``ideal`` and ``reference`` (ideal above reference: maximised). Axes in
+    ``log_axes`` are scaled by log10 (costs that span orders of magnitude). 1.0 would be a
+    point at ``ideal`` in every objective.
+    """
+    v = np.atleast_2d(np.asarray(values, dtype=float))
+    loss = np.empty_like(v)
+    for j in range(v.shape[1]):
+        col, lo, hi = v[:, j], float(ideal[j]), float(reference[j])
+        if j in log_axes:
+            col, lo, hi = np.log10(col), np.log10(lo), np.log10(hi)
+        span = (hi - lo) or 1.0
+        loss[:, j] = (col - lo) / span
+    return _hypervolume_of_losses(loss)
+
+
 def hypervolume_history(values: np.ndarray, metrics: Sequence[str], modes: Sequence[str],
                         full_precision: Mapping[str, float] | None = None) -> list[float]:
     """Hypervolume after each of the first 1, 2, ... points (in the order given).

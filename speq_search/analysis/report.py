@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from speq_search.analysis import plots
 from speq_search.analysis.load import LoadError, Run, learning_curves, require_columns
-from speq_search.analysis.pareto import best_under_budgets, front_rows, hypervolume, reference_values
+from speq_search.analysis.pareto import best_under_budgets, box_hypervolume, front_rows, hypervolume, reference_values
 from speq_search.errors import ConfigError
 
 PLOT_KINDS = ("front", "parallel", "importance", "curves", "hypervolume", "sensitivity", "layer-bits")
@@ -142,6 +143,25 @@ def run_report(run: Run, budget_metric: str = "avg_bits", budgets: Sequence[floa
     return RunReport(run, front, best, hv, reference, plots.importance_data(run))
 
 
+def comparison_table(reports: Sequence[RunReport]) -> pd.DataFrame:
+    """One row per run: trials, front size, hypervolume (fixed rule) and, for two or more runs
+    with the same two objectives, the hypervolume in the box fitted to them all (from every
+    run's best to every run's worst value; costs on a log scale), which separates close runs."""
+    rows = [{"run": r.run.name, "trials": len(r.run.trials), "completed": len(r.run.completed),
+             "front": len(r.front), "hypervolume": round(r.hypervolume, 5)} for r in reports]
+    objectives = [r.run.objectives for r in reports]
+    if len(reports) > 1 and all(o == objectives[0] for o in objectives) and len(objectives[0]) == 2:
+        metrics = [m for m, _ in objectives[0]]
+        values = [r.run.completed.dropna(subset=metrics)[metrics].to_numpy(dtype=float) for r in reports]
+        both = np.vstack(values)
+        ideal = [both[:, j].max() if d == "max" else both[:, j].min() for j, (_, d) in enumerate(objectives[0])]
+        worst = [both[:, j].min() if d == "max" else both[:, j].max() for j, (_, d) in enumerate(objectives[0])]
+        log_axes = [j for j, (m, _) in enumerate(objectives[0]) if not m.endswith("_acc") and both[:, j].min() > 0]
+        for row, v in zip(rows, values):
+            row["hypervolume (shared box)"] = round(box_hypervolume(v, ideal, worst, log_axes), 4)
+    return pd.DataFrame(rows)
+
+
 def _front_columns(rep: RunReport) -> list[str]:
     metrics = [m for m, _ in rep.run.objectives]
     extra = [c for c in ("test_acc", "avg_bits", "avg_w_bits", "avg_a_bits", "size_bytes", "bitops") if c in rep.front]
@@ -185,6 +205,12 @@ def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_
         if images[key]:
             md += [f"![{key}]({images[key]})", ""]
     html_sections = []
+    if len(reports) > 1:
+        compared = comparison_table(reports)
+        note = ("Hypervolume: the fixed rule of summary.json; shared box: each objective scaled between the best "
+                "and the worst value any run reached (costs in log10), so close runs separate.")
+        md += ["## Runs compared", "", markdown_table(compared), "", note, ""]
+        html_sections.append("<h2>Runs compared</h2>" + compared.to_html(index=False) + f"<p>{html.escape(note)}</p>")
     for rep in reports:
         r = rep.run
         s = r.trials["status"].value_counts().to_dict()
