@@ -154,7 +154,7 @@ class Constraint:
         return gap / abs(self.bound) if self.bound else gap
 
     def __str__(self) -> str:
-        return f"{self.metric} {self.op} {self.bound:g}"
+        return f"{self.metric} {self.op} {self.bound:.12g}"  # exact enough to parse back to the same bound
 
 
 @dataclass(frozen=True)

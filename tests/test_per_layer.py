@@ -286,3 +286,9 @@ def test_fp_cache_key_follows_the_architecture_not_the_bits():
     b = spec.trial_config({"hidden": "64", "w_bits@features.4": 8})
     c = spec.trial_config({"hidden": "128-64", "w_bits@features.4": 2})
     assert fp_cache_key(a, splits) == fp_cache_key(b, splits) != fp_cache_key(c, splits)
+
+
+def test_constraint_bounds_survive_the_round_trip_through_space_yaml():
+    spec = parse_space(_space(constraints=["bitops <= 123456789", "avg_bits >= 2.5"]))
+    again = parse_space(yaml.safe_load(yaml.safe_dump(spec.to_dict())))
+    assert [c.bound for c in again.constraints] == [123456789.0, 2.5]
