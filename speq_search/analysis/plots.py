@@ -211,9 +211,11 @@ def importance_data(run, seed: int = 0) -> pd.DataFrame:
     """Parameter importance (Optuna's fANOVA, seeded) for each objective of ``run``.
 
     Columns ``objective, param, importance``; rows sorted by importance within an objective.
-    The study is rebuilt in memory from the run's completed trials, so a Ray experiment or a
-    run folder gives the same answer as its Optuna storage. Needs two or more parameters and
-    completed trials; otherwise the table is empty.
+    The study is rebuilt in memory from the run's completed, feasible trials, so every source
+    (run folder, Ray experiment, Optuna storage) is treated alike, and over-budget trials, which
+    study.db holds with placeholder values, do not count. Numeric parameters with more than
+    four distinct values are continuous, the rest categorical. Needs three or more completed
+    trials and a parameter that varies; otherwise the table is empty.
     """
     import optuna
 
