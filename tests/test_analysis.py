@@ -277,6 +277,8 @@ def test_plot_overlay_and_errors(tmp_path, capsys):
     assert "--x" in capsys.readouterr().err
     assert main(["plot", str(tmp_path / "nothing")]) == 2
     assert main(["plot", str(a), "--kind", "pie"]) == 2
+    assert main(["plot", str(a), "--kind", "sensitivity"]) == 2  # the run has no sensitivity.csv
+    assert main(["plot", str(a), "--kind", "layer-bits"]) == 2  # nor a layer_bits column
     assert main(["plot", str(a), "--objectives", "val_acc:up"]) == 2
 
 

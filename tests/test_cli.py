@@ -21,6 +21,8 @@ from speq_search.cli import main
     (["--set", "optim.epochz=3"], "optim.epochz"),
     (["--set", "optim.epochs=0"], "optim.epochs"),
     (["--device", "tpu"], "device"),
+    (["--cost-model", "no-such-table"], "cost_model"),
+    (["--set", "quant.group_bits={features.4: {w_bits: 9}}"], "quant.group_bits.features.4.w_bits"),
 ])
 def test_bad_input_is_one_line_naming_the_field_and_exit_2(tmp_path, capsys, args, field):
     assert main(["train", "--out", str(tmp_path / "r"), *args]) == 2
@@ -75,3 +77,14 @@ def test_set_accepts_yaml_values_for_overrides(tmp_path):
 
     cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     assert cfg["quant"]["overrides"] == {"features.4": {"w_bits": 4}}
+
+
+def test_sensitivity_command(tmp_path, capsys):
+    out = tmp_path / "sens.csv"
+    assert main(["sensitivity", "default", "--set", "train.optim.fp_epochs=2", "--set", "train.model.width=0.5",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "features.0" in text and "classifier" in text and "base (every layer at 8 bits)" in text
+    assert out.read_text().splitlines()[0].startswith("layer,shape_class,params,macs,val_acc,drop")
+    assert main(["sensitivity", "default", "--bits", "9"]) == 2
+    assert main(["sensitivity", "no-such-space"]) == 2
