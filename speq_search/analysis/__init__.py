@@ -1,5 +1,17 @@
-"""Analysis of finished searches: Pareto fronts, hypervolume (reads files, never a live Tuner)."""
+"""Analysis of searches: load results, Pareto fronts, hypervolume, figures, reports (reads files, never a live Tuner)."""
 
-from speq_search.analysis.pareto import hypervolume, hypervolume_history, normalise, pareto_mask, reference_values
+from speq_search.analysis.load import LoadError, Run, expand_layer_bits, learning_curves, load_run, load_runs
+from speq_search.analysis.pareto import (
+                                         best_under_budgets,
+                                         box_hypervolume,
+                                         front_rows,
+                                         hypervolume,
+                                         hypervolume_history,
+                                         normalise,
+                                         pareto_mask,
+                                         reference_values,
+)
 
-__all__ = ["hypervolume", "hypervolume_history", "normalise", "pareto_mask", "reference_values"]
+__all__ = ["LoadError", "Run", "best_under_budgets", "box_hypervolume", "expand_layer_bits", "front_rows", "hypervolume",
+           "hypervolume_history", "learning_curves", "load_run", "load_runs", "normalise", "pareto_mask",
+           "reference_values"]

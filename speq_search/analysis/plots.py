@@ -96,12 +96,6 @@ def front_data(df: pd.DataFrame, x: str, y: str, x_mode: str = "min", y_mode: st
     return FrontFigureData(x, y, fronts, reference, color, log_x)
 
 
-def front_info(df: pd.DataFrame, x: str, y: str, x_mode: str = "min", y_mode: str = "max",
-               hover_columns: list[str] | None = None) -> FrontInfo:
-    """The single front of ``df`` (no grouping)."""
-    return front_data(df, x, y, x_mode, y_mode, hover=hover_columns).fronts[0]
-
-
 def _color_marker(values: list, base: dict, categories: list, scale: tuple | None, label: str | None) -> dict:
     """Marker settings: one colour per category, or a colour scale shared by every trace."""
     if not values:
@@ -149,11 +143,6 @@ def render_fronts(data: FrontFigureData, title: str = ""):
     if data.log_x:
         fig.update_xaxes(type="log")
     return fig
-
-
-def render_front(info: FrontInfo, title: str = ""):
-    """One front (kept for callers of the single-front API)."""
-    return render_fronts(FrontFigureData(info.x, info.y, [info], {}, None, False), title)
 
 
 def front_figure(df: pd.DataFrame, spec, x: str, y: str):
@@ -400,6 +389,6 @@ def write_figure(fig, path: Path, png: bool = True) -> str:
 
 
 __all__ = ["COST_AXES", "FrontFigureData", "FrontInfo", "ParallelData", "browser_available", "export_image",
-           "front_data", "front_figure", "front_info", "hypervolume_data", "image_session", "importance_data", "parallel_data",
-           "render_curves", "render_front", "render_fronts", "render_hypervolume", "render_importance",
+           "front_data", "front_figure", "hypervolume_data", "image_session", "importance_data", "parallel_data",
+           "render_curves", "render_fronts", "render_hypervolume", "render_importance",
            "render_parallel", "render_sensitivity", "layer_bits_data", "render_layer_bits", "write_figure"]
