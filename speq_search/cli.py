@@ -279,6 +279,7 @@ def _print_front(summary: dict) -> None:
         print(f"Pareto front ({len(front)} points):")
         print(front[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"\nwrote {run_dir}/ (trials.csv, pareto.csv, summary.json, pareto.html, study.db)")
+    print(f"next: speq-search report {run_dir} --out {run_dir}/report   (or speq-search plot {run_dir} --x avg_bits)")
     if summary.get("figure_note"):
         print(summary["figure_note"])
     if summary.get("interrupted"):
