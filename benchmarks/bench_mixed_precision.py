@@ -15,6 +15,8 @@ fronts are compared on val_acc against bitops:
 
     python benchmarks/bench_mixed_precision.py --out benchmarks/results/mixed-precision.json
     python benchmarks/bench_mixed_precision.py --settings cnn-small --budget 12 --seeds 0   # quick
+    python benchmarks/bench_mixed_precision.py --settings resnet20-fashion --resnet-budget 16 --seeds 0 \
+        --granularity block --out benchmarks/results/mixed-precision-resnet20-fashion.json   # make data first
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ BITS = [2, 3, 4, 8]
 SETTINGS = {
     "cnn-small": {"data": {"dataset": "digits"}, "model": {"name": "cnn-small"}, "optim": {"epochs": 8, "fp_epochs": 30}},
     "mlp": {"data": {"dataset": "digits"}, "model": {"name": "mlp"}, "optim": {"epochs": 8, "fp_epochs": 30}},
+    # resnet20 on real data the CPU can afford: a 3,000-image Fashion-MNIST subset (`make data` first).
+    "resnet20-fashion": {"data": {"dataset": "fashion-mnist", "data_dir": ".data", "train_size": 3000, "batch_size": 100},
+                         "model": {"name": "resnet20", "width": 0.5}, "optim": {"epochs": 3, "fp_epochs": 10}},
     # Random 32x32 data: the accuracy axis is noise; this setting checks costs and the machinery on resnet20.
     "resnet20-random": {"data": {"dataset": "random32", "batch_size": 100}, "model": {"name": "resnet20", "width": 0.5},
                         "optim": {"epochs": 1, "fp_epochs": 1}},
@@ -68,10 +73,11 @@ def fitted_hv(values: np.ndarray, acc_range: tuple[float, float], cost_range: tu
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    ap.add_argument("--settings", nargs="+", default=["cnn-small", "mlp", "resnet20-random"], choices=list(SETTINGS))
     ap.add_argument("--budget", type=int, default=24)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--granularity", default="layer")
+    ap.add_argument("--resnet-budget", type=int, help="trials per search for the resnet20 settings (default: budget/2)")
     ap.add_argument("--runs", default="runs/bench-mixed", help="where the searches go")
     ap.add_argument("--out", help="write the figures as JSON here")
     args = ap.parse_args()
@@ -82,6 +88,7 @@ def main() -> None:
     results = []
     for setting in args.settings:
         budget = args.budget if not setting.startswith("resnet20") else max(8, args.budget // 2)
+        budget = args.resnet_budget if setting.startswith("resnet20") and args.resnet_budget else budget
         for seed in args.seeds:
             runs, times = {}, {}
             for kind in ("uniform", "mixed"):
