@@ -323,3 +323,15 @@ def test_comparison_table_ranks_a_dominating_run_first(tmp_path):
     assert table.loc["better", "hypervolume (shared box)"] > table.loc["base", "hypervolume (shared box)"]
     assert table.loc["better", "hypervolume"] > table.loc["base", "hypervolume"]
     assert table.loc["base", "completed"] == 13 and "hypervolume (shared box)" not in comparison_table([a]).columns
+
+
+def test_layer_bits_data_follows_the_front():
+    df = pd.DataFrame({"trial_id": ["c", "a", "b"], "status": "COMPLETED", "val_acc": [0.9, 0.95, 0.8],
+                       "bitops": [30, 50, 40],
+                       "layer_bits": ["conv=8/8;fc=2/4", "conv=8/8;fc=4/8", "conv=8/8;fc=2/2"]})
+    data = plots.layer_bits_data(df, [("val_acc", "max"), ("bitops", "min")])
+    assert data.w_bits.index.tolist() == ["c", "a"]  # b is dominated; cheapest first
+    assert data.w_bits.columns.tolist() == ["conv", "fc"]
+    assert data.w_bits.loc["a", "fc"] == 4 and data.a_bits.loc["c", "fc"] == 4
+    fig = plots.render_layer_bits(data)
+    assert fig.data[0].text[0] == ["8/8", "2/4"]

@@ -299,8 +299,15 @@ def render_sensitivity(table: pd.DataFrame, title: str = "Per-layer sensitivity"
     return fig
 
 
-def layer_bits_data(df: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
-    """Front trials x layers: each cell a layer's weight bits (rows sorted by the cost objective)."""
+class LayerBitsData(NamedTuple):
+    """Front trials (rows, cheapest first) x layers (columns, model order): weight and activation bits."""
+
+    w_bits: pd.DataFrame
+    a_bits: pd.DataFrame
+
+
+def layer_bits_data(df: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> LayerBitsData:
+    """Each front trial's bits per layer, from its ``layer_bits`` column (empty tables if none)."""
     from speq_search.analysis.load import expand_layer_bits
     from speq_search.analysis.pareto import front_rows
 
@@ -308,18 +315,22 @@ def layer_bits_data(df: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> 
     front = front_rows(done, objectives) if len(done) else done
     long = expand_layer_bits(front)
     if long.empty:
-        return long
-    table = long.pivot_table(index="trial_id", columns="layer", values="w_bits", sort=False)
-    order = [t for t in front["trial_id"] if t in table.index]
-    return table.loc[order]
+        return LayerBitsData(pd.DataFrame(), pd.DataFrame())
+    order = list(dict.fromkeys(front["trial_id"]))
+    tables = [long.pivot_table(index="trial_id", columns="layer", values=v, sort=False).loc[order]
+              for v in ("w_bits", "a_bits")]
+    return LayerBitsData(*tables)
 
 
-def render_layer_bits(table: pd.DataFrame, title: str = "Weight bits per layer on the front"):
+def render_layer_bits(data: LayerBitsData, title: str = "Bits per layer along the front (weights/activations)"):
     import plotly.graph_objects as go
 
-    fig = go.Figure(go.Heatmap(z=table.to_numpy(), x=list(table.columns), y=[str(i) for i in table.index],
-                               colorscale="Viridis", colorbar={"title": {"text": "w bits"}}, texttemplate="%{z}"))
-    fig.update_layout(title=title, xaxis_title="layer", yaxis_title="trial (cheapest first)", template="plotly_white")
+    w, a = data.w_bits, data.a_bits
+    text = [[f"{int(wv)}/{int(av)}" for wv, av in zip(wr, ar)] for wr, ar in zip(w.to_numpy(), a.to_numpy())]
+    fig = go.Figure(go.Heatmap(z=w.to_numpy(), x=list(w.columns), y=[str(i) for i in w.index], text=text,
+                               texttemplate="%{text}", colorscale="Viridis", colorbar={"title": {"text": "w bits"}}))
+    fig.update_layout(title=title, xaxis_title="layer", yaxis_title="front trial", template="plotly_white")
+    fig.update_yaxes(autorange="reversed", title_text="front trial (cheapest at the top)")
     return fig
 
 
@@ -391,4 +402,4 @@ def write_figure(fig, path: Path, png: bool = True) -> str:
 __all__ = ["COST_AXES", "FrontFigureData", "FrontInfo", "ParallelData", "browser_available", "export_image",
            "front_data", "front_figure", "hypervolume_data", "image_session", "importance_data", "parallel_data",
            "render_curves", "render_fronts", "render_hypervolume", "render_importance",
-           "render_parallel", "render_sensitivity", "layer_bits_data", "render_layer_bits", "write_figure"]
+           "render_parallel", "render_sensitivity", "LayerBitsData", "layer_bits_data", "render_layer_bits", "write_figure"]

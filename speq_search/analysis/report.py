@@ -80,11 +80,11 @@ def make_figure(runs: Sequence[Run], df: pd.DataFrame, kind: str = "front", x: s
             raise LoadError("run", runs[0].source, "a run folder with sensitivity.csv (per_layer: {sensitivity: true})")
         return plots.render_sensitivity(run.sensitivity, f"{run.name}: per-layer sensitivity")
     if kind == "layer-bits":
-        table = plots.layer_bits_data(df, runs[0].objectives) if runs[0].objectives else pd.DataFrame()
-        if table.empty:
+        bits = plots.layer_bits_data(df, runs[0].objectives) if runs[0].objectives else None
+        if bits is None or bits.w_bits.empty:
             raise LoadError("run", runs[0].source, "completed trials with a layer_bits column (searches since "
                             "per-layer bits were added)")
-        return plots.render_layer_bits(table)
+        return plots.render_layer_bits(bits)
     table = pd.concat([plots.hypervolume_data(r) for r in runs], ignore_index=True)
     if table.empty:
         raise LoadError("run", runs[0].source, "completed trials and known objectives (a run folder or an "
