@@ -92,7 +92,9 @@ def main() -> None:
         for seed in args.seeds:
             runs, times = {}, {}
             for kind in ("uniform", "mixed"):
-                run_dir = Path(args.runs) / f"{kind}-{setting}-s{seed}-b{budget}"
+                # The uniform search does not depend on the granularity: one run serves every granularity.
+                tag = f"{kind}-{setting}" + (f"-{args.granularity}" if kind == "mixed" else "")
+                run_dir = Path(args.runs) / f"{tag}-s{seed}-b{budget}"
                 if not (run_dir / "summary.json").exists():
                     t0 = time.time()
                     run_search(parse_space(space(setting, kind, budget, seed, args.granularity)), run_dir,
@@ -103,7 +105,8 @@ def main() -> None:
             both = pd.concat([r[0] for r in runs.values()])
             acc_range = (float(both.val_acc.min()), float(both.val_acc.max()))
             cost_range = (float(both.bitops.min()), float(both.bitops.max()))
-            row = {"setting": setting, "seed": seed, "budget": budget, "search_time_s": times}
+            row = {"setting": setting, "seed": seed, "budget": budget, "granularity": args.granularity,
+                   "search_time_s": times}
             fronts = {}
             for kind, (done, summary) in runs.items():
                 v = done[["val_acc", "bitops"]].to_numpy(float)
