@@ -49,10 +49,16 @@ class Run:
     @property
     def completed(self) -> pd.DataFrame:
         """Trials that finished at full fidelity and are feasible: the ones a front may hold."""
-        done = self.trials[self.trials["status"] == "COMPLETED"]
-        if "full_fidelity" in done:
-            done = done[done["full_fidelity"].fillna(True).astype(bool)]
-        return done
+        return completed_trials(self.trials)
+
+
+def completed_trials(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows a front may hold: status COMPLETED (so not failed, stopped early or over budget) and,
+    where the column exists, full fidelity."""
+    done = df[df["status"] == "COMPLETED"] if "status" in df else df
+    if "full_fidelity" in done:
+        done = done[done["full_fidelity"].fillna(True).astype(bool)]
+    return done
 
 
 class LoadError(ConfigError):
@@ -284,5 +290,5 @@ def learning_curves(run: Run, metric: str = "val_acc") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "trial_id", "epoch", metric])
 
 
-__all__ = ["STATUSES", "LoadError", "Run", "error_reason", "expand_layer_bits", "learning_curves", "load_run",
+__all__ = ["STATUSES", "LoadError", "Run", "completed_trials", "error_reason", "expand_layer_bits", "learning_curves", "load_run",
            "load_runs", "read_results", "require_columns", "trial_dirs"]

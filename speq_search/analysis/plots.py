@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from speq_search.analysis.load import completed_trials, expand_layer_bits
 from speq_search.analysis.pareto import hypervolume_history, pareto_mask
 
 COST_AXES = ("avg_bits", "avg_w_bits", "avg_a_bits", "size_bytes", "bitops", "macs", "params", "latency_ms", "energy")
@@ -71,10 +72,7 @@ def front_data(df: pd.DataFrame, x: str, y: str, x_mode: str = "min", y_mode: st
     The reference line of a group is the mean of ``fp_<y>`` (``fp_val_acc`` for ``val_acc``)
     over its rows, when that column exists.
     """
-    done = df[df["status"] == "COMPLETED"] if "status" in df else df
-    if "full_fidelity" in done:
-        done = done[done["full_fidelity"].fillna(True).astype(bool)]
-    done = done.dropna(subset=[x, y])
+    done = completed_trials(df).dropna(subset=[x, y])
     cols = list(hover) if hover else [c for c in df.columns if c not in _SKIP_HOVER]
     groups = [(str(k), g) for k, g in done.groupby(group, sort=True)] if group else [("", done)]
     fronts, reference = [], {}
@@ -165,7 +163,7 @@ class ParallelData(NamedTuple):
 
 def parallel_data(df: pd.DataFrame, params: Sequence[str], objectives: Sequence[str]) -> ParallelData:
     """Completed trials on one axis per parameter and objective; categories become codes."""
-    done = df[df["status"] == "COMPLETED"] if "status" in df else df
+    done = completed_trials(df)
     cols = [c for c in [*params, *objectives] if c in done and done[c].notna().any()]
     values, ticks = [], []
     for c in cols:
@@ -308,10 +306,9 @@ class LayerBitsData(NamedTuple):
 
 def layer_bits_data(df: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> LayerBitsData:
     """Each front trial's bits per layer, from its ``layer_bits`` column (empty tables if none)."""
-    from speq_search.analysis.load import expand_layer_bits
     from speq_search.analysis.pareto import front_rows
 
-    done = df[df["status"] == "COMPLETED"].dropna(subset=[m for m, _ in objectives])
+    done = completed_trials(df).dropna(subset=[m for m, _ in objectives])
     front = front_rows(done, objectives) if len(done) else done
     long = expand_layer_bits(front)
     if long.empty:

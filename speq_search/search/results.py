@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from speq_search.analysis.load import error_reason, read_results, trial_dirs
+from speq_search.analysis.load import completed_trials, error_reason, read_results, trial_dirs
 from speq_search.analysis.pareto import front_rows, hypervolume, reference_values
 from speq_search.spaces import SearchSpec
 
@@ -69,14 +69,6 @@ def collect_trials(experiment: str | Path, spec: SearchSpec) -> pd.DataFrame:
     return df
 
 
-def front_of(df: pd.DataFrame, spec: SearchSpec) -> pd.DataFrame:
-    """The non-dominated rows among completed, full-fidelity trials."""
-    done = df[(df["status"] == "COMPLETED") & df["full_fidelity"].astype(bool)]
-    if done.empty:
-        return done
-    return front_rows(done, [(o.metric, o.mode) for o in spec.objectives])
-
-
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -95,12 +87,13 @@ def write_outputs(run_dir: Path, spec: SearchSpec, experiment: Path, full_precis
                   plots: bool = True) -> RunFiles:
     """(Re)write trials.csv, pareto.csv, summary.json (and pareto.html) from the experiment."""
     df = collect_trials(experiment, spec)
-    front = front_of(df, spec)
+    done = completed_trials(df)
+    objectives = [(o.metric, o.mode) for o in spec.objectives]
+    front = front_rows(done, objectives)
     _atomic_write_text(run_dir / "trials.csv", df.to_csv(index=False))
     _atomic_write_text(run_dir / "pareto.csv", front.to_csv(index=False))
     metrics = [o.metric for o in spec.objectives]
     modes = [o.mode for o in spec.objectives]
-    done = df[(df["status"] == "COMPLETED") & df["full_fidelity"].astype(bool)]
     values = done[metrics].to_numpy(dtype=float) if not done.empty else np.zeros((0, len(metrics)))
     hv = hypervolume(values, metrics, modes, full_precision) if len(values) else 0.0
     summary = {
