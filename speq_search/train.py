@@ -15,6 +15,7 @@ import random
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -211,10 +212,18 @@ def fp_cache_dir(cfg: TrainConfig) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file, then rename: a crash never leaves half a checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """Write to a temporary file, then rename: a crash never leaves half a checkpoint.
+
+    The temporary name is unique per writer: concurrent trials that train the same new
+    architecture both write its cached FP model, and a shared name let one rename the other's
+    file away (the second rename then failed, and its trial with it).
+    """
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, field: str = "checkpoint") -> dict:

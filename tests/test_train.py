@@ -136,3 +136,29 @@ def test_fp_cache_key_changes_with_the_data_contents(tiny_cfg):
     splits.train.y = splits.train.y.flip(0)
     assert fp_cache_key(tiny_cfg, splits) != key
     assert fp_cache_key(tiny_cfg.replace(seed=1), load_data(tiny_cfg)) != key
+
+
+def test_concurrent_writers_of_one_cache_file_do_not_collide(tmp_path):
+    # Two trials training the same new architecture both save its FP model to one cache path.
+    import threading
+
+    from speq_search.train import atomic_torch_save
+
+    path = tmp_path / "fp.pt"
+    errors = []
+
+    def writer(k):
+        try:
+            for i in range(15):
+                atomic_torch_save({"w": torch.full((2000,), float(k * 100 + i))}, path)
+        except Exception as err:  # noqa: BLE001 - any failure of a writer fails the test
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert torch.load(path, weights_only=True)["w"].shape == (2000,)
+    assert [p.name for p in tmp_path.iterdir()] == ["fp.pt"]  # no temporary file left behind
