@@ -10,9 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
 from speq_search.errors import ConfigError
+from speq_search.yamlio import parse_yaml
 
 EXIT_BAD_INPUT = 2
 
@@ -62,10 +61,7 @@ def _parse_set(items: Sequence[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError("--set", item, "key=value, e.g. optim.epochs=2")
-        try:
-            changes[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {key}", value, "a YAML scalar, list or mapping") from None
+        changes[key.strip()] = parse_yaml(value, f"--set {key.strip()}", value)
     return changes
 
 
@@ -157,10 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     from speq_search.config import TrainConfig
+    from speq_search.search.folder import ensure_writable
     from speq_search.train import run
 
     out = Path(args.out)
+    ensure_writable(out, "--out")
     if args.resume:
+        given = [flag for flag, key, _, _ in _TRAIN_FLAGS if getattr(args, key) is not None]
+        given += ["--config"] * bool(args.config) + ["--set"] * bool(args.set)
+        if given:
+            raise ConfigError("--resume", given[0], "no other settings (a resumed run continues as its config.yaml "
+                              "says)")
         cfg = TrainConfig.load(out / "config.yaml") if (out / "config.yaml").exists() else None
         if cfg is None:
             raise ConfigError("resume", str(out), "a run folder holding config.yaml and checkpoint.pt")
@@ -188,19 +191,29 @@ def _run(args: argparse.Namespace) -> int:
     import time
 
     from speq_search.search import RunOptions, resume_search, run_search
-    from speq_search.spaces import load_space
+    from speq_search.search.folder import ensure_writable
+    from speq_search.spaces import check_run_name, load_space
 
     opts = RunOptions(address=args.address, storage_path=args.storage_path, verbose=args.verbose)
     if args.resume:
+        ignored = [flag for flag in ("space", "name", *_RUN_FLAGS) if getattr(args, flag) is not None] + (
+            ["set"] if args.set else [])
+        if ignored:
+            raise ConfigError("--resume", "--" + ignored[0].replace("_", "-"), "no other search settings (a resumed "
+                              "search runs as its space.yaml says; --address and --verbose may be given)")
+        ensure_writable(args.resume, "--resume")
         summary = resume_search(args.resume, opts)
     else:
         overrides = {key: getattr(args, flag) for flag, key in _RUN_FLAGS.items() if getattr(args, flag) is not None}
         overrides.update(_parse_set(args.set))
         spec = load_space(args.space, overrides)
-        name = args.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = check_run_name(args.name, "--name") if args.name else f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        ensure_writable(args.out_dir, "--out-dir")
         summary = run_search(spec, Path(args.out_dir) / name, opts)
     _print_front(summary)
-    return 0
+    if summary.get("stopped_on_failures"):
+        return 1
+    return 130 if summary.get("interrupted") else 0
 
 
 def _objectives(text: str | None) -> list[tuple[str, str]] | None:
@@ -219,11 +232,13 @@ def _plot(args: argparse.Namespace) -> int:
     from speq_search.analysis.load import load_runs
     from speq_search.analysis.plots import write_figure
     from speq_search.analysis.report import make_figure
+    from speq_search.search.folder import ensure_writable
 
-    runs, df = load_runs(args.runs, _objectives(args.objectives))
-    fig = make_figure(runs, df, args.kind, args.x, args.y, args.color, args.group_by)
     first = Path(args.runs[0])
     out = Path(args.out) if args.out else (first if first.is_dir() else Path(".")) / f"{args.kind}.html"
+    ensure_writable(out.parent, "--out")
+    runs, df = load_runs(args.runs, _objectives(args.objectives))
+    fig = make_figure(runs, df, args.kind, args.x, args.y, args.color, args.group_by)
     print(write_figure(fig, out, png=False))
     return 0
 
@@ -236,6 +251,9 @@ def _report(args: argparse.Namespace) -> int:
         budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
     except ValueError:
         raise ConfigError("--budgets", args.budgets, "comma-separated numbers, e.g. 2,3,4,8") from None
+    from speq_search.search.folder import ensure_writable
+
+    ensure_writable(args.out, "--out")
     runs, df = load_runs(args.runs, _objectives(args.objectives))
     from speq_search.analysis.load import require_columns
 
@@ -282,7 +300,9 @@ def _print_front(summary: dict) -> None:
     print(f"next: speq-search report {run_dir} --out {run_dir}/report   (or speq-search plot {run_dir} --x avg_bits)")
     if summary.get("figure_note"):
         print(summary["figure_note"])
-    if summary.get("interrupted"):
+    if summary.get("stopped_on_failures"):
+        print(f"the search stopped on failed trials (see the error column of {run_dir}/trials.csv); exit code 1")
+    elif summary.get("interrupted"):
         print(f"the search did not finish; continue it with: speq-search run --resume {run_dir}")
 
 
@@ -330,8 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"speq-search {args.command}: interrupted; results written so far are kept "
               "(train: continue with --resume)", file=sys.stderr)
         return 130
+    except PermissionError as err:  # a folder that became unwritable after the checks at the start
+        print(f"speq-search {args.command}: error: cannot write {err.filename}: {err.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except RuntimeError as err:  # e.g. TrainingDiverged
-        print(f"speq-search {args.command}: failed: {err}", file=sys.stderr)
+        print(f"speq-search {args.command}: failed: {str(err).strip().splitlines()[0][:300]}", file=sys.stderr)
         return 1
     return EXIT_BAD_INPUT
 

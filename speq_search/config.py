@@ -18,6 +18,7 @@ from speq_search.errors import ConfigError
 from speq_search.quant.modules import WEIGHT_QUANTIZERS
 from speq_search.quant.primitives import check_bits
 from speq_search.speq import KD_LOSSES, TEACHER_BN_MODES
+from speq_search.yamlio import load_yaml
 
 METHODS = ("fp", "qat", "kd-kl", "speq", "kd-fp")
 OPTIMIZERS = ("sgd", "adam")
@@ -34,6 +35,24 @@ def _number(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = Fals
         kind = "an integer" if integer else "a number"
         lo_txt = f"> {lo}" if lo_open else f">= {lo}"
         raise ConfigError(name, value, f"{kind} {lo_txt} and <= {hi}")
+
+
+def _integer(obj: Any, attr: str, name: str, lo: float, hi: float) -> None:
+    """Validate an integer field; an integral float (``epochs: 1.0``) is taken and stored as an int."""
+    value = getattr(obj, attr)
+    _number(name, value, lo, hi, integer=True)
+    object.__setattr__(obj, attr, int(value))
+
+
+def _bits_mapping(name: str, value: Any) -> None:
+    """``{layer name or pattern: {w_bits: b, a_bits: b}}``."""
+    if not isinstance(value, dict):
+        raise ConfigError(name, value, "a mapping {layer name or pattern: {w_bits: B, a_bits: B}}")
+    for key, bits in value.items():
+        if not isinstance(key, str) or not isinstance(bits, dict) or not bits or set(bits) - {"w_bits", "a_bits"}:
+            raise ConfigError(f"{name}.{key}", bits, "a mapping with w_bits and/or a_bits")
+        for kind, b in bits.items():
+            check_bits(b, f"{name}.{key}.{kind}")
 
 
 def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
@@ -53,10 +72,12 @@ class DataConfig:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        _number("data.batch_size", self.batch_size, 2, 65536, integer=True)
+        _integer(self, "batch_size", "data.batch_size", 2, 65536)
         _number("data.val_fraction", self.val_fraction, 0.0, 0.9, lo_open=True)
         if self.train_size is not None:
-            _number("data.train_size", self.train_size, 2, 10**9, integer=True)
+            _integer(self, "train_size", "data.train_size", 2, 10**9)
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise ConfigError("data.data_dir", self.data_dir, "a folder path (a string)")
 
 
 @dataclass(frozen=True)
@@ -69,6 +90,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _number("model.width", self.width, 0.0, 16.0, lo_open=True)
+        if not isinstance(self.kwargs, dict) or not all(isinstance(k, str) for k in self.kwargs):
+            raise ConfigError("model.kwargs", self.kwargs, "a mapping of builder keywords, e.g. {blocks: [2, 2, 2]}")
         from speq_search.models import list_models
 
         _choice("model.name", self.name, tuple(list_models()))
@@ -89,13 +112,8 @@ class QuantConfig:
     group_bits: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.group_bits, dict):
-            raise ConfigError("quant.group_bits", self.group_bits, "a mapping {layer or prefix: {w_bits, a_bits}}")
-        for group, bits in self.group_bits.items():
-            if not isinstance(bits, dict) or not bits or set(bits) - {"w_bits", "a_bits"}:
-                raise ConfigError(f"quant.group_bits.{group}", bits, "a mapping with w_bits and/or a_bits")
-            for key, value in bits.items():
-                check_bits(value, f"quant.group_bits.{group}.{key}")
+        _bits_mapping("quant.group_bits", self.group_bits)
+        _bits_mapping("quant.overrides", self.overrides)
         check_bits(self.w_bits, "quant.w_bits")
         check_bits(self.a_bits, "quant.a_bits")
         check_bits(self.input_bits, "quant.input_bits")
@@ -163,8 +181,8 @@ class OptimConfig:
         _number("optim.fp_lr", self.fp_lr, 0.0, 10.0, lo_open=True)
         _number("optim.momentum", self.momentum, 0.0, 1.0)
         _number("optim.weight_decay", self.weight_decay, 0.0, 1.0)
-        _number("optim.epochs", self.epochs, 1, 100000, integer=True)
-        _number("optim.fp_epochs", self.fp_epochs, 0, 100000, integer=True)
+        _integer(self, "epochs", "optim.epochs", 1, 100000)
+        _integer(self, "fp_epochs", "optim.fp_epochs", 0, 100000)
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "quant": QuantConfig, "speq": SpeqConfig, "optim": OptimConfig}
@@ -187,7 +205,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        _number("seed", self.seed, 0, 2**31 - 1, integer=True)
+        _integer(self, "seed", "seed", 0, 2**31 - 1)
         _choice("device", self.device, DEVICES)
         if self.cost_model is not None:
             from speq_search.costs import load_cost_table
@@ -229,11 +247,10 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
         """Read a YAML file written by :meth:`save` (or by hand)."""
-        try:
-            d = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError("config", str(path), f"a readable YAML file ({type(err).__name__})") from None
-        return cls.from_dict(d or {})
+        d = load_yaml(path, "config")
+        if d is None:
+            raise ConfigError("config", str(path), "a YAML mapping of config sections (the file is empty)")
+        return cls.from_dict(d)
 
 
 def _section(name: str, cls: type, value: Any):

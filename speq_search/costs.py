@@ -11,12 +11,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
 from speq_search.errors import ConfigError
 from speq_search.quant.modules import QUANT_LAYERS
 from speq_search.quant.primitives import FULL_PRECISION
+from speq_search.yamlio import load_yaml
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def shipped_cost_tables() -> dict[str, str]:
     """``{name: description}`` of the tables in ``speq_search/cost_tables/``."""
     out = {}
     for path in sorted(SHIPPED_TABLES.glob("*.yaml")):
-        out[path.stem] = (yaml.safe_load(path.read_text()) or {}).get("description", "")
+        out[path.stem] = (load_yaml(path, "cost_model") or {}).get("description", "")
     return out
 
 
@@ -197,10 +197,7 @@ def load_cost_table(name_or_path: str) -> CostTable:
             raise ConfigError("cost_model", name_or_path, "a cost table YAML file or a shipped table: "
                               + ", ".join(shipped_cost_tables()))
         path = shipped
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        raise ConfigError("cost_model", str(path), "a readable YAML file") from None
+    raw = load_yaml(path, "cost_model")
     where = f"cost_model {path.name}"
     if not isinstance(raw, dict):
         raise ConfigError(where, raw, "a mapping with metric, bits, per_mac")

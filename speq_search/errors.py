@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
+import reprlib
+
+# A message shows at most this much of a value: a YAML bomb or a whole file given as a value
+# must not be expanded (or echoed) into the error line.
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = 80
+_SHORT.maxother = 80
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxset = _SHORT.maxdict = 6
+_SHORT.maxlevel = 3
+
+
+def short_repr(value: object) -> str:
+    """``repr(value)``, cut to about 80 characters and 3 levels of nesting (never expands a huge value)."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
 
 class ConfigError(ValueError):
     """A value given by the user is not accepted.
 
     ``field`` names the setting (as in the config file or CLI flag), ``value`` is what was
-    given and ``accepted`` says what would be taken instead.
+    given and ``accepted`` says what would be taken instead. Picklable (Ray copies a trial's
+    exception into the driver), and its message shows only a short form of the value.
     """
 
     def __init__(self, field: str, value: object, accepted: str) -> None:
         self.field = field
         self.value = value
         self.accepted = accepted
-        super().__init__(f"{field}: got {value!r}; accepted: {accepted}")
+        super().__init__(f"{field}: got {short_repr(value)}; accepted: {accepted}")
+
+    def __reduce__(self):
+        # The default rebuilds from self.args (the one message), which __init__ cannot take;
+        # the value travels as its short form, so any value pickles.
+        return (_rebuild, (type(self), self.field, short_repr(self.value), self.accepted, str(self)))
+
+
+def _rebuild(cls: type, field: str, value: str, accepted: str, message: str) -> ConfigError:
+    err = cls.__new__(cls)
+    ValueError.__init__(err, message)
+    err.field, err.value, err.accepted = field, value, accepted
+    return err

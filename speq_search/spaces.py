@@ -49,6 +49,7 @@ import yaml
 
 from speq_search.config import TrainConfig
 from speq_search.errors import ConfigError
+from speq_search.yamlio import load_yaml
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 
@@ -264,8 +265,8 @@ def shipped_spaces() -> dict[str, str]:
     out = {}
     for path in sorted(SHIPPED_DIR.glob("*.yaml")):
         try:
-            out[path.stem] = (yaml.safe_load(path.read_text()) or {}).get("description", "")
-        except yaml.YAMLError:
+            out[path.stem] = (load_yaml(path, "space") or {}).get("description", "")
+        except (ConfigError, AttributeError):
             out[path.stem] = "(unreadable)"
     return out
 
@@ -286,10 +287,7 @@ def resolve_space_path(name_or_path: str | None) -> Path:
 def load_space(name_or_path: str | None = None, overrides: dict[str, Any] | None = None) -> SearchSpec:
     """Load and validate a space file; ``overrides`` are dotted keys (``train.optim.epochs``)."""
     path = resolve_space_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError("space", str(path), f"a readable YAML file ({type(err).__name__})") from None
+    raw = load_yaml(path, "space")
     if not isinstance(raw, dict):
         raise ConfigError("space", str(path), "a mapping with train, params, objectives, search")
     raw.setdefault("name", path.stem)
@@ -316,7 +314,10 @@ def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpe
     except ConfigError as err:
         raise ConfigError(f"train.{err.field}", err.value, err.accepted) from None
 
-    params = tuple(_parse_param(name, spec, train) for name, spec in (raw.get("params") or {}).items())
+    params_raw = raw.get("params") or {}
+    if not isinstance(params_raw, dict):
+        raise ConfigError("params", params_raw, "a mapping {name: {type: choice|int|uniform|loguniform, ...}}")
+    params = tuple(_parse_param(str(name), spec, train) for name, spec in params_raw.items())
     per_layer = raw.get("per_layer") or {}
     params += _per_layer_params(per_layer, train)
     if not params:
@@ -326,7 +327,10 @@ def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpe
         raise ConfigError("params", [p.name for p in params], "each config field searched once (bits sets both "
                           "w_bits and a_bits)")
 
-    objectives = tuple(_parse_objective(i, o, train) for i, o in enumerate(raw.get("objectives") or []))
+    objectives_raw = raw.get("objectives") or []
+    if not isinstance(objectives_raw, list):
+        raise ConfigError("objectives", objectives_raw, "a list of two or three {metric, mode}")
+    objectives = tuple(_parse_objective(i, o, train) for i, o in enumerate(objectives_raw))
     if not 2 <= len(objectives) <= 3:
         raise ConfigError("objectives", raw.get("objectives"), "a list of two or three {metric, mode}")
     if len({o.metric for o in objectives}) != len(objectives):
@@ -336,11 +340,26 @@ def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpe
     if search.sampler == "grid":
         for p in params:
             p.grid_values()  # raises for continuous parameters
-    constraints = tuple(_parse_constraint(i, c, train) for i, c in enumerate(raw.get("constraints") or []))
+    constraints_raw = raw.get("constraints") or []
+    if not isinstance(constraints_raw, list):
+        raise ConfigError("constraints", constraints_raw, "a list of 'METRIC <= NUMBER' budgets")
+    constraints = tuple(_parse_constraint(i, c, train) for i, c in enumerate(constraints_raw))
     warm_start = _parse_warm_start(raw.get("warm_start"), params, search)
-    name = str(raw.get("name") or "space")
+    name = check_run_name(raw.get("name") or "space", "name")
     return SearchSpec(name, str(raw.get("description", "")), train, params, objectives, search, raw, per_layer,
                       constraints, warm_start)
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def check_run_name(name: Any, field: str = "name") -> str:
+    """A space or run name, which becomes a folder name: letters, digits and ``._+-``, no path parts."""
+    text = str(name)
+    if isinstance(name, bool) or not _NAME.fullmatch(text) or ".." in text:
+        raise ConfigError(field, name, "a name of letters, digits and . _ + - (starting with a letter or digit, no "
+                          "'/' or '..', at most 128 characters)")
+    return text
 
 
 def _per_layer_params(section: Any, train: TrainConfig) -> tuple[Param, ...]:
@@ -554,6 +573,10 @@ def _parse_search(spec: dict) -> SearchSettings:
         if key not in known:
             raise ConfigError(f"search.{key}", spec[key], "a key among " + ", ".join(known))
     s = SearchSettings(**spec)
+    for key in ("num_samples", "max_concurrent", "seed", "max_failures", "grace_period", "reduction_factor"):
+        v = getattr(s, key)  # an integral float (num_samples: 8.0) is taken as the integer it is
+        if isinstance(v, float) and v.is_integer():
+            s = dataclasses.replace(s, **{key: int(v)})
     if s.sampler not in SAMPLERS:
         raise ConfigError("search.sampler", s.sampler, " | ".join(SAMPLERS))
     if s.scheduler not in SCHEDULERS:

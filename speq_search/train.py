@@ -357,6 +357,8 @@ def run(
     log = log or (lambda msg: print(msg, file=sys.stderr))
     device = resolve_device(cfg.device)
     splits = load_data(cfg)  # bad data settings fail before anything is written
+    if not resume:
+        planned_costs(cfg, splits)  # so do a model that does not build or quantize, and a bad cost table
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / "checkpoint.pt" if out else None
     state = None

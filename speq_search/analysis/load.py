@@ -26,7 +26,8 @@ from speq_search.errors import ConfigError
 STATUSES = ("COMPLETED", "FAILED", "STOPPED", "INCOMPLETE", "INFEASIBLE")
 _OPTUNA_STATUS = {"COMPLETE": "COMPLETED", "FAIL": "FAILED", "PRUNED": "STOPPED", "RUNNING": "INCOMPLETE",
                   "WAITING": "INCOMPLETE"}
-_TRIAL_ID = re.compile(r"_([0-9a-f]{5,8}_\d{5})_|_([0-9a-f]{8})_\d+_")
+# Ray's trial folders: <trainable>_<8 hex>_<n>_<params>_<date> (Ray >= 2.10), once <5 hex>_<5 digits>.
+_TRIAL_ID = re.compile(r"_([0-9a-f]{8})_\d+_|_([0-9a-f]{5}_\d{5})_")
 
 
 @dataclass
@@ -86,6 +87,14 @@ def error_reason(trial_dir: Path) -> str:
         return ""
     lines = [ln.strip() for ln in err.read_text(errors="replace").splitlines() if ln.strip()]
     return lines[-1][:300] if lines else "error"
+
+
+def trial_id_of(trial_dir: Path, last: dict | None = None) -> str:
+    """A trial's id: as its last result says, else as its folder name says, else the folder name."""
+    if last and last.get("trial_id"):
+        return str(last["trial_id"])
+    match = _TRIAL_ID.search(trial_dir.name)
+    return next(g for g in match.groups() if g) if match else trial_dir.name
 
 
 def trial_dirs(experiment: Path) -> list[Path]:
@@ -162,16 +171,18 @@ def _load_run_dir(path: Path, name: str | None, objectives) -> Run:
     meta = _read_json(path / "run.json")
     space = {}
     if (path / "space.yaml").exists():
-        import yaml
+        from speq_search.yamlio import load_yaml
 
-        space = yaml.safe_load((path / "space.yaml").read_text()) or {}
+        space = load_yaml(path / "space.yaml", "space.yaml") or {}
     params = [p for p in (space.get("params") or {}) if p in df] + [c for c in df.columns if "@" in c]
     if objectives is None:
         objectives = [(o["metric"], o["mode"]) for o in summary.get("objectives") or space.get("objectives") or []]
     experiment = None
-    if meta.get("storage_path") and "://" not in meta["storage_path"]:
-        candidate = Path(meta["storage_path"]) / meta.get("experiment_name", "ray")
-        experiment = candidate if candidate.is_dir() else (path / "ray" if (path / "ray").is_dir() else None)
+    if meta:
+        from speq_search.search.folder import experiment_root
+
+        candidate = experiment_root(path, meta) / meta.get("experiment_name", "ray")
+        experiment = candidate if candidate.is_dir() else None
     study = path / "study.db"
     sensitivity = pd.read_csv(path / "sensitivity.csv") if (path / "sensitivity.csv").exists() else None
     return Run(name or path.name, str(path), "run", _finish(df, name or path.name, str(path)), params,
@@ -206,8 +217,7 @@ def _load_ray(path: Path, name: str | None, objectives) -> Run:
             status = "STOPPED"
         else:
             status = "COMPLETED"
-        match = _TRIAL_ID.search(trial_dir.name)
-        trial_id = last.get("trial_id") or (next(g for g in match.groups() if g) if match else trial_dir.name)
+        trial_id = trial_id_of(trial_dir, last)
         metrics = {k: v for k, v in last.items() if isinstance(v, (int, float, str, bool)) and k not in params
                    and k not in ("config", "trial_id", "date", "hostname", "node_ip", "pid", "checkpoint_dir_name")}
         rows.append({"trial_id": trial_id, "status": status, **params, **metrics, "error": error,

@@ -7,6 +7,7 @@ on one figure. Nothing here needs Ray.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,18 +97,52 @@ def _label(runs, run, objective):
     return objective if len(runs) == 1 else run.name + ": " + objective
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#!|~])")
+_MD_LINE_START = re.compile(r"^(\d+\.|[-+>=])")  # a list, quote or heading underline where a line begins
+
+
+def md_escape(value: object) -> str:
+    """Text from a run (names, parameter values, paths) as Markdown that shows it literally.
+
+    Markdown's punctuation is backslash-escaped, ``<`` and ``&`` become entities (no raw HTML
+    reaches a viewer), and line breaks become spaces (a value cannot end a table row).
+    """
+    text = " ".join(str(value).splitlines())
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_LINE_START.sub(r"\\\1", _MD_SPECIAL.sub(r"\\\1", text))
+
+
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    """A GitHub-flavoured Markdown table (pandas' to_markdown needs an extra package)."""
+    """A GitHub-flavoured Markdown table (pandas' to_markdown needs an extra package); text is escaped."""
     def cell(v):
         if isinstance(v, float):
             if pd.isna(v):
                 return ""
             return str(int(v)) if v.is_integer() and abs(v) >= 1e4 else format(v, floatfmt)
-        return str(v).replace("|", "\\|")
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+            return str(v)
+        return md_escape(v)
 
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines = ["| " + " | ".join(md_escape(c) for c in df.columns) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
+
+
+def consistency_warnings(runs: Sequence[Run]) -> list[str]:
+    """Where a run folder's trials.csv and summary.json disagree (a file cut short or edited by hand)."""
+    notes = []
+    for r in runs:
+        if r.kind != "run" or not r.summary:
+            continue
+        counts = {"n_trials": len(r.trials), "n_completed": len(r.completed)}
+        for key, have in counts.items():
+            said = r.summary.get(key)
+            if said is not None and int(said) != have:
+                notes.append(f"{r.source}: trials.csv holds {have} {key[2:]} trials but summary.json says {said}; "
+                             "trials.csv may be cut short (speq-search run --resume on the folder writes it again "
+                             "from the Ray trial folders)")
+                break
+    return notes
 
 
 @dataclass
@@ -197,14 +232,18 @@ def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_
                 fig.write_html(str(out / f"{key}.html"), include_plotlyjs=True)
     skipped = [k for k, v in images.items() if v is None]
 
-    md = ["# speq-search report", "", "Runs: " + ", ".join(f"`{r.source}`" for r in runs), ""]
+    html_sections = []
+    md = ["# speq-search report", "", "Runs: " + ", ".join(md_escape(r.source) for r in runs), ""]
+    for note in consistency_warnings(runs):
+        log("warning: " + note)
+        md += ["**Warning:** " + md_escape(note), ""]
+        html_sections.append(f"<p><b>Warning:</b> {html.escape(note)}</p>")
     if skipped:
         md += ["PNG export skipped (no Chromium found or it failed); the figures are HTML files: "
                + ", ".join(f"[{k}]({k}.html)" for k in skipped), ""]
     for key in figures:
         if images[key]:
             md += [f"![{key}]({images[key]})", ""]
-    html_sections = []
     if len(reports) > 1:
         compared = comparison_table(reports)
         note = ("Hypervolume: the fixed rule of summary.json; shared box: each objective scaled between the best "
@@ -233,7 +272,7 @@ def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_
             order = [m for m, _ in r.objectives if m in ranking.columns]
             ranking = ranking[order].sort_values(order[0], ascending=False).reset_index()
             sections.append(("Parameter importance (fANOVA)", ranking))
-        md += head
+        md += [f"## {md_escape(r.name)}", *head[1:]]  # the rest is the tool's own text: metric names, numbers
         body = "".join(f"<p>{html.escape(line)}</p>" for line in head[2:] if line)
         for title, table in sections:
             md += [f"### {title}", "", markdown_table(table), ""]

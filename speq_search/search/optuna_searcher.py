@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import signal
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
 
 import optuna
 from ray.tune.search.optuna import OptunaSearch
@@ -11,6 +17,59 @@ from speq_search.spaces import Param, SearchSpec
 
 _STORED_METRICS = ("val_acc", "test_acc", "avg_w_bits", "avg_a_bits", "avg_bits", "size_bytes", "bitops", "macs",
                    "params", "fp_val_acc", "fp_test_acc", "epochs_done")
+
+
+_logger = logging.getLogger(__name__)
+_FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
+# The run folder being resumed: a study storage unpickled from Ray's saved state opens that
+# folder's study.db, not the one at the path it was pickled with (the folder may have moved).
+_resume_dir: Path | None = None
+
+
+@contextlib.contextmanager
+def resuming_in(run_dir: Path) -> Iterator[None]:
+    """While Ray restores and runs a resumed search, its study is ``run_dir/study.db``."""
+    global _resume_dir
+    previous, _resume_dir = _resume_dir, Path(run_dir)
+    try:
+        yield
+    finally:
+        _resume_dir = previous
+
+
+class RunStudyStorage(optuna.storages.RDBStorage):
+    """The SQLite study of a run folder, ``RUN_DIR/study.db``.
+
+    Ray pickles the searcher (and with it this storage) into the experiment; a plain
+    RDBStorage would pickle its absolute URL, so a moved or copied run folder, when resumed,
+    would read and write the original's study. This one is rebuilt from the folder being
+    resumed (see :func:`resuming_in`).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).resolve()
+        super().__init__(f"sqlite:///{self.path}")
+
+    def __reduce__(self):
+        return (_open_run_storage, (str(self.path),))
+
+
+def _open_run_storage(path: str) -> RunStudyStorage:
+    return RunStudyStorage(_resume_dir / "study.db" if _resume_dir is not None else path)
+
+
+def _test_fault_after_tell() -> None:
+    """Fault injection for the tests alone: kill this process right after the N-th tell.
+
+    That is the moment between the study's commit and Ray's next snapshot of the experiment,
+    where a crash once left runs that could not be resumed. Unset, it does nothing.
+    """
+    left = os.environ.get("SPEQ_SEARCH_TEST_KILL_AFTER_TELL")
+    if left is None:
+        return
+    if int(left) <= 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.environ["SPEQ_SEARCH_TEST_KILL_AFTER_TELL"] = str(int(left) - 1)
 
 
 class SpeqOptunaSearch(OptunaSearch):
@@ -28,7 +87,11 @@ class SpeqOptunaSearch(OptunaSearch):
       read (constrained domination); an infeasible trial (reported with ``feasible: False`` and never
       trained) is told COMPLETE with placeholder values for the metrics it could not measure,
       which constrained samplers rank below every feasible trial whatever the values;
-    - ``warm_start`` points are enqueued (``study.enqueue_trial``) before the first trial.
+    - ``warm_start`` points are enqueued (``study.enqueue_trial``) before the first trial;
+    - after a crash, Ray's snapshot may still hold as running a trial that the study already
+      holds as finished (the study commits first): when Ray reruns it, the study is not told
+      again. No failure to tell the study ever aborts the search: it is logged, and the trial's
+      result stays in its Ray folder (trials.csv).
     """
 
     def __init__(self, *args, constraints=None, warm_start=None, **kwargs):
@@ -62,6 +125,18 @@ class SpeqOptunaSearch(OptunaSearch):
             if any(v is None for v in values):
                 state, values = optuna.trial.TrialState.FAIL, None
         trial = self._ot_trials[trial_id]
+        self._completed_trials.add(trial_id)
+        try:
+            finished = self._ot_study.get_trials(deepcopy=False, states=_FINISHED)
+            if any(t.number == trial.number for t in finished):
+                return  # told before a crash; Ray's snapshot was older than the study
+            self._tell(trial, state, values, result)
+        except Exception as err:  # noqa: BLE001 - the search must go on; the result is in the trial's folder
+            _logger.warning("could not record trial %s in the Optuna study (%s: %s)", trial_id, type(err).__name__, err)
+            return
+        _test_fault_after_tell()
+
+    def _tell(self, trial, state, values, result) -> None:
         if self._constraints is not None and state == optuna.trial.TrialState.COMPLETE:
             for name, violation in self._constraints(result).items():
                 trial.set_constraint(name, violation)
@@ -69,11 +144,10 @@ class SpeqOptunaSearch(OptunaSearch):
             if isinstance((result or {}).get(key), (int, float)):
                 trial.set_user_attr(key, result[key])
         try:
-            self._ot_study.tell(self._ot_trials[trial_id], values, state=state)
+            self._ot_study.tell(trial, values, state=state)
         except RuntimeError as exc:
             if "Study.stop" not in str(exc):
                 raise
-        self._completed_trials.add(trial_id)
 
 
 def _placeholder(mode: str) -> float:

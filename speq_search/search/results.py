@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from speq_search.analysis.load import completed_trials, error_reason, read_results, trial_dirs
+from speq_search.analysis.load import completed_trials, error_reason, read_results, trial_dirs, trial_id_of
 from speq_search.analysis.pareto import front_rows, hypervolume, reference_values
 from speq_search.spaces import SearchSpec
 
@@ -25,7 +24,6 @@ METRIC_COLUMNS = ("val_acc", "test_acc", "val_loss", "high_val_acc", "avg_w_bits
                   "fp_test_acc", "best_epoch")
 # Reported only by some searches (per-layer bits, a cost table, constraints): columns only when present.
 OPTIONAL_COLUMNS = ("layer_bits", "latency_ms", "energy", "feasible", "constraint_violation")
-_TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})_")
 
 
 def collect_trials(experiment: str | Path, spec: SearchSpec) -> pd.DataFrame:
@@ -36,8 +34,7 @@ def collect_trials(experiment: str | Path, spec: SearchSpec) -> pd.DataFrame:
         params = json.loads((trial_dir / "params.json").read_text() or "{}")
         results = read_results(trial_dir / "result.json")
         last = results[-1] if results else {}
-        match = _TRIAL_ID.search(trial_dir.name)
-        trial_id = last.get("trial_id") or (match.group(1) if match else trial_dir.name)
+        trial_id = trial_id_of(trial_dir, last)
         error = error_reason(trial_dir)
         done = int(last.get("epochs_done", 0))
         total = int(last.get("epochs_total", 0)) or int(spec.trial_config(params).optim.epochs)

@@ -5,14 +5,19 @@ This package is the only place that imports Ray.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import secrets
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from speq_search.errors import ConfigError
+from speq_search.search.folder import RunLock, experiment_root, storage_root
 from speq_search.search.results import write_outputs
 from speq_search.spaces import SearchSpec, dump_space, fields_of, parse_space
 
@@ -35,35 +40,124 @@ def _log(opts: RunOptions):
     return opts.log or (lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
-def _init_ray(spec: SearchSpec, opts: RunOptions) -> None:
-    import ray
+def _auth_token() -> str:
+    """The token this process's local Ray instance demands of every client: the user's, or made now.
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token warning for a local instance
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    if not opts.verbose:
-        # The legacy reporter honours verbose=0 (the new one prints a header and hints regardless).
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-        import warnings
+    Made once per process (Ray caches the token it loaded), kept in this process's environment
+    alone (readable only by the user, inherited by Ray's daemons and workers), never in a run file.
+    """
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    if not token:
+        token = secrets.token_hex(32)
+        os.environ["RAY_AUTH_TOKEN"] = token
+    return token
 
-        import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if spec.constraints:
-        # An over-budget trial reports its costs and no accuracy (it is never trained).
-        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    runtime_env = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0", "PYTHONUNBUFFERED": "1"}}
-    if ray.is_initialized():
-        return
-    if opts.address:
-        ray.init(address=opts.address, log_to_driver=opts.verbose, runtime_env=runtime_env)
-        return
-    cpus = os.cpu_count() or 1
-    # address="local": always a new instance, even where `ray start` left a cluster (or its
-    # stale address file) on this machine, which a bare ray.init() would try to join.
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=opts.verbose,
-             object_store_memory=256 * 1024 * 1024, runtime_env=runtime_env,
-             logging_level="ERROR" if not opts.verbose else "INFO")
+def _enable_token_auth() -> None:
+    """Token authentication for the local instance this process starts, and for this process as its client.
+
+    Ray reads RAY_AUTH_MODE into a cached config when it is first imported, and caches the
+    token it loaded: both are refreshed here, as Ray's own ``ray.init`` does when it turns
+    authentication on (``ray._raylet``; tested with Ray 2.60, see pyproject's bounds).
+    """
+    os.environ["RAY_AUTH_MODE"] = "token"
+    _auth_token()
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+class _RaySession:
+    """The Ray instance a search runs on: a cluster it joins, or a local instance it starts and stops.
+
+    A local instance demands token authentication (no process without this run's token can join
+    it or run work on it, whatever address its servers listen on), keeps its session files in a
+    private temporary folder, and is shut down and cleaned up when the search ends.
+    """
+
+    def __init__(self, spec: SearchSpec, opts: RunOptions) -> None:
+        self.spec, self.opts = spec, opts
+        self.started = False
+        self.temp_dir: str | None = None
+
+    def __enter__(self) -> _RaySession:
+        import ray
+
+        opts = self.opts
+        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+        if not opts.verbose:
+            # The legacy reporter honours verbose=0 (the new one prints a header and hints regardless).
+            os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+            import warnings
+
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        if self.spec.constraints:
+            # An over-budget trial reports its costs and no accuracy (it is never trained).
+            os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+        runtime_env = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0", "PYTHONUNBUFFERED": "1"}}
+        if ray.is_initialized():  # the caller's own Ray (Python API): use it as it is
+            return self
+        if opts.address:
+            ray.init(address=opts.address, log_to_driver=opts.verbose, runtime_env=runtime_env)
+            self.started = True
+            _check_resources(self.spec, ray.cluster_resources(), opts.address, _log(opts))
+            return self
+        _check_resources(self.spec, _local_resources(), None, _log(opts))
+        _enable_token_auth()
+        self.temp_dir = tempfile.mkdtemp(prefix="speq-ray-")  # 0700: Ray's session files, sockets and logs
+        # address="local": always a new instance, even where `ray start` left a cluster (or its
+        # stale address file) on this machine, which a bare ray.init() would try to join.
+        try:
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=_local_gpus(), include_dashboard=False,
+                     log_to_driver=opts.verbose, object_store_memory=256 * 1024 * 1024, runtime_env=runtime_env,
+                     logging_level="ERROR" if not opts.verbose else "INFO", _temp_dir=self.temp_dir)
+        except BaseException:
+            self.__exit__()
+            raise
+        self.started = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import ray
+
+        if self.started:
+            ray.shutdown()
+        if self.temp_dir:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _local_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no usable CUDA: no GPUs
+        return 0
+
+
+def _local_resources() -> dict:
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(_local_gpus())}
+
+
+def _check_resources(spec: SearchSpec, available: dict, address: str | None, log) -> None:
+    """Refuse a per-trial request no node of a local instance can meet (Ray would wait for it forever).
+
+    On a cluster (``address``), nodes may still join (an autoscaler): a warning, within seconds.
+    """
+    s = spec.search
+    for key, flag, want in (("CPU", "cpus_per_trial", s.cpus_per_trial), ("GPU", "gpus_per_trial", s.gpus_per_trial)):
+        have = float(available.get(key, 0.0))
+        if want > have:
+            what = f"at most {have:g} ({'the cluster' if address else 'this machine'} has {have:g} {key}s)"
+            if address:
+                log(f"warning: search.{flag}={want:g} but the cluster now has {have:g} {key}s; trials wait until "
+                    "nodes with enough join")
+            else:
+                raise ConfigError(f"search.{flag}", want, what)
 
 
 def _absolute_paths(spec: SearchSpec) -> SearchSpec:
@@ -179,7 +273,13 @@ def _tuner(spec: SearchSpec, run_dir: Path, experiment_name: str, storage: str, 
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from speq_search.search.optuna_searcher import SpeqOptunaSearch, distribution, grid_size, make_sampler
+    from speq_search.search.optuna_searcher import (
+        RunStudyStorage,
+        SpeqOptunaSearch,
+        distribution,
+        grid_size,
+        make_sampler,
+    )
     from speq_search.search.trainable import speq_trainable
 
     s = spec.search
@@ -192,13 +292,11 @@ def _tuner(spec: SearchSpec, run_dir: Path, experiment_name: str, storage: str, 
     if restore:
         return tune.Tuner.restore(storage + "/" + experiment_name, trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)
-    import optuna
-
-    storage_db = optuna.storages.RDBStorage(f"sqlite:///{(run_dir / 'study.db').resolve()}")
     metrics = [o.metric for o in spec.objectives]
     modes = [o.mode for o in spec.objectives]
     searcher = SpeqOptunaSearch(space={p.name: distribution(p) for p in spec.params}, metric=metrics, mode=modes,
-                                sampler=make_sampler(spec), study_name=spec.name, storage=storage_db, seed=s.seed,
+                                sampler=make_sampler(spec), study_name=spec.name,
+                                storage=RunStudyStorage(run_dir / "study.db"), seed=s.seed,
                                 constraints=spec.violations if spec.constraints else None,
                                 warm_start=list(spec.warm_start) + ([seed] if seed else []))
     num_samples = grid_size(spec) if s.sampler == "grid" else s.num_samples
@@ -220,66 +318,162 @@ def _tuner(spec: SearchSpec, run_dir: Path, experiment_name: str, storage: str, 
 
 
 def run_search(spec: SearchSpec, run_dir: str | Path, opts: RunOptions | None = None) -> dict:
-    """Run the search of ``spec`` into ``run_dir`` (a new folder); return the summary."""
+    """Run the search of ``spec`` into ``run_dir`` (a new folder); return the summary.
+
+    The folder is locked for the whole search (a second search on it fails at once). A search
+    that fails before its first trial starts (bad data, resources no node has) removes the
+    folder it made, so the same name can be run again.
+    """
     opts = opts or RunOptions()
     run_dir = Path(run_dir).resolve()
-    if (run_dir / "run.json").exists():
-        raise ConfigError("name", str(run_dir), "a new run folder (this one holds a search: use --resume to continue it)")
-    spec = _absolute_paths(spec)
+    storage = storage_root(opts.storage_path)  # a cloud URI or an unwritable folder fails before anything starts
     log = _log(opts)
-    fp_state, reference = _prepare_fp(spec, log)  # bad data or model settings fail before any folder is made
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_space(spec, run_dir / "space.yaml")
-    storage = str(Path(opts.storage_path).resolve()) if opts.storage_path and "://" not in opts.storage_path else (
-        opts.storage_path or str(run_dir))
-    meta = {"experiment_name": "ray", "storage_path": storage, "address": opts.address, "reference": reference,
-            "fp_shared": fp_state is not None, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
-    if spec.per_layer.get("sensitivity"):
-        meta["sensitivity_seed"] = _sensitivity(spec, run_dir, log)
-    (run_dir / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
-    if fp_state is not None:
-        (run_dir / "fp_model.pt").write_bytes(fp_state)
-    return _execute(spec, run_dir, meta, fp_state, opts, restore=False)
+    if not opts.address:
+        _check_resources(spec, _local_resources(), None, log)  # before the float model trains
+    spec = _absolute_paths(spec)
+    with RunLock(run_dir) as lock:
+        if (run_dir / "run.json").exists():
+            raise ConfigError("name", str(run_dir), "a new run folder (this one holds a search: use --resume to "
+                              "continue it)")
+        try:
+            fp_state, reference = _prepare_fp(spec, log)
+            dump_space(spec, run_dir / "space.yaml")
+            meta = {"experiment_name": "ray", "storage_path": storage, "address": opts.address,
+                    "reference": reference, "fp_shared": fp_state is not None,
+                    "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+            if spec.per_layer.get("sensitivity"):
+                meta["sensitivity_seed"] = _sensitivity(spec, run_dir, log)
+            if fp_state is not None:
+                (run_dir / "fp_model.pt").write_bytes(fp_state)
+            _write_json(run_dir / "run.json", meta)
+            return _execute(spec, run_dir, meta, fp_state, opts, restore=False, started=lock.keep)
+        except BaseException:
+            lock.discard()  # only while no trial has started: _execute disarms it once one may have
+            raise
 
 
 def resume_search(run_dir: str | Path, opts: RunOptions | None = None) -> dict:
-    """Continue an interrupted search in ``run_dir``: finished trials are kept, the rest run."""
+    """Continue an interrupted search in ``run_dir``: finished trials are kept, the rest run.
+
+    The folder may have been moved or copied since: the experiment and the study are read
+    from (and written to) where it is now. A run stopped before Ray saved any state starts
+    its trials from the beginning; a missing float model is rebuilt.
+    """
     from speq_search.spaces import load_space
 
     opts = opts or RunOptions()
     run_dir = Path(run_dir).resolve()
     if not (run_dir / "run.json").exists() or not (run_dir / "space.yaml").exists():
         raise ConfigError("resume", str(run_dir), "a run folder made by speq-search run (with run.json and space.yaml)")
-    meta = json.loads((run_dir / "run.json").read_text())
-    spec = load_space(str(run_dir / "space.yaml"))
-    fp_state = (run_dir / "fp_model.pt").read_bytes() if meta.get("fp_shared") else None
-    opts.address = opts.address or meta.get("address")
-    return _execute(spec, run_dir, meta, fp_state, opts, restore=True)
+    with RunLock(run_dir, field="resume"):
+        meta = _read_run_json(run_dir)
+        spec = load_space(str(run_dir / "space.yaml"))
+        if opts.storage_path:
+            raise ConfigError("--storage-path", opts.storage_path, "nothing with --resume (the run folder's run.json "
+                              "says where its experiment is)")
+        experiment = experiment_root(run_dir, meta) / meta.get("experiment_name", "ray")
+        finished = _check_study(run_dir, spec)
+        restore = _can_restore(experiment)
+        if not restore:
+            if finished:
+                raise ConfigError("resume", str(run_dir), f"a run whose Ray state was saved ({experiment} holds none, "
+                                  f"while study.db holds {finished} finished trials: trials.csv keeps them; start a "
+                                  "new run to search on)")
+            _log(opts)(f"{run_dir}: no trial had started; starting the search from its first trial")
+            shutil.rmtree(experiment, ignore_errors=True)
+            (run_dir / "study.db").unlink(missing_ok=True)
+        fp_state = _shared_fp_state(run_dir, spec, meta, _log(opts))
+        opts.address = opts.address or meta.get("address")
+        return _execute(spec, run_dir, meta, fp_state, opts, restore=restore)
 
 
-def _execute(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts: RunOptions, restore: bool) -> dict:
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_run_json(run_dir: Path) -> dict:
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError("run.json", str(run_dir / "run.json"), f"the JSON file speq-search run wrote "
+                          f"({type(err).__name__}: the run cannot be resumed without it)") from None
+    if not isinstance(meta, dict) or "reference" not in meta:
+        raise ConfigError("run.json", str(run_dir / "run.json"), "the JSON file speq-search run wrote (keys "
+                          "experiment_name, storage_path, reference)")
+    return meta
+
+
+def _check_study(run_dir: Path, spec: SearchSpec) -> int:
+    """How many finished trials ``run_dir/study.db`` holds; a corrupt study is one line, naming the file."""
+    import optuna
+
+    path = run_dir / "study.db"
+    if not path.exists():
+        return 0
+    try:
+        storage = optuna.storages.RDBStorage(f"sqlite:///{path}", skip_table_creation=True)
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+        return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+    except Exception as err:  # noqa: BLE001 - sqlite3/sqlalchemy/optuna raise many kinds for a bad file
+        raise ConfigError("study.db", str(path), f"the run's Optuna SQLite study ({type(err).__name__}: the file is "
+                          "corrupt or not a study; restore it from a copy. trials.csv and the Ray trial folders keep "
+                          "every finished trial, and `speq-search report` reads them)") from None
+
+
+def _can_restore(experiment: Path) -> bool:
     from ray import tune
 
-    from speq_search.search.optuna_searcher import grid_size
+    return experiment.is_dir() and tune.Tuner.can_restore(str(experiment))
+
+
+def _shared_fp_state(run_dir: Path, spec: SearchSpec, meta: dict, log) -> bytes | None:
+    """The float model every trial shares (fp_model.pt); a missing or corrupt one is rebuilt and saved again."""
+    if not meta.get("fp_shared"):
+        return None
+    import torch
+
+    path = run_dir / "fp_model.pt"
+    try:
+        data = path.read_bytes()
+        torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return data
+    except Exception as err:  # noqa: BLE001 - missing, truncated, not a checkpoint
+        reason = "missing" if not path.exists() else f"unreadable ({type(err).__name__})"
+    log(f"{path} is {reason}: rebuilding the float model from the run's settings (the float-model cache, or "
+        "training it again with the same seed)")
+    fp_state, _ = _prepare_fp(spec, log)
+    if fp_state is None:
+        raise ConfigError("fp_model.pt", str(path), "a float model (this run's space searches the float model itself)")
+    path.write_bytes(fp_state)
+    return fp_state
+
+
+def _execute(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts: RunOptions, restore: bool,
+             started=None) -> dict:
+    """Run (or resume) the Tuner; ``started()`` is called once trials may have run (the folder is then kept)."""
+    from speq_search.search.optuna_searcher import grid_size, resuming_in
 
     log = _log(opts)
-    storage, name = meta["storage_path"], meta["experiment_name"]
-    experiment = Path(storage) / name
+    name = meta.get("experiment_name", "ray")
+    experiment = experiment_root(run_dir, meta) / name
+    storage = str(experiment.parent)
     total = grid_size(spec) if spec.search.sampler == "grid" else spec.search.num_samples
-    _init_ray(spec, opts)
-    if restore and not tune.Tuner.can_restore(str(experiment)):
-        raise ConfigError("resume", str(run_dir), "a run whose Ray experiment state was saved (none found in "
-                          f"{experiment})")
-    progress = _Progress(spec, run_dir, experiment, meta["reference"], log, total)
-    tuner = _tuner(spec, run_dir, name, storage, fp_state, opts, progress, restore, meta.get("sensitivity_seed"))
-    if restore:
-        log(f"resuming {run_dir}")
-    log(f"search '{spec.name}': {total} trials, sampler {spec.search.sampler}, up to {spec.search.max_concurrent} "
-        f"at a time, objectives " + ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives))
-    tuner.fit()
+    with _RaySession(spec, opts), resuming_in(run_dir):
+        progress = _Progress(spec, run_dir, experiment, meta["reference"], log, total)
+        tuner = _tuner(spec, run_dir, name, storage, fp_state, opts, progress, restore, meta.get("sensitivity_seed"))
+        if restore:
+            log(f"resuming {run_dir}")
+        log(f"search '{spec.name}': {total} trials, sampler {spec.search.sampler}, up to "
+            f"{spec.search.max_concurrent} at a time, objectives "
+            + ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives))
+        if started is not None:
+            started()
+        tuner.fit()
     summary = write_outputs(run_dir, spec, experiment, meta["reference"],
                             extra={"run_dir": str(run_dir), "resumed": restore}).summary
     finished = summary["n_completed"] + summary["n_failed"] + summary["n_stopped"] + summary["n_infeasible"]
-    summary["interrupted"] = finished < total and (
-        progress.failures <= spec.search.max_failures)
+    summary["stopped_on_failures"] = progress.failures > spec.search.max_failures
+    summary["interrupted"] = finished < total and not summary["stopped_on_failures"]
     return summary
