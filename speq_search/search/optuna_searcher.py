@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
+from ray.tune.search import SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from speq_search.spaces import Param, SearchSpec
@@ -24,17 +25,36 @@ _FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, opt
 # The run folder being resumed: a study storage unpickled from Ray's saved state opens that
 # folder's study.db, not the one at the path it was pickled with (the folder may have moved).
 _resume_dir: Path | None = None
+_resume_experiment: Path | None = None
 
 
 @contextlib.contextmanager
-def resuming_in(run_dir: Path) -> Iterator[None]:
-    """While Ray restores and runs a resumed search, its study is ``run_dir/study.db``."""
-    global _resume_dir
-    previous, _resume_dir = _resume_dir, Path(run_dir)
+def resuming_in(run_dir: Path, experiment: Path) -> Iterator[None]:
+    """While Ray restores and runs a resumed search: its study is ``run_dir/study.db`` and its
+    Ray experiment the folder ``experiment``, wherever they were when the state was saved."""
+    global _resume_dir, _resume_experiment
+    previous = _resume_dir, _resume_experiment
+    _resume_dir, _resume_experiment = Path(run_dir), Path(experiment)
     try:
         yield
     finally:
-        _resume_dir = previous
+        _resume_dir, _resume_experiment = previous
+
+
+class RelocatableSearchGenerator(SearchGenerator):
+    """Ray's SearchGenerator, whose restored experiment points where the experiment is now.
+
+    Ray updates the storage of the trials it restores from a moved experiment folder, but the
+    generator's saved Experiment keeps its old storage, and every trial created after a resume
+    would write to (and fail on) the old place.
+    """
+
+    def set_state(self, state: dict) -> None:  # noqa: D102
+        super().set_state(state)
+        storage = getattr(self._experiment, "storage", None)
+        if _resume_experiment is not None and storage is not None:
+            storage.storage_fs_path = str(_resume_experiment.parent)
+            storage.experiment_dir_name = _resume_experiment.name
 
 
 class RunStudyStorage(optuna.storages.RDBStorage):

@@ -209,6 +209,18 @@ def _sensitivity(spec: SearchSpec, run_dir: Path, log) -> dict:
     return sensitivity_seed(scores, choices)
 
 
+# The search running in this process. Ray pickles the run's callbacks and stopper into the
+# experiment (tuner.pkl); a resumed search gets this search's, not the saved ones, which hold
+# the paths and counters of the process that made them.
+_active_progress: _Progress | None = None
+
+
+def _active_part(name: str):
+    if _active_progress is None:
+        raise RuntimeError("a speq-search experiment is restored only by speq_search.search.resume_search")
+    return getattr(_active_progress, name)
+
+
 class _Progress:
     """Ray callback + stopper: counts trials, prints progress, rewrites the run's files."""
 
@@ -219,6 +231,9 @@ class _Progress:
         progress = self
 
         class _Callback(Callback):
+            def __reduce__(self):
+                return (_active_part, ("callback",))
+
             def on_trial_complete(self, iteration, trials, trial, **info):
                 progress.update(trials, trial, failed=False)
 
@@ -226,6 +241,9 @@ class _Progress:
                 progress.update(trials, trial, failed=True)
 
         class _Stopper(Stopper):
+            def __reduce__(self):
+                return (_active_part, ("stopper",))
+
             def __call__(self, trial_id, result):
                 return False
 
@@ -274,6 +292,7 @@ def _tuner(spec: SearchSpec, run_dir: Path, experiment_name: str, storage: str, 
     from ray.tune.search import ConcurrencyLimiter
 
     from speq_search.search.optuna_searcher import (
+        RelocatableSearchGenerator,
         RunStudyStorage,
         SpeqOptunaSearch,
         distribution,
@@ -308,7 +327,8 @@ def _tuner(spec: SearchSpec, run_dir: Path, experiment_name: str, storage: str, 
         scheduler = FIFOScheduler()
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent),
+        tune_config=tune.TuneConfig(search_alg=RelocatableSearchGenerator(
+                                        ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent)),
                                     scheduler=scheduler, num_samples=num_samples, reuse_actors=True),
         run_config=tune.RunConfig(
             name=experiment_name, storage_path=storage, verbose=0, stop=progress.stopper,
@@ -460,8 +480,9 @@ def _execute(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts: RunOpt
     experiment = experiment_root(run_dir, meta) / name
     storage = str(experiment.parent)
     total = grid_size(spec) if spec.search.sampler == "grid" else spec.search.num_samples
-    with _RaySession(spec, opts), resuming_in(run_dir):
-        progress = _Progress(spec, run_dir, experiment, meta["reference"], log, total)
+    global _active_progress
+    with _RaySession(spec, opts), resuming_in(run_dir, experiment):
+        progress = _active_progress = _Progress(spec, run_dir, experiment, meta["reference"], log, total)
         tuner = _tuner(spec, run_dir, name, storage, fp_state, opts, progress, restore, meta.get("sensitivity_seed"))
         if restore:
             log(f"resuming {run_dir}")
