@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             done = _completed(run_dir)
             if done > seen:
                 mem = tree_memory(proc.pid)
-                workers = {k: v for k, v in mem.items() if not k.split(":")[0] in ("gcs_server", "raylet", "python")
+                workers = {k: v for k, v in mem.items() if k.split(":")[0] not in ("gcs_server", "raylet", "python")
                            or "ray::" in k}
                 row = {"trials": done, "t_s": round(time.time() - t0, 1), "total_mb": round(sum(mem.values()), 1),
                        "driver_mb": round(mem.get(f"python:{proc.pid}", 0.0), 1),
@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.5)
         if proc.returncode != 0:
             raise SystemExit(f"the search failed with exit code {proc.returncode}")
-    half = [r for r in rows if r["trials"] > args.trials // 2]
+    # The last half, while every process is up (at the very end workers exit, which is no trend).
+    most = max(r["processes"] for r in rows)
+    half = [r for r in rows if r["trials"] > args.trials // 2 and r["processes"] == most]
     summary = {"summary": True, "trials": args.trials, "samples": len(rows), "wall_s": round(time.time() - t0, 1),
                "peak_total_mb": max(r["total_mb"] for r in rows)}
     for key in ("total_mb", "largest_worker_mb", "driver_mb"):

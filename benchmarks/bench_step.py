@@ -52,7 +52,8 @@ def _kernels(run_step, device: torch.device) -> tuple[int, float]:
 
 
 def step_times(model_name: str, x: torch.Tensor, y: torch.Tensor, rounds: int, warmup: int = 3,
-               device: torch.device = torch.device("cpu"), compile_model: bool = False) -> dict:
+               device: torch.device | None = None, compile_model: bool = False) -> dict:
+    device = device or torch.device("cpu")
     x, y = x.to(device), y.to(device)
     fp_model = create_model(model_name, num_classes=10, in_channels=x.shape[1]).to(device)
     workers = {}

@@ -152,7 +152,7 @@ def test_resume_after_interrupt_runs_only_the_missing_trials(tmp_path):
     run_dir = tmp_path / "runs" / "r"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "speq_search.cli", "run", str(space), "--out-dir", str(tmp_path / "runs"), "--name", "r",
-           "--storage-path", str(tmp_path / "shared")]  # the experiment lives apart from the run folder
+           "--storage-path", "file://" + str(tmp_path / "shared")]  # the experiment lives apart from the run folder
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300
     try:
@@ -164,7 +164,7 @@ def test_resume_after_interrupt_runs_only_the_missing_trials(tmp_path):
                 pytest.fail("search ended before it could be interrupted:\n" + proc.stdout.read().decode()[-2000:])
             time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
+        assert proc.wait(timeout=120) == 130  # interrupted: not a success
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from speq_search.errors import ConfigError
 from speq_search.search.folder import RunLock, experiment_root, storage_root
-from speq_search.search.results import write_outputs
+from speq_search.search.results import _atomic_write_text, write_outputs
 from speq_search.spaces import SearchSpec, dump_space, fields_of, parse_space
 
 # Fields that change the full-precision model: when one is searched, each trial gets its
@@ -365,7 +365,7 @@ def run_search(spec: SearchSpec, run_dir: str | Path, opts: RunOptions | None = 
                 meta["sensitivity_seed"] = _sensitivity(spec, run_dir, log)
             if fp_state is not None:
                 (run_dir / "fp_model.pt").write_bytes(fp_state)
-            _write_json(run_dir / "run.json", meta)
+            _atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2) + "\n")
             return _execute(spec, run_dir, meta, fp_state, opts, restore=False, started=lock.keep)
         except BaseException:
             lock.discard()  # only while no trial has started: _execute disarms it once one may have
@@ -405,12 +405,6 @@ def resume_search(run_dir: str | Path, opts: RunOptions | None = None) -> dict:
         fp_state = _shared_fp_state(run_dir, spec, meta, _log(opts))
         opts.address = opts.address or meta.get("address")
         return _execute(spec, run_dir, meta, fp_state, opts, restore=restore)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _read_run_json(run_dir: Path) -> dict:
