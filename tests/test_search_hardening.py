@@ -226,3 +226,12 @@ def optuna_searcher_for_test():
 
     return SpeqOptunaSearch(space={"t": optuna.distributions.CategoricalDistribution([1.0])}, metric=["a", "b"],
                             mode=["max", "min"])
+
+
+def test_a_search_that_fails_before_its_trials_leaves_no_folder_behind(tmp_path, capsys):
+    args = ["run", "default", "--out-dir", str(tmp_path / "runs"), "--name", "r", "--set", "train.data.dataset=mnist",
+            "--set", f"train.data.data_dir={tmp_path / 'no-such-data'}"]
+    assert main(args) == 2
+    assert "data_dir" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "r").exists()  # the same name can be run again
+    assert main(args) == 2 and "--resume" not in capsys.readouterr().err
