@@ -73,7 +73,11 @@ def test_local_ray_instance_refuses_clients_without_the_token():
             "ray.init(address=sys.argv[1], logging_level='ERROR')\n"
             "print('JOINED', ray.get(ray.remote(lambda: 41 + 1).remote()))\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
-    with _RaySession(parse_space(TINY), _quiet()):
+    stale = Path(tempfile.gettempdir()) / "speq-ray-999999999-left"  # a killed search's folder (no such PID)
+    stale.mkdir(exist_ok=True)
+    with _RaySession(parse_space(TINY), _quiet()) as session:
+        assert not stale.exists()
+        assert os.stat(session.temp_dir).st_mode & 0o777 == 0o700  # Ray's own folder inside is 0777
         gcs_port = ray.get_runtime_context().gcs_address.rsplit(":", 1)[1]
         node_ip = ray.util.get_node_ip_address()  # the machine's address, not loopback, where one exists
         address = f"{node_ip}:{gcs_port}"

@@ -108,13 +108,16 @@ class _RaySession:
             return self
         _check_resources(self.spec, _local_resources(), None, _log(opts))
         _enable_token_auth()
-        self.temp_dir = tempfile.mkdtemp(prefix="speq-ray-")  # 0700: Ray's session files, sockets and logs
+        _remove_stale_sessions()
+        # Ray makes its own temp folder world-writable: it goes inside a private (0700) one.
+        self.temp_dir = tempfile.mkdtemp(prefix=f"speq-ray-{os.getpid()}-")
         # address="local": always a new instance, even where `ray start` left a cluster (or its
         # stale address file) on this machine, which a bare ray.init() would try to join.
         try:
             ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=_local_gpus(), include_dashboard=False,
                      log_to_driver=opts.verbose, object_store_memory=256 * 1024 * 1024, runtime_env=runtime_env,
-                     logging_level="ERROR" if not opts.verbose else "INFO", _temp_dir=self.temp_dir)
+                     logging_level="ERROR" if not opts.verbose else "INFO",
+                     _temp_dir=os.path.join(self.temp_dir, "ray"))
         except BaseException:
             self.__exit__()
             raise
@@ -128,6 +131,22 @@ class _RaySession:
             ray.shutdown()
         if self.temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _remove_stale_sessions() -> None:
+    """Remove the private Ray folders of this user's searches whose process is gone (killed with -9)."""
+    import glob
+
+    for folder in glob.glob(os.path.join(tempfile.gettempdir(), "speq-ray-*-*")):
+        try:
+            pid = int(os.path.basename(folder).split("-")[2])
+            if os.stat(folder).st_uid != os.getuid():
+                continue
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, IndexError, OSError):
+            continue
 
 
 def _local_gpus() -> int:
