@@ -2,7 +2,7 @@
 
 The teacher is the student itself: same weights, but each activation quantizer draws, per
 step, either ``high_bits`` (with probability ``p_high``) or its own target precision.
-See docs in README ("The method") and ``shared/SPEQ.md`` for what is the paper's and what
+See the README section "The method" for what is the paper's and what
 is this project's choice.
 """
 
