@@ -573,10 +573,6 @@ def _parse_search(spec: dict) -> SearchSettings:
         if key not in known:
             raise ConfigError(f"search.{key}", spec[key], "a key among " + ", ".join(known))
     s = SearchSettings(**spec)
-    for key in ("num_samples", "max_concurrent", "seed", "max_failures", "grace_period", "reduction_factor"):
-        v = getattr(s, key)  # an integral float (num_samples: 8.0) is taken as the integer it is
-        if isinstance(v, float) and v.is_integer():
-            s = dataclasses.replace(s, **{key: int(v)})
     if s.sampler not in SAMPLERS:
         raise ConfigError("search.sampler", s.sampler, " | ".join(SAMPLERS))
     if s.scheduler not in SCHEDULERS:
@@ -591,6 +587,8 @@ def _parse_search(spec: dict) -> SearchSettings:
             ok = float(v).is_integer()
         if not ok:
             raise ConfigError(f"search.{key}", v, f"{'an integer' if integer else 'a number'} from {lo} to {hi}")
+        if integer and isinstance(v, float):  # an integral float (num_samples: 8.0) is the integer it is
+            s = dataclasses.replace(s, **{key: int(v)})
     return s
 
 
