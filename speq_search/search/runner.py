@@ -106,7 +106,6 @@ class _RaySession:
             self.started = True
             _check_resources(self.spec, ray.cluster_resources(), opts.address, _log(opts))
             return self
-        _check_resources(self.spec, _local_resources(), None, _log(opts))
         _enable_token_auth()
         _remove_stale_sessions()
         # Ray makes its own temp folder world-writable: it goes inside a private (0700) one.
@@ -404,12 +403,16 @@ def resume_search(run_dir: str | Path, opts: RunOptions | None = None) -> dict:
     run_dir = Path(run_dir).resolve()
     if not (run_dir / "run.json").exists() or not (run_dir / "space.yaml").exists():
         raise ConfigError("resume", str(run_dir), "a run folder made by speq-search run (with run.json and space.yaml)")
+    log = _log(opts)
     with RunLock(run_dir, field="resume"):
         meta = _read_run_json(run_dir)
         spec = load_space(str(run_dir / "space.yaml"))
         if opts.storage_path:
             raise ConfigError("--storage-path", opts.storage_path, "nothing with --resume (the run folder's run.json "
                               "says where its experiment is)")
+        opts.address = opts.address or meta.get("address")
+        if not opts.address:
+            _check_resources(spec, _local_resources(), None, log)
         experiment = experiment_root(run_dir, meta) / meta.get("experiment_name", "ray")
         finished = _check_study(run_dir, spec)
         restore = _can_restore(experiment)
@@ -418,11 +421,10 @@ def resume_search(run_dir: str | Path, opts: RunOptions | None = None) -> dict:
                 raise ConfigError("resume", str(run_dir), f"a run whose Ray state was saved ({experiment} holds none, "
                                   f"while study.db holds {finished} finished trials: trials.csv keeps them; start a "
                                   "new run to search on)")
-            _log(opts)(f"{run_dir}: no trial had started; starting the search from its first trial")
+            log(f"{run_dir}: no trial had started; starting the search from its first trial")
             shutil.rmtree(experiment, ignore_errors=True)
             (run_dir / "study.db").unlink(missing_ok=True)
-        fp_state = _shared_fp_state(run_dir, spec, meta, _log(opts))
-        opts.address = opts.address or meta.get("address")
+        fp_state = _shared_fp_state(run_dir, spec, meta, log)
         return _execute(spec, run_dir, meta, fp_state, opts, restore=restore)
 
 
@@ -496,15 +498,19 @@ def _execute(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts: RunOpt
     global _active_progress
     with _RaySession(spec, opts), resuming_in(run_dir, experiment):
         progress = _active_progress = _Progress(spec, run_dir, experiment, meta["reference"], log, total)
-        tuner = _tuner(spec, run_dir, name, storage, fp_state, opts, progress, restore, meta.get("sensitivity_seed"))
-        if restore:
-            log(f"resuming {run_dir}")
-        log(f"search '{spec.name}': {total} trials, sampler {spec.search.sampler}, up to "
-            f"{spec.search.max_concurrent} at a time, objectives "
-            + ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives))
-        if started is not None:
-            started()
-        tuner.fit()
+        try:
+            tuner = _tuner(spec, run_dir, name, storage, fp_state, opts, progress, restore,
+                           meta.get("sensitivity_seed"))
+            if restore:
+                log(f"resuming {run_dir}")
+            log(f"search '{spec.name}': {total} trials, sampler {spec.search.sampler}, up to "
+                f"{spec.search.max_concurrent} at a time, objectives "
+                + ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives))
+            if started is not None:
+                started()
+            tuner.fit()
+        finally:
+            _active_progress = None
     summary = write_outputs(run_dir, spec, experiment, meta["reference"],
                             extra={"run_dir": str(run_dir), "resumed": restore}).summary
     finished = summary["n_completed"] + summary["n_failed"] + summary["n_stopped"] + summary["n_infeasible"]
