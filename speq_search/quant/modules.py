@@ -2,7 +2,8 @@
 
 Every quantizer keeps its precision in a plain ``bits`` attribute that can be changed between
 (or during) forward passes; the learned clip does not depend on it, so switching precision
-only changes the number of levels. This is what makes SPEQ's stochastic teacher cheap.
+only changes the number of levels. This is what makes SPEQ's stochastic teacher cheap. The
+forward passes run the fused kernels of :mod:`speq_search.quant.kernels`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speq_search.quant.kernels import (
+    act_fake_quant_traceable,
+    act_levels,
+    fake_quantize_act,
+    fake_quantize_weight_lsq,
+    weight_fake_quant_traceable,
+    weight_levels,
+)
 from speq_search.quant.primitives import (
     FULL_PRECISION,
     check_bits,
@@ -22,6 +31,8 @@ from speq_search.quant.primitives import (
     grad_scale,
     mse_optimal_clip,
     sawb_clip,
+    sawb_clip_from,
+    sawb_coefficients,
 )
 
 WEIGHT_QUANTIZERS = ("lsq", "sawb")
@@ -36,31 +47,52 @@ class ActQuantizer(nn.Module):
     ``signed=False`` (the default, inputs after a ReLU) clips to ``[0, clip]``; ``signed=True``
     clips to ``[-clip, clip]`` and is used where the input can be negative (the first
     layer's normalised image, the input of a block after a linear bottleneck).
+
+    ``bits`` is a plain int to read and set; the forward pass reads only the ``levels`` buffer
+    it keeps in step (a 0-d tensor, ``0`` at 32 bits), so a compiled model serves every
+    precision without recompiling.
     """
+
+    levels: torch.Tensor
 
     def __init__(self, bits: int, signed: bool = False, init_clip: float = 6.0) -> None:
         super().__init__()
-        self.bits = check_bits(bits, "a_bits")
         self.signed = signed
         self.clip = nn.Parameter(torch.tensor(float(init_clip)))
+        self.register_buffer("levels", torch.zeros(()), persistent=False)
+        self.bits = bits
         self.calibrating = False
+        self.compiled_kernels = False  # see speq_search.compiling
+
+    @property
+    def bits(self) -> int:
+        """The precision (2 to 8, or 32: clip only, no rounding)."""
+        return self._bits
+
+    @bits.setter
+    def bits(self, value: int) -> None:
+        self._bits = check_bits(value, "a_bits")
+        with torch.no_grad():
+            self.levels.fill_(act_levels(self._bits, self.signed))
 
     def _quantize(self, x: torch.Tensor, clip: torch.Tensor, bits: int) -> torch.Tensor:
         fn = fake_quantize_signed if self.signed else fake_quantize_unsigned
         return fn(x, clip, bits)
 
-    @property
-    def levels(self) -> int:
-        """Largest integer code (``Qp`` in LSQ's notation) at the current precision."""
-        return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         if self.calibrating:
             self._calibrate(x)
+        # LSQ's gradient scale of the clip, 1 / sqrt(N * Qp), with N the values per sample.
+        scale_numel = x[0].numel() if self.training else 0
+        if torch.compiler.is_compiling():  # a compiled model: levels as data, one graph for every precision
+            return act_fake_quant_traceable(x, self.clip, self.levels, self.signed, scale_numel)
+        if self.compiled_kernels:
+            return fake_quantize_act(x, self.clip, self.levels, self.signed, scale_numel, compiled=True)
+        # Plain eager: the reference composition (fewest passes without a compiler).
         clip = self.clip
-        if self.bits < FULL_PRECISION and self.training:
-            clip = grad_scale(clip, 1.0 / math.sqrt(x[0].numel() * self.levels))
-        return self._quantize(x, clip, self.bits)
+        if self._bits < FULL_PRECISION and scale_numel:
+            clip = grad_scale(clip, 1.0 / math.sqrt(scale_numel * act_levels(self._bits, self.signed)))
+        return self._quantize(x, clip, self._bits)
 
     @torch.no_grad()
     def _calibrate(self, x: torch.Tensor) -> None:
@@ -84,7 +116,12 @@ class WeightQuantizer(nn.Module):
 
     ``method="lsq"`` learns the clip (initialised to the MSE-optimal value, gradient scaled as
     in LSQ); ``method="sawb"`` computes it from the weights' statistics at every forward.
+    Like :class:`ActQuantizer`, ``bits`` is an int kept in step with tensor buffers
+    (``levels``, and SAWB's coefficients), which are all the forward pass reads.
     """
+
+    levels: torch.Tensor
+    sawb_coefficients: torch.Tensor
 
     def __init__(self, weight: torch.Tensor, bits: int, method: str = "lsq", per_channel: bool = True) -> None:
         super().__init__()
@@ -92,10 +129,13 @@ class WeightQuantizer(nn.Module):
 
         if method not in WEIGHT_QUANTIZERS:
             raise ConfigError("weight_quantizer", method, " | ".join(WEIGHT_QUANTIZERS))
-        self.bits = check_bits(bits, "w_bits")
         self.method = method
         self.per_channel = per_channel
         self._dims = tuple(range(1, weight.dim())) if per_channel else None
+        self.register_buffer("levels", torch.zeros((), device=weight.device), persistent=False)
+        self.register_buffer("sawb_coefficients", torch.zeros(2, device=weight.device), persistent=False)
+        self.bits = bits
+        self.compiled_kernels = False  # see speq_search.compiling
         if method == "lsq":
             init_bits = min(self.bits, 8)
             clip = mse_optimal_clip(weight, fake_quantize_weight, init_bits, dim=self._dims)
@@ -103,16 +143,36 @@ class WeightQuantizer(nn.Module):
         else:
             self.register_parameter("clip", None)
 
+    @property
+    def bits(self) -> int:
+        """The precision (2 to 8, or 32: the weight unchanged)."""
+        return self._bits
+
+    @bits.setter
+    def bits(self, value: int) -> None:
+        self._bits = check_bits(value, "w_bits")
+        with torch.no_grad():
+            self.levels.fill_(weight_levels(self._bits))
+            self.sawb_coefficients.copy_(torch.tensor(sawb_coefficients(self._bits)))
+
     def forward(self, w: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        if self.bits >= FULL_PRECISION:
+        compiling = torch.compiler.is_compiling()
+        if not compiling and not self.compiled_kernels and self._bits >= FULL_PRECISION:
             return w
         if self.method == "sawb":
-            clip = sawb_clip(w, self.bits, self._dims)
+            clip = sawb_clip_from(w, self.sawb_coefficients, self._dims) if compiling else \
+                sawb_clip(w, self._bits, self._dims)
+            scale_numel = 0
         else:
-            per_clip = w[0].numel() if self.per_channel else w.numel()
-            qp = max(2 ** (self.bits - 1) - 1, 1)
-            clip = grad_scale(self.clip, 1.0 / math.sqrt(per_clip * qp)) if self.training else self.clip
-        return fake_quantize_weight(w, clip, self.bits)
+            clip = self.clip
+            scale_numel = (w[0].numel() if self.per_channel else w.numel()) if self.training else 0
+        if compiling:  # levels as data (see ActQuantizer.forward)
+            return weight_fake_quant_traceable(w, clip, self.levels, scale_numel)
+        if self.compiled_kernels:
+            return fake_quantize_weight_lsq(w, clip, self.levels, scale_numel, compiled=True)
+        if scale_numel:
+            clip = grad_scale(clip, 1.0 / math.sqrt(scale_numel * max(2 ** (self._bits - 1) - 1, 1)))
+        return fake_quantize_weight(w, clip, self._bits)
 
     def extra_repr(self) -> str:  # noqa: D102
         return f"bits={self.bits}, method={self.method}, per_channel={self.per_channel}"

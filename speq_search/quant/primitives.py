@@ -40,8 +40,13 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
 
 
 def grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """Identity in the forward pass; multiplies the gradient by ``scale`` (LSQ's trick)."""
-    return (x - x * scale).detach() + x * scale
+    """Identity in the forward pass; multiplies the gradient by ``scale`` (LSQ's trick).
+
+    Written so that the forward value is exactly ``x`` (``(x - x*s) + x*s`` can be off by a
+    rounding, which would move every level of the quantizer by as much).
+    """
+    scaled = x * scale
+    return x.detach() + (scaled - scaled.detach())
 
 
 def fake_quantize_unsigned(x: torch.Tensor, clip: torch.Tensor, bits: int) -> torch.Tensor:
@@ -91,6 +96,11 @@ def fake_quantize_weight(w: torch.Tensor, clip: torch.Tensor, bits: int) -> torc
 _SAWB_COEFFICIENTS = {2: (3.212, -2.178), 3: (7.509, -6.892), 4: (12.68, -12.80), 5: (17.74, -18.64)}
 
 
+def sawb_coefficients(bits: int) -> tuple[float, float]:
+    """SAWB's ``(c1, c2)`` at ``bits``; ``(0, 0)`` where SAWB publishes none (6 bits and up)."""
+    return _SAWB_COEFFICIENTS.get(bits, (0.0, 0.0))
+
+
 def sawb_clip(w: torch.Tensor, bits: int, dim: tuple[int, ...] | None) -> torch.Tensor:
     """Statistics-based clip of SAWB, reduced over ``dim`` (``None``: the whole tensor).
 
@@ -104,6 +114,16 @@ def sawb_clip(w: torch.Tensor, bits: int, dim: tuple[int, ...] | None) -> torch.
         clip = c1 * absw.pow(2).mean(dim=dims, keepdim=True).sqrt() + c2 * absw.mean(dim=dims, keepdim=True)
         return torch.maximum(clip, absw.amax(dim=dims, keepdim=True) * 0.05).clamp_min(1e-8)
     return absw.amax(dim=dims, keepdim=True).clamp_min(1e-8)
+
+
+def sawb_clip_from(w: torch.Tensor, coefficients: torch.Tensor, dim: tuple[int, ...] | None) -> torch.Tensor:
+    """:func:`sawb_clip` with ``(c1, c2)`` as a tensor (:func:`sawb_coefficients`), not a branch on bits."""
+    dims = dim if dim is not None else tuple(range(w.dim()))
+    absw = w.detach().abs()
+    top = absw.amax(dim=dims, keepdim=True)
+    c1, c2 = coefficients[0], coefficients[1]
+    fitted = c1 * absw.pow(2).mean(dim=dims, keepdim=True).sqrt() + c2 * absw.mean(dim=dims, keepdim=True)
+    return torch.where(c1 != 0, torch.maximum(fitted, top * 0.05), top).clamp_min(1e-8)
 
 
 def mse_optimal_clip(
