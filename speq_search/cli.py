@@ -49,6 +49,8 @@ _TRAIN_FLAGS = [
     ("--fp-lr", "optim.fp_lr", float, "learning rate of the full-precision phase"),
     ("--seed", "seed", int, "seed of everything (the data split is fixed)"),
     ("--device", "device", str, "auto | cpu | cuda"),
+    ("--compile", "compile", str, "torch.compile: auto (by device and run length) | on (whole model) | "
+     "kernels (fake-quant kernels only) | off"),
     ("--fp-checkpoint", "fp_checkpoint", str, "start from this full-precision checkpoint"),
     ("--fp-cache-dir", "fp_cache_dir", str, "where trained full-precision models are cached"),
     ("--cost-model", "cost_model", str, "latency/energy table: int-accel or a YAML file (reports latency_ms or energy)"),

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from speq_search.compiling import COMPILE_MODES
 from speq_search.errors import ConfigError
 from speq_search.quant.modules import WEIGHT_QUANTIZERS
 from speq_search.quant.primitives import check_bits
@@ -199,6 +200,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
     device: str = "auto"
+    compile: str = "auto"  # torch.compile: auto | on | off | kernels (see speq_search.compiling)
     fp_checkpoint: str | None = None
     fp_cache_dir: str | None = None
     cost_model: str | None = None  # a latency/energy table: a shipped name (int-accel) or a YAML path
@@ -207,6 +209,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _integer(self, "seed", "seed", 0, 2**31 - 1)
         _choice("device", self.device, DEVICES)
+        _choice("compile", self.compile, COMPILE_MODES)
         if self.cost_model is not None:
             from speq_search.costs import load_cost_table
 

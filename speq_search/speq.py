@@ -9,7 +9,7 @@ is this project's choice.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -99,10 +99,14 @@ def teacher_logits(
     high_bits: int,
     generator: torch.Generator | None,
     bn_mode: str = "batch",
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """One SPEQ teacher pass: no gradient, a fresh precision draw, no state change."""
+    """One SPEQ teacher pass: no gradient, a fresh precision draw, no state change.
+
+    ``forward`` runs the model (default: ``model``; a compiled ``model`` serves every draw).
+    """
     with torch.no_grad(), stochastic_precision(model, p_high, high_bits, generator, bn_mode):
-        return model(x)
+        return (forward if forward is not None else model)(x)
 
 
 def distillation_loss(

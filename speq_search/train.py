@@ -10,6 +10,7 @@ import csv
 import hashlib
 import inspect
 import json
+import math
 import os
 import random
 import statistics
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from speq_search.compiling import compile_seconds, compiled_forward, resolve_compile, use_compile_cache
 from speq_search.config import TrainConfig
 from speq_search.costs import report_costs
 from speq_search.data import Splits, create_dataset, iterate_batches
@@ -106,18 +108,20 @@ def evaluate(model: nn.Module, split, device: torch.device, batch_stats: bool = 
     """
     was_training = model.training
     model.train(batch_stats)
-    correct, loss_sum = 0, 0.0
+    # Sums stay on the device and are read once: no host round trip per batch.
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    loss_sum = torch.zeros((), device=device)
     # Batch statistics need batches that mix the classes, whatever order the split is in.
     order = torch.Generator().manual_seed(0) if batch_stats else None
     with frozen_state(model, "batch"):
         for x, y in iterate_batches(split, EVAL_BATCH, shuffle=batch_stats, generator=order):
             x, y = x.to(device), y.to(device)
             logits = model(x)
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
     model.train(was_training)
     n = max(len(split), 1)
-    return correct / n, loss_sum / n
+    return correct.item() / n, loss_sum.item() / n
 
 
 # ------------------------------------------------------------------------------ optimiser
@@ -135,38 +139,86 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim
     return torch.optim.SGD(groups, lr=lr, momentum=o.momentum, nesterov=o.momentum > 0)
 
 
+class _StepTimer:
+    """Wall time of each training step, without making the host wait for the device.
+
+    On CPU a step's time is read from the clock; on CUDA two events bracket each step and are
+    read together at the end of the epoch (one synchronisation per epoch, not per step).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.marks: list = []
+
+    def start(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def stop(self, started) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append((started, event))
+        else:
+            self.marks.append(time.perf_counter() - started)
+
+    def seconds(self) -> list[float]:
+        if not self.cuda:
+            return list(self.marks)
+        torch.cuda.synchronize()
+        return [a.elapsed_time(b) / 1000 for a, b in self.marks]
+
+
+# Loss, CE and KD are summed weighted by batch size; accuracy counts are summed; on the device.
+_SUMS = ("loss", "ce", "kd", "correct", "teacher_correct")
+READ_EVERY = 25  # steps between reads of the running sums (progress bar, divergence check)
+
+
 def _epoch(model, splits, optimizer, scheduler, step_fn, generator, batch_size, device, desc, progress):
-    """One pass over the training split; returns summed statistics and step times."""
+    """One pass over the training split; returns summed statistics and step times.
+
+    Nothing in a step waits for the device: statistics accumulate on it and are read every
+    :data:`READ_EVERY` steps (a divergence is caught there) and at the end.
+    """
     model.train()
-    totals = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "correct": 0, "teacher_correct": 0, "n": 0}
-    times = []
+    sums = torch.zeros(len(_SUMS), device=device, dtype=torch.float64)
+    n = 0
+    timer = _StepTimer(device)
     batches = iterate_batches(splits.train, batch_size, shuffle=True, generator=generator,
                               augment=splits.augment, drop_last=True)
     n_batches = max(len(splits.train) // batch_size, 1)
     bar = tqdm(batches, total=n_batches, desc=desc, leave=False, disable=not progress, file=sys.stderr)
-    for x, y in bar:
+
+    def read() -> dict:
+        values = dict(zip(_SUMS, sums.tolist()))
+        if not math.isfinite(values["loss"]):
+            raise TrainingDiverged(f"loss became {values['loss'] / max(n, 1)} in {desc}")
+        return values
+
+    for i, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        t0 = time.perf_counter()
+        started = timer.start()
         loss, ce, kd, logits, t_logits = step_fn(x, y)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"loss became {loss.item()} in {desc}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-        b = len(y)
-        totals["n"] += b
-        totals["loss"] += loss.item() * b
-        totals["ce"] += ce.item() * b
-        totals["kd"] += kd.item() * b
-        totals["correct"] += (logits.argmax(1) == y).sum().item()
-        if t_logits is not None:
-            totals["teacher_correct"] += (t_logits.argmax(1) == y).sum().item()
-        bar.set_postfix(loss=f"{totals['loss'] / totals['n']:.3f}", acc=f"{totals['correct'] / totals['n']:.3f}")
-    return totals, times
+        timer.stop(started)
+        with torch.no_grad():
+            b = len(y)
+            t_correct = (t_logits.argmax(1) == y).sum() if t_logits is not None else torch.zeros((), device=device)
+            correct = (logits.argmax(1) == y).sum()
+            sums += torch.stack([loss * b, ce * b, kd * b, correct.float(), t_correct.float()]).double()
+        n += b
+        if (i + 1) % READ_EVERY == 0:
+            values = read()
+            bar.set_postfix(loss=f"{values['loss'] / n:.3f}", acc=f"{values['correct'] / n:.3f}")
+    totals = read()
+    totals["n"] = n
+    return totals, timer.seconds()
 
 
 def _cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int):
@@ -268,7 +320,7 @@ def full_precision_model(cfg: TrainConfig, splits: Splits, device: torch.device,
             log(f"full-precision cache {path} unreadable ({type(err).__name__}); retraining")
     if cfg.optim.fp_epochs > 0:
         log(f"full-precision model: training {cfg.optim.fp_epochs} epochs")
-        _train_fp(model, cfg, splits, device)
+        _train_fp(model, cfg, splits, device, log)
     info = _fp_info(model, splits, device, "trained")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save({"format": CHECKPOINT_FORMAT, "state_dict": model.state_dict(), "info": info}, path)
@@ -281,21 +333,43 @@ def _fp_info(model, splits, device, source: str) -> dict:
     return {"fp_val_acc": val_acc, "fp_test_acc": test_acc, "source": source}
 
 
-def _train_fp(model: nn.Module, cfg: TrainConfig, splits: Splits, device: torch.device) -> None:
+def _train_fp(model: nn.Module, cfg: TrainConfig, splits: Splits, device: torch.device, log=print) -> None:
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = make_optimizer(model, cfg, cfg.optim.fp_lr)
     steps = cfg.optim.fp_epochs * max(len(splits.train) // cfg.data.batch_size, 1)
     scheduler = _cosine_schedule(optimizer, steps)
     zero = torch.zeros((), device=device)
+    mode = resolve_compile(cfg.compile, device, steps, _quantized_elements(model, splits, cfg, device))
+    forward = compiled_forward(model, mode)
+    if mode != "off":
+        log(f"full-precision phase: compile {mode}")
 
     def step(x, y):
-        logits = model(x)
+        logits = forward(x)
         ce = F.cross_entropy(logits, y)
         return ce, ce, zero, logits, None
 
     for epoch in range(cfg.optim.fp_epochs):
         _epoch(model, splits, optimizer, scheduler, step, generator, cfg.data.batch_size, device,
                f"fp {epoch + 1}/{cfg.optim.fp_epochs}", cfg.progress)
+
+
+def _quantized_elements(model: nn.Module, splits: Splits, cfg: TrainConfig, device: torch.device) -> int:
+    """Activation values the fake-quantizers see per training step (``auto`` compile weighs these)."""
+    from speq_search.quant import act_quantizers
+
+    quantizers = list(act_quantizers(model))
+    if not quantizers:
+        return 0
+    seen = []
+    hooks = [q.register_forward_pre_hook(lambda _m, args: seen.append(args[0][0].numel())) for q in quantizers]
+    try:
+        with torch.no_grad(), frozen_state(model, "batch"):
+            model(splits.train.x[:2].to(device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(seen) * cfg.data.batch_size
 
 
 # ----------------------------------------------------------------------- quantized phase
@@ -314,13 +388,16 @@ def prepare_student(cfg: TrainConfig, fp_model: nn.Module, splits: Splits, devic
 
 
 def make_step(cfg: TrainConfig, student: nn.Module, fp_model: nn.Module | None,
-              teacher_gen: torch.Generator, device: torch.device) -> Callable:
+              teacher_gen: torch.Generator, device: torch.device, forward: Callable | None = None) -> Callable:
     """The forward part of one training step of ``cfg.speq.method``.
 
     Returns ``step(x, y) -> (loss, ce, kd, student_logits, teacher_logits or None)``; the
     caller runs backward and the optimiser. The SPEQ teacher pass comes first, under
     ``no_grad`` and with a fresh precision draw; ``kd-fp`` uses ``fp_model`` as teacher.
+    ``forward`` runs the student (default: ``student`` itself; a compiled ``student``, see
+    :func:`speq_search.compiling.compiled_forward`).
     """
+    forward = forward if forward is not None else student
     sp = cfg.speq
     kd_kind = sp.resolved_kd_loss
     teacher = sp.teacher
@@ -330,11 +407,11 @@ def make_step(cfg: TrainConfig, student: nn.Module, fp_model: nn.Module | None,
     def step(x, y):
         t_logits = None
         if teacher == "self":
-            t_logits = teacher_logits(student, x, sp.p_high, sp.high_bits, teacher_gen, sp.teacher_bn)
+            t_logits = teacher_logits(student, x, sp.p_high, sp.high_bits, teacher_gen, sp.teacher_bn, forward)
         elif teacher == "fp":
             with torch.no_grad():
                 t_logits = fp_model(x)
-        logits = student(x)
+        logits = forward(x)
         loss, ce, kd = speq_loss_terms(logits, t_logits, y, sp.ce_weight, sp.kd_weight, sp.temperature, kd_kind)
         return loss, ce, kd, logits, t_logits
 
@@ -356,6 +433,7 @@ def run(
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     device = resolve_device(cfg.device)
+    compile_start = compile_seconds()
     splits = load_data(cfg)  # bad data settings fail before anything is written
     if not resume:
         planned_costs(cfg, splits)  # so do a model that does not build or quantize, and a bad cost table
@@ -406,7 +484,12 @@ def run(
         log(f"resuming {out} after epoch {start_epoch}")
 
     quantized = sp.method != "fp"
-    step = make_step(cfg, student, fp_model, teacher_gen, device)
+    total_steps = cfg.optim.epochs * steps_per_epoch
+    compile_mode = resolve_compile(cfg.compile, device, total_steps, _quantized_elements(student, splits, cfg, device))
+    forward = compiled_forward(student, compile_mode)
+    if compile_mode != "off":
+        log(f"{sp.method}: compile {compile_mode} ({total_steps} steps, compiled artefacts in {use_compile_cache()})")
+    step = make_step(cfg, student, fp_model, teacher_gen, device, forward)
 
     example = splits.train.x[:1].to(device)
     all_times: list[float] = list(state.get("step_times", [])) if state else []
@@ -452,11 +535,14 @@ def run(
                 "best": {k: v for k, v in best.items() if k != "state"}, "step_times": all_times,
                 "rng": {"data": generator.get_state(), "teacher": teacher_gen.get_state()},
             }, ckpt_path)
+        compiled = {"compile": compile_mode, "compile_s": round(compile_seconds() - compile_start, 2)}
         if callback is not None and epoch + 1 < cfg.optim.epochs:
-            callback(dict(row, **_costs_now(cfg, student, best, example, fp_info, all_times, history, t_run)))
+            callback(dict(row, **_costs_now(cfg, student, best, example, fp_info, all_times, history, t_run),
+                          **compiled))
 
     student.load_state_dict(best["state"])
     metrics = _costs_now(cfg, student, best, example, fp_info, all_times, history, t_run)
+    metrics.update(compile=compile_mode, compile_s=round(compile_seconds() - compile_start, 2))
     # The test split is evaluated once, on the model the validation split chose.
     metrics["test_acc"], _ = evaluate(student, splits.test, device)
     if callback is not None:
