@@ -25,6 +25,7 @@ import torch
 from _measure import run_polling
 
 from speq_search import TrainConfig, create_model
+from speq_search.compiling import compile_seconds, compiled_forward
 from speq_search.train import make_optimizer, make_step, prepare_student
 
 
@@ -52,21 +53,24 @@ def _kernels(run_step, device: torch.device) -> tuple[int, float]:
 
 
 def step_times(model_name: str, x: torch.Tensor, y: torch.Tensor, rounds: int, warmup: int = 3,
-               device: torch.device | None = None, compile_model: bool = False) -> dict:
+               device: torch.device | None = None, modes: tuple[str, ...] = ("off",)) -> list[dict]:
+    """One result per compile mode; every (mode, method) pair is timed in the same rounds."""
     device = device or torch.device("cpu")
     x, y = x.to(device), y.to(device)
+    torch.manual_seed(0)
     fp_model = create_model(model_name, num_classes=10, in_channels=x.shape[1]).to(device)
     workers = {}
-    for method in ("fp", "qat", "speq"):
-        cfg = TrainConfig(progress=False).replace(**{
-            "speq.method": method, "model.name": model_name, "quant.w_bits": 2, "quant.a_bits": 2,
-            "data.batch_size": len(x)})
-        student = prepare_student(cfg, fp_model, _Fake(x), device)
-        student.train()
-        optimizer = make_optimizer(student, cfg, 0.01)
-        if compile_model:
-            student.forward = torch.compile(student.forward)
-        workers[method] = (make_step(cfg, student, fp_model, torch.Generator().manual_seed(0), device), optimizer)
+    for mode in modes:
+        for method in ("fp", "qat", "speq"):
+            cfg = TrainConfig(progress=False).replace(**{
+                "speq.method": method, "model.name": model_name, "quant.w_bits": 2, "quant.a_bits": 2,
+                "data.batch_size": len(x)})
+            student = prepare_student(cfg, fp_model, _Fake(x), device)
+            student.train()
+            optimizer = make_optimizer(student, cfg, 0.01)
+            forward = compiled_forward(student, mode)
+            step = make_step(cfg, student, fp_model, torch.Generator().manual_seed(0), device, forward)
+            workers[mode, method] = (step, optimizer)
 
     def one(step, optimizer):
         loss = step(x, y)[0]
@@ -74,33 +78,41 @@ def step_times(model_name: str, x: torch.Tensor, y: torch.Tensor, rounds: int, w
         loss.backward()
         optimizer.step()
 
-    times = {m: [] for m in workers}
-    t_first = {}
+    times = {key: [] for key in workers}
+    first, compile_s = {}, {}
     for r in range(warmup + rounds):
-        for method, (step, optimizer) in workers.items():
+        for key, (step, optimizer) in workers.items():
             _sync(device)
-            t0 = time.perf_counter()
+            c0, t0 = compile_seconds(), time.perf_counter()
             one(step, optimizer)
             _sync(device)
             if r == 0:
-                t_first[method] = time.perf_counter() - t0
+                first[key], compile_s[key] = time.perf_counter() - t0, compile_seconds() - c0
             if r >= warmup:
-                times[method].append(time.perf_counter() - t0)
-    med = {m: statistics.median(t) for m, t in times.items()}
-    extra = {}
-    if device.type == "cuda":
-        for method, (step, optimizer) in workers.items():
-            n, ms = _kernels(lambda s=step, o=optimizer: one(s, o), device)
-            extra[f"{method}_kernels"], extra[f"{method}_kernel_ms"] = n, round(ms, 2)
-    if compile_model:
-        extra.update({f"{m}_first_step_s": round(t, 1) for m, t in t_first.items()})
-    return {
-        "workload": f"{model_name} batch {tuple(x.shape)} on {device.type}" + (" compiled" if compile_model else ""),
-        **{f"{m}_ms": round(1000 * v, 2) for m, v in med.items()}, **extra,
-        "speq_over_qat": round(med["speq"] / med["qat"], 3),
-        "qat_over_fp": round(med["qat"] / med["fp"], 3),
-        "rounds": rounds,
-    }
+                times[key].append(time.perf_counter() - t0)
+    med = {key: statistics.median(t) for key, t in times.items()}
+    results = []
+    for mode in modes:
+        extra = {}
+        if device.type == "cuda":
+            for method in ("fp", "qat", "speq"):
+                step, optimizer = workers[mode, method]
+                n, ms = _kernels(lambda s=step, o=optimizer: one(s, o), device)
+                extra[f"{method}_kernels"], extra[f"{method}_kernel_ms"] = n, round(ms, 2)
+            extra["qat_kernels_over_fp"] = round(extra["qat_kernels"] / extra["fp_kernels"], 3)
+        if mode != "off":
+            extra.update({f"{m}_compile_s": round(compile_s[mode, m], 1) for m in ("fp", "qat", "speq")})
+            if "off" in modes:
+                extra["qat_over_qat_off"] = round(med[mode, "qat"] / med["off", "qat"], 3)
+        m = {method: med[mode, method] for method in ("fp", "qat", "speq")}
+        results.append({
+            "workload": f"{model_name} batch {tuple(x.shape)} on {device.type}", "compile": mode,
+            **{f"{k}_ms": round(1000 * v, 2) for k, v in m.items()}, **extra,
+            "speq_over_qat": round(m["speq"] / m["qat"], 3),
+            "qat_over_fp": round(m["qat"] / m["fp"], 3),
+            "rounds": rounds,
+        })
+    return results
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -130,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--memory-only", action="store_true", help="only the peak memory of a train run")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--compile", action="store_true", help="torch.compile each model's forward")
+    p.add_argument("--compile", nargs="+", default=["off", "kernels"], choices=["off", "kernels", "on"],
+                   help="compile modes to measure, interleaved in the same rounds (default: off kernels)")
+    p.add_argument("--models", nargs="+", default=["cnn-small", "resnet20"], choices=["cnn-small", "resnet20"])
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if args.memory_only:
@@ -143,11 +157,16 @@ def main(argv: list[str] | None = None) -> int:
     from speq_search import create_dataset
 
     digits = create_dataset("digits")
-    kw = {"device": device, "compile_model": args.compile}
-    print(json.dumps(step_times("cnn-small", digits.train.x[:64], digits.train.y[:64], args.rounds, **kw)), flush=True)
     x, y = torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,))
-    rounds = args.rounds if device.type == "cuda" else max(args.rounds // 3, 5)
-    print(json.dumps(step_times("resnet20", x, y, rounds, **kw)), flush=True)
+    kw = {"device": device, "modes": tuple(args.compile)}
+    results = []
+    if "cnn-small" in args.models:
+        results += step_times("cnn-small", digits.train.x[:64], digits.train.y[:64], args.rounds, **kw)
+    if "resnet20" in args.models:
+        rounds = args.rounds if device.type == "cuda" else max(args.rounds // 3, 5)
+        results += step_times("resnet20", x, y, rounds, **kw)
+    for result in results:
+        print(json.dumps(result), flush=True)
     if device.type == "cpu":
         print(json.dumps(peak_memory_of_train_run()), flush=True)
     return 0
