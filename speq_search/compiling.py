@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import sysconfig
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,8 +66,11 @@ def use_compile_cache(folder: str | Path | None = None) -> Path:
 
 
 def has_cxx_compiler() -> bool:
-    """Whether inductor can build CPU kernels here (it calls a C++ compiler)."""
-    return any(shutil.which(name) for name in (os.environ.get("CXX") or "g++", "g++", "clang++"))
+    """Whether inductor can build CPU kernels here: the compiler it calls (``$CXX``, else g++)
+    and the Python headers its kernels include (``Python.h``) are present."""
+    compiler = os.environ.get("CXX", "clang++" if sys.platform == "darwin" else "g++")
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    return shutil.which(compiler) is not None and headers.is_file()
 
 
 def resolve_compile(mode: str, device: torch.device, steps: int, quantized_values: int = 0) -> str:
@@ -85,8 +90,8 @@ def resolve_compile(mode: str, device: torch.device, steps: int, quantized_value
     if kind == "cpu" and not has_cxx_compiler():
         if mode == "auto":
             return "off"
-        raise ConfigError("compile", mode, "off | auto (torch.compile on a CPU needs a C++ compiler: "
-                          "install g++, e.g. apt-get install g++)")
+        raise ConfigError("compile", mode, "off | auto (torch.compile on a CPU needs a C++ compiler and the "
+                          "Python headers: e.g. apt-get install g++ python3-dev)")
     if mode != "auto":
         return mode
     if steps >= _MODEL_COMPILE_MIN_STEPS[kind]:

@@ -209,6 +209,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _integer(self, "seed", "seed", 0, 2**31 - 1)
         _choice("device", self.device, DEVICES)
+        if isinstance(self.compile, bool):  # YAML 1.1 reads a bare on/off as true/false
+            object.__setattr__(self, "compile", "on" if self.compile else "off")
         _choice("compile", self.compile, COMPILE_MODES)
         if self.cost_model is not None:
             from speq_search.costs import load_cost_table

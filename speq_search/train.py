@@ -433,6 +433,7 @@ def run(
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     device = resolve_device(cfg.device)
+    resolve_compile(cfg.compile, device, 0)  # a compile mode this machine cannot run fails before any work
     compile_start = compile_seconds()
     splits = load_data(cfg)  # bad data settings fail before anything is written
     if not resume:
@@ -486,6 +487,11 @@ def run(
     quantized = sp.method != "fp"
     total_steps = cfg.optim.epochs * steps_per_epoch
     compile_mode = resolve_compile(cfg.compile, device, total_steps, _quantized_elements(student, splits, cfg, device))
+    if compile_mode == "on":
+        # A worker process runs trial after trial: start each whole-model compile from an empty
+        # in-memory cache (the on-disk one makes it quick), so graphs of earlier trials' models
+        # never fill dynamo's per-function limit and send this one back to eager.
+        torch._dynamo.reset()
     forward = compiled_forward(student, compile_mode)
     if compile_mode != "off":
         log(f"{sp.method}: compile {compile_mode} ({total_steps} steps, compiled artefacts in {use_compile_cache()})")

@@ -21,6 +21,7 @@ from speq_search.cli import main
     (["--set", "optim.epochz=3"], "optim.epochz"),
     (["--set", "optim.epochs=0"], "optim.epochs"),
     (["--device", "tpu"], "device"),
+    (["--compile", "fast"], "compile"),
     (["--cost-model", "no-such-table"], "cost_model"),
     (["--set", "quant.group_bits={features.4: {w_bits: 9}}"], "quant.group_bits.features.4.w_bits"),
 ])

@@ -34,6 +34,10 @@ from speq_search.train import _epoch, load_data, make_optimizer, make_step, prep
 
 BITS = (2, 3, 4, 5, 8, 32)
 CPU = torch.device("cpu")
+# The Makefile installs g++ and the Python headers where it can; elsewhere these are skipped.
+needs_compiler = pytest.mark.skipif(not compiling.has_cxx_compiler(), reason="torch.compile needs g++ and Python.h")
+KINDS = ["fused", pytest.param("compiled", marks=needs_compiler), "traceable"]
+MODES = [pytest.param("kernels", marks=needs_compiler), pytest.param("on", marks=needs_compiler)]
 
 
 def _reference_act(x, clip, bits, signed, scale_numel):
@@ -58,7 +62,7 @@ def _act_variant(kind, levels, signed, n):
     return lambda a, c: fake_quantize_act(a, c, levels, signed, n, compiled=kind == "compiled")
 
 
-@pytest.mark.parametrize("kind", ["fused", "compiled", "traceable"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
 @pytest.mark.parametrize("bits", BITS)
 def test_fast_activation_quantizers_equal_the_reference(bits, signed, kind):
@@ -74,7 +78,7 @@ def test_fast_activation_quantizers_equal_the_reference(bits, signed, kind):
         torch.testing.assert_close(f, r, rtol=1e-5, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
 
 
-@pytest.mark.parametrize("kind", ["fused", "compiled", "traceable"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("per_channel", [True, False], ids=["per-channel", "per-tensor"])
 @pytest.mark.parametrize("bits", BITS)
 def test_fast_weight_quantizers_equal_the_reference(bits, per_channel, kind):
@@ -145,6 +149,7 @@ def _set_kernels(model, on: bool) -> None:
             m.compiled_kernels = on
 
 
+@needs_compiler
 @pytest.mark.parametrize(("mode", "model"), [("kernels", "cnn-small"), ("on", "mlp")])
 def test_compiled_training_agrees_with_eager_over_20_steps(mode, model):
     """Along one 20-step SPEQ trajectory, each step's loss and clip gradients match eager's.
@@ -186,7 +191,7 @@ def test_compiled_training_agrees_with_eager_over_20_steps(mode, model):
         optimizer.step()  # with the eager gradients
 
 
-@pytest.mark.parametrize("mode", ["kernels", "on"])
+@pytest.mark.parametrize("mode", MODES)
 def test_200_speq_draws_compile_once(mode):
     cfg, splits, student, fp = _digits_student()
     forward = compiled_forward(student, mode)
@@ -268,7 +273,7 @@ def eager_default_run(tmp_path_factory):
     return run(TrainConfig(progress=False, compile="off"), out, log=lambda m: None)
 
 
-@pytest.mark.parametrize("mode", ["kernels", "on"])
+@pytest.mark.parametrize("mode", MODES)
 def test_a_seeded_train_run_selects_the_same_accuracy_compiled_or_not(tmp_path, eager_default_run, mode):
     fast = run(TrainConfig(progress=False, compile=mode), tmp_path / mode, log=lambda m: None)
     eager = eager_default_run
@@ -285,3 +290,26 @@ def test_quantize_model_bits_reach_the_buffers():
     quantize_model(model, w_bits=3, a_bits=5, first_last_bits=None, input_bits=32)
     assert model[2].act_quant.levels.item() == 31 and model[2].weight_quant.levels.item() == 7
     assert model[0].act_quant.levels.item() == 0  # the input at 32 bits
+
+
+def test_compile_on_without_a_compiler_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    from speq_search.cli import main
+
+    monkeypatch.setattr(compiling, "has_cxx_compiler", lambda: False)
+    assert main(["train", "--out", str(tmp_path / "r"), "--compile", "on", "--device", "cpu", "--epochs", "1",
+                 "--fp-epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "compile" in err[0] and "g++" in err[0]
+    assert not (tmp_path / "r").exists()  # refused before any work
+
+
+def test_yaml_on_and_off_mean_the_compile_modes(tmp_path):
+    from speq_search.spaces import load_space
+
+    assert load_space("default", {"train.compile": False}).train.compile == "off"
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("compile: on\n")
+    cfg = TrainConfig.load(cfg_file)
+    assert cfg.compile == "on"
+    cfg.save(tmp_path / "again.yaml")
+    assert TrainConfig.load(tmp_path / "again.yaml").compile == "on"

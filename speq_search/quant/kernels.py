@@ -1,26 +1,38 @@
-"""Fused fake-quantizers: one autograd node per quantizer, precision passed as a tensor.
+"""Fast fake-quantizers: precision passed as a tensor, for compiled training.
 
-The reference functions of :mod:`speq_search.quant.primitives` are compositions of torch ops:
-every clip, divide, round and multiply is its own autograd node and its own pass over the
-tensor, forward and backward. Here each quantizer is one :class:`torch.autograd.Function`
-whose forward and backward are each a single pure function of tensors (the ``*_forward`` and
-``*_backward`` functions below), which gives the same values and the same gradients
-(including torch's half gradient where a clip ties with its input) in far fewer passes.
+The reference functions of :mod:`speq_search.quant.primitives` take ``bits`` as a Python int
+and are compositions of torch ops (clip, divide, round, multiply, each its own pass and
+autograd node). A quantizer module runs one of three equivalent paths (same values; same
+gradients, including torch's half gradient where a clip ties with its input):
 
-The precision is data, not a Python int: ``levels`` is a 0-d float tensor holding the
-largest integer code (``2**b - 1`` unsigned, ``2**(b-1) - 1`` signed, ``2**b - 1`` for
-weights), and ``0`` means full precision (no rounding: a mask, not a branch). Changing it
-is an in-place write, so one compiled graph serves every precision SPEQ draws.
+- eager, uncompiled: the reference functions (fewest passes without a compiler);
+- ``compiled_kernels``: :func:`fake_quantize_act` / :func:`fake_quantize_weight_lsq`, one
+  :class:`torch.autograd.Function` per quantizer whose forward and backward are each one pure
+  function of tensors run through ``torch.compile`` (one C++ or Triton loop each, any shape),
+  while the model around them stays eager;
+- inside a compiled model: :func:`act_fake_quant_traceable` /
+  :func:`weight_fake_quant_traceable`, the reference composition with the precision as a
+  tensor, which inductor fuses with the layers around it.
 
-With ``compiled=True`` the pure functions run through ``torch.compile`` (one C++ or Triton
-loop each, any shape; see :func:`compiled_kernels`) while the model around them stays eager.
+The precision is data, not a Python int: ``levels`` is a 0-d float tensor holding the largest
+integer code (``2**b - 1`` unsigned, ``2**(b-1) - 1`` signed, ``2**b - 1`` for weights), and
+``0`` means full precision (no rounding: a mask, not a branch). Changing it is an in-place
+write, so one compiled graph serves every precision SPEQ draws.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["act_levels", "compiled_kernels", "fake_quantize_act", "fake_quantize_weight_lsq", "weight_levels"]
+__all__ = [
+    "act_fake_quant_traceable",
+    "act_levels",
+    "compiled_kernels",
+    "fake_quantize_act",
+    "fake_quantize_weight_lsq",
+    "weight_fake_quant_traceable",
+    "weight_levels",
+]
 
 
 def act_levels(bits: int, signed: bool) -> float:
