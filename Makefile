@@ -12,6 +12,12 @@ DATA   ?= .data
 .PHONY: venv demo test lint data bench studies clean
 
 $(STAMP): pyproject.toml
+	@# torch.compile on a CPU calls g++ on code that includes Python.h; install both where the
+	@# package manager allows (else `auto` trains uncompiled and the compile tests are skipped).
+	@$(PYTHON) -c 'import sysconfig,os,shutil,sys; sys.exit(not (shutil.which(os.environ.get("CXX","g++")) and os.path.isfile(sysconfig.get_paths()["include"]+"/Python.h")))' || \
+	{ S=""; [ "$$(id -u)" -ne 0 ] && S="sudo -n"; $$S apt-get install -y -q g++ python3-dev >/dev/null 2>&1 || \
+	  { $$S apt-get update -q >/dev/null 2>&1 && $$S apt-get install -y -q g++ python3-dev >/dev/null 2>&1; } || \
+	  echo "no C++ compiler or Python headers: torch.compile stays off" >&2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev,png]"
