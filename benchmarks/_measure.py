@@ -7,13 +7,14 @@ import time
 from collections.abc import Callable, Sequence
 
 
-def run_polling(cmd: Sequence[str], sample: Callable[[int], float], interval: float) -> tuple[float, float]:
-    """Run ``cmd`` (output discarded); return (wall seconds, largest ``sample(pid)`` seen).
+def run_polling(cmd: Sequence[str], sample: Callable[[int], float], interval: float,
+                env: dict | None = None) -> tuple[float, float]:
+    """Run ``cmd`` (output discarded; environment ``env``); return (wall seconds, largest ``sample(pid)`` seen).
 
     Exits the calling script with a message if the command fails.
     """
     t0 = time.time()
-    proc = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     peak = 0.0
     while proc.poll() is None:
         peak = max(peak, sample(proc.pid))

@@ -6,7 +6,13 @@
   trial workers), sampled every 0.2 s. RSS counts shared pages once per process, so it is an upper
   bound.
 
+- compile: the same search end to end with ``train.compile`` set to each of ``--modes`` (the
+  default ``auto`` against ``off``), each in a fresh compile cache, so one-off compiles count;
+  per trial, the seconds it spent compiling (a worker process compiles once and its later
+  trials load the result).
+
     python benchmarks/bench_search.py [--trials 16]
+    python benchmarks/bench_search.py --compile-compare [--space fashion-mnist] [--trials 8] [--epochs 2]
 """
 
 from __future__ import annotations
@@ -45,22 +51,67 @@ def _tree_rss_mb(root: int) -> float:
     return total / 2**20
 
 
-def run_search(tmp: Path, name: str, trials: int, concurrent: int, epochs: int) -> dict:
-    cmd = [sys.executable, "-m", "speq_search.cli", "run", "default", "--out-dir", str(tmp), "--name", name,
+def run_search(tmp: Path, name: str, trials: int, concurrent: int, epochs: int, space: str = "default",
+               sets: tuple[str, ...] = (), env: dict | None = None) -> dict:
+    cmd = [sys.executable, "-m", "speq_search.cli", "run", space, "--out-dir", str(tmp), "--name", name,
            "--num-samples", str(trials), "--max-concurrent", str(concurrent), "--set", f"train.epochs={epochs}"]
-    wall, peak = run_polling(cmd, _tree_rss_mb, 0.2)
+    for item in sets:
+        cmd += ["--set", item]
+    wall, peak = run_polling(cmd, _tree_rss_mb, 0.2, env=env)
     df = pd.read_csv(tmp / name / "trials.csv")
     done = df[df["status"] == "COMPLETED"]
-    return {"name": name, "trials": int(len(done)), "concurrent": concurrent, "wall_s": round(wall, 1),
-            "sum_trial_s": round(float(done["wall_time_s"].sum()), 1),
-            "sum_train_s": round(float(done["train_time_s"].sum()), 1), "peak_rss_mb": round(peak)}
+    out = {"name": name, "trials": int(len(done)), "concurrent": concurrent, "wall_s": round(wall, 1),
+           "sum_trial_s": round(float(done["wall_time_s"].sum()), 1),
+           "sum_train_s": round(float(done["train_time_s"].sum()), 1), "peak_rss_mb": round(peak)}
+    if "compile" in done:
+        out["compile_modes"] = sorted(done["compile"].astype(str).unique().tolist())
+        out["compile_s_per_trial"] = [round(float(v), 1) for v in done["compile_s"]]
+        out["median_step_ms"] = round(1000 * float(done["step_time_s"].median()), 2)
+    return out
+
+
+def compare_compile(space: str, trials: int, epochs: int, modes: list[str]) -> dict:
+    """The same search with each compile mode, fresh compile caches, FP models trained beforehand."""
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        # Train and cache the FP model first: every variant then measures the same work.
+        subprocess.run([sys.executable, "-m", "speq_search.cli", "train", "--config", _space_train_config(space, tmp),
+                        "--out", str(tmp / "warm"), "--epochs", "1", "--compile", "off", "--quiet"],
+                       check=True, capture_output=True)
+        results = {}
+        for mode in modes:
+            env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp / f"inductor-{mode}"))
+            results[mode] = run_search(tmp, f"compile-{mode}", trials, 2, epochs, space,
+                                       (f"train.compile={mode}",), env)
+    base = results[modes[0]]
+    out = {"space": space, "trials": trials, "epochs": epochs, **results}
+    for mode in modes[1:]:
+        out[f"wall_{mode}_over_{modes[0]}"] = round(results[mode]["wall_s"] / base["wall_s"], 3)
+    return out
+
+
+def _space_train_config(space: str, tmp: Path) -> str:
+    """The space's train section as a config file (to warm the FP cache with the same settings)."""
+    import yaml
+
+    from speq_search.spaces import load_space
+
+    path = tmp / f"{space}-train.yaml"
+    path.write_text(yaml.safe_dump(load_space(space).train.to_dict()))
+    return str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=16)
     p.add_argument("--epochs", type=int, default=8, help="epochs per trial (the default space's)")
+    p.add_argument("--compile-compare", action="store_true", help="compare train.compile modes end to end")
+    p.add_argument("--space", default="default", help="space of --compile-compare (default: default)")
+    p.add_argument("--modes", nargs="+", default=["off", "auto"], help="modes of --compile-compare, baseline first")
     args = p.parse_args(argv)
+    if args.compile_compare:
+        print(json.dumps(compare_compile(args.space, args.trials, args.epochs, args.modes)))
+        return 0
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         # Warm the FP cache so both runs measure the search, not the one-off FP training.
