@@ -11,7 +11,8 @@
 #   2. a short `speq-search train --device cuda` (compile auto) on the full Fashion-MNIST when
 #      its files are in DATA_DIR (default .gpu: FashionMNIST/raw/*.gz from `make data` + gzip),
 #      else on digits.
-# DEVICE=cpu runs the same commands on a CPU, tiny, to test this script without a GPU.
+# DEVICE=cpu runs the same commands on a CPU, tiny, to test this script without a GPU
+# (PYTHON=.venv/bin/python picks the interpreter; default python3).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/gpu}

@@ -33,14 +33,17 @@ from speq_search.errors import ConfigError
 
 COMPILE_MODES = ("auto", "on", "off", "kernels")
 
-# ``auto``'s thresholds, from benchmarks/bench_step.py (BENCHMARKS.md, "Fast training step").
+# ``auto``'s thresholds, from benchmarks/bench_step.py (BENCHMARKS.md, "Time per training step").
 # On a CPU the compiled kernels save about 15 ns per quantized activation value per step and
-# cost a few seconds to compile (about one with inductor's cache warm), so they pay from a few
-# hundred million value-steps; the whole-model compile (tens of seconds per architecture on
-# CPU) pays from thousands of steps. On a GPU the quantized step is bound by kernel launches
-# (1,912 of them in a resnet20 step): both compiles pay early.
-_KERNELS_MIN_VALUE_STEPS = {"cpu": 3e8, "cuda": 0.0}
-_MODEL_COMPILE_MIN_STEPS = {"cpu": 5_000, "cuda": 2_000}
+# cost about 20 s per process the first time on a machine (seconds once inductor's cache holds
+# them): a run must repay a cold compile on its own, about 1.5e9 value-steps (a short
+# Fashion-MNIST search with a lower bar ran 1.14x slower end to end, bench_search.py); the
+# whole-model compile (one to three minutes per architecture the first time, on 2 cores) saves
+# 7 ms (cnn-small, digits) to 300 ms (resnet20) a step and pays from thousands of steps. On a
+# GPU the step is bound by kernel launches (1,912 in a resnet20 QAT step, issue 10's H200
+# figures): compiling the model saved 20 ms a step for 44 s of compile, about 2,000 steps.
+_KERNELS_MIN_VALUE_STEPS = {"cpu": 1.5e9, "cuda": 0.0}
+_MODEL_COMPILE_MIN_STEPS = {"cpu": 10_000, "cuda": 2_000}
 _RECOMPILE_LIMIT = 64  # graphs per compiled frame: every model of a run (train, teacher, eval shapes)
 
 
@@ -99,6 +102,20 @@ def resolve_compile(mode: str, device: torch.device, steps: int, quantized_value
     if quantized_values > 0 and steps * quantized_values >= _KERNELS_MIN_VALUE_STEPS[kind]:
         return "kernels"
     return "off"
+
+
+def limit_compile_threads(threads: int) -> None:
+    """Compile with at most ``threads`` worker processes (a search trial's CPUs).
+
+    Inductor's default starts a pool of compile workers sized for the whole machine in every
+    process that compiles; in a search every trial process would. A
+    ``TORCHINDUCTOR_COMPILE_THREADS`` the user set wins.
+    """
+    if os.environ.get("TORCHINDUCTOR_COMPILE_THREADS"):
+        return
+    import torch._inductor.config as inductor_config
+
+    inductor_config.compile_threads = max(1, int(threads))
 
 
 def compile_seconds() -> float:

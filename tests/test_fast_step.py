@@ -224,7 +224,8 @@ def test_resolve_compile_modes(monkeypatch):
     assert resolve_compile("on", CPU, 1) == "on"
     assert resolve_compile("kernels", cuda, 1) == "kernels"
     assert resolve_compile("auto", CPU, 10**6) == "on"  # a long run repays the whole-model compile
-    assert resolve_compile("auto", CPU, 100, 10**7) == "kernels"  # big activations repay the kernels
+    assert resolve_compile("auto", CPU, 100, 10**8) == "kernels"  # big activations repay the kernels
+    assert resolve_compile("auto", CPU, 500, 10**6) == "off"  # a Fashion-MNIST subset trial does not
     assert resolve_compile("auto", CPU, 100, 10**4) == "off"  # a short, small run repays nothing
     assert resolve_compile("auto", cuda, 100, 10**4) == "kernels"
     with pytest.raises(ConfigError, match="compile"):
@@ -313,3 +314,15 @@ def test_yaml_on_and_off_mean_the_compile_modes(tmp_path):
     assert cfg.compile == "on"
     cfg.save(tmp_path / "again.yaml")
     assert TrainConfig.load(tmp_path / "again.yaml").compile == "on"
+
+
+def test_a_trial_compiles_with_its_own_cpus(monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config, "compile_threads", inductor_config.compile_threads)  # restored after
+    monkeypatch.delenv("TORCHINDUCTOR_COMPILE_THREADS", raising=False)
+    compiling.limit_compile_threads(1)
+    assert inductor_config.compile_threads == 1
+    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "3")
+    compiling.limit_compile_threads(2)
+    assert inductor_config.compile_threads == 1  # the user's setting is left to inductor

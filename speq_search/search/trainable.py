@@ -24,10 +24,12 @@ def speq_trainable(config: dict, spec: dict, fp_state: bytes | None, threads: in
     """
     from ray import tune
 
+    from speq_search.compiling import limit_compile_threads
     from speq_search.spaces import parse_space
     from speq_search.train import run
 
     torch.set_num_threads(max(1, threads))
+    limit_compile_threads(threads)
     space = parse_space(spec)
     cfg = space.trial_config(config)
     work = Path(tune.get_context().get_trial_dir()) / "train"
