@@ -490,8 +490,11 @@ def run(
     if compile_mode == "on":
         # A worker process runs trial after trial: start each whole-model compile from an empty
         # in-memory cache (the on-disk one makes it quick), so graphs of earlier trials' models
-        # never fill dynamo's per-function limit and send this one back to eager.
+        # never fill dynamo's per-function limit and send this one back to eager. The reset also
+        # zeroes dynamo's compile clock: keep this run's seconds so far.
+        so_far = compile_seconds() - compile_start
         torch._dynamo.reset()
+        compile_start = compile_seconds() - so_far
     forward = compiled_forward(student, compile_mode)
     if compile_mode != "off":
         log(f"{sp.method}: compile {compile_mode} ({total_steps} steps, compiled artefacts in {use_compile_cache()})")
