@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from speq_search.compiling import compile_seconds, compiled_forward, resolve_compile, use_compile_cache
+from speq_search.compiling import cache_root, compile_seconds, compiled_forward, resolve_compile, use_compile_cache
 from speq_search.config import TrainConfig
 from speq_search.costs import report_costs
 from speq_search.data import Splits, create_dataset, iterate_batches
@@ -198,6 +198,7 @@ def _epoch(model, splits, optimizer, scheduler, step_fn, generator, batch_size, 
             raise TrainingDiverged(f"loss became {values['loss'] / max(n, 1)} in {desc}")
         return values
 
+    no_teacher = torch.zeros((), device=device)
     for i, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         started = timer.start()
@@ -209,7 +210,7 @@ def _epoch(model, splits, optimizer, scheduler, step_fn, generator, batch_size, 
         timer.stop(started)
         with torch.no_grad():
             b = len(y)
-            t_correct = (t_logits.argmax(1) == y).sum() if t_logits is not None else torch.zeros((), device=device)
+            t_correct = (t_logits.argmax(1) == y).sum() if t_logits is not None else no_teacher
             correct = (logits.argmax(1) == y).sum()
             sums += torch.stack([loss * b, ce * b, kd * b, correct.float(), t_correct.float()]).double()
         n += b
@@ -259,8 +260,7 @@ def fp_cache_dir(cfg: TrainConfig) -> Path:
     """``cfg.fp_cache_dir``, else ``$SPEQ_SEARCH_CACHE/fp``, else ``~/.cache/speq-search/fp``."""
     if cfg.fp_cache_dir:
         return Path(cfg.fp_cache_dir).expanduser()
-    root = os.environ.get("SPEQ_SEARCH_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "speq-search") / "fp"
+    return cache_root() / "fp"
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

@@ -41,7 +41,34 @@ WEIGHT_QUANTIZERS = ("lsq", "sawb")
 _CALIBRATION_SAMPLES = 65536
 
 
-class ActQuantizer(nn.Module):
+class _Quantizer(nn.Module):
+    """What both quantizers share: ``bits``, an int to read and set, kept in step with the tensor
+    buffers that are all the forward pass reads (see :mod:`speq_search.quant.kernels`)."""
+
+    levels: torch.Tensor
+    _bits_field = "bits"  # the config field named in errors
+
+    def __init__(self, device: torch.device | None = None) -> None:
+        super().__init__()
+        self.register_buffer("levels", torch.zeros((), device=device), persistent=False)
+        self.compiled_kernels = False  # see speq_search.compiling
+
+    @property
+    def bits(self) -> int:
+        """The precision: 2 to 8, or 32 (no rounding)."""
+        return self._bits
+
+    @bits.setter
+    def bits(self, value: int) -> None:
+        self._bits = check_bits(value, self._bits_field)
+        with torch.no_grad():
+            self._set_buffers(self._bits)
+
+    def _set_buffers(self, bits: int) -> None:
+        raise NotImplementedError
+
+
+class ActQuantizer(_Quantizer):
     """Activation quantizer with a learned clip (PACT), applied to a layer's input.
 
     ``signed=False`` (the default, inputs after a ReLU) clips to ``[0, clip]``; ``signed=True``
@@ -53,27 +80,17 @@ class ActQuantizer(nn.Module):
     precision without recompiling.
     """
 
-    levels: torch.Tensor
+    _bits_field = "a_bits"
 
     def __init__(self, bits: int, signed: bool = False, init_clip: float = 6.0) -> None:
         super().__init__()
         self.signed = signed
         self.clip = nn.Parameter(torch.tensor(float(init_clip)))
-        self.register_buffer("levels", torch.zeros(()), persistent=False)
-        self.bits = bits
+        self.bits = bits  # at 32 bits the clip stays and the rounding goes
         self.calibrating = False
-        self.compiled_kernels = False  # see speq_search.compiling
 
-    @property
-    def bits(self) -> int:
-        """The precision (2 to 8, or 32: clip only, no rounding)."""
-        return self._bits
-
-    @bits.setter
-    def bits(self, value: int) -> None:
-        self._bits = check_bits(value, "a_bits")
-        with torch.no_grad():
-            self.levels.fill_(act_levels(self._bits, self.signed))
+    def _set_buffers(self, bits: int) -> None:
+        self.levels.fill_(act_levels(bits, self.signed))
 
     def _quantize(self, x: torch.Tensor, clip: torch.Tensor, bits: int) -> torch.Tensor:
         fn = fake_quantize_signed if self.signed else fake_quantize_unsigned
@@ -111,7 +128,7 @@ class ActQuantizer(nn.Module):
         return f"bits={self.bits}, signed={self.signed}"
 
 
-class WeightQuantizer(nn.Module):
+class WeightQuantizer(_Quantizer):
     """Symmetric uniform weight quantizer, per output channel by default.
 
     ``method="lsq"`` learns the clip (initialised to the MSE-optimal value, gradient scaled as
@@ -120,11 +137,11 @@ class WeightQuantizer(nn.Module):
     (``levels``, and SAWB's coefficients), which are all the forward pass reads.
     """
 
-    levels: torch.Tensor
     sawb_coefficients: torch.Tensor
+    _bits_field = "w_bits"
 
     def __init__(self, weight: torch.Tensor, bits: int, method: str = "lsq", per_channel: bool = True) -> None:
-        super().__init__()
+        super().__init__(weight.device)
         from speq_search.errors import ConfigError
 
         if method not in WEIGHT_QUANTIZERS:
@@ -132,10 +149,8 @@ class WeightQuantizer(nn.Module):
         self.method = method
         self.per_channel = per_channel
         self._dims = tuple(range(1, weight.dim())) if per_channel else None
-        self.register_buffer("levels", torch.zeros((), device=weight.device), persistent=False)
         self.register_buffer("sawb_coefficients", torch.zeros(2, device=weight.device), persistent=False)
-        self.bits = bits
-        self.compiled_kernels = False  # see speq_search.compiling
+        self.bits = bits  # at 32 bits the weight is used unchanged
         if method == "lsq":
             init_bits = min(self.bits, 8)
             clip = mse_optimal_clip(weight, fake_quantize_weight, init_bits, dim=self._dims)
@@ -143,17 +158,9 @@ class WeightQuantizer(nn.Module):
         else:
             self.register_parameter("clip", None)
 
-    @property
-    def bits(self) -> int:
-        """The precision (2 to 8, or 32: the weight unchanged)."""
-        return self._bits
-
-    @bits.setter
-    def bits(self, value: int) -> None:
-        self._bits = check_bits(value, "w_bits")
-        with torch.no_grad():
-            self.levels.fill_(weight_levels(self._bits))
-            self.sawb_coefficients.copy_(torch.tensor(sawb_coefficients(self._bits)))
+    def _set_buffers(self, bits: int) -> None:
+        self.levels.fill_(weight_levels(bits))
+        self.sawb_coefficients.copy_(torch.tensor(sawb_coefficients(bits)))
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:  # noqa: D102
         compiling = torch.compiler.is_compiling()
