@@ -285,7 +285,9 @@ def _print_front(summary: dict) -> None:
     import pandas as pd
 
     run_dir = Path(summary["run_dir"])
-    front = pd.read_csv(run_dir / "pareto.csv") if (run_dir / "pareto.csv").stat().st_size > 1 else pd.DataFrame()
+    from speq_search.analysis.load import read_run_csv
+
+    front = read_run_csv(run_dir / "pareto.csv") if (run_dir / "pareto.csv").stat().st_size > 1 else pd.DataFrame()
     objectives = [o["metric"] for o in summary["objectives"]]
     infeasible = f", {summary['n_infeasible']} over budget" if summary.get("n_infeasible") else ""
     print(f"\n{summary['n_completed']} completed, {summary['n_failed']} failed, {summary['n_stopped']} stopped early"

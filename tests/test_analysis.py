@@ -335,3 +335,10 @@ def test_layer_bits_data_follows_the_front():
     assert data.w_bits.loc["a", "fc"] == 4 and data.a_bits.loc["c", "fc"] == 4
     fig = plots.render_layer_bits(data)
     assert fig.data[0].text[0] == ["8/8", "2/4"]
+
+
+def test_trial_ids_that_look_like_numbers_stay_strings(tmp_path):
+    from speq_search.analysis.load import read_run_csv
+
+    (tmp_path / "trials.csv").write_text("trial_id,val_acc\n228736e2,0.9\n11689144,0.8\n")
+    assert read_run_csv(tmp_path / "trials.csv")["trial_id"].tolist() == ["228736e2", "11689144"]

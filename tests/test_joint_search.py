@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import optuna
-import pandas as pd
 import pytest
 
-from speq_search.analysis.load import expand_layer_bits, load_run
+from speq_search.analysis.load import expand_layer_bits, load_run, read_run_csv
 from speq_search.cli import main
 from speq_search.search import RunOptions, run_search
 from speq_search.spaces import parse_space
@@ -42,7 +41,7 @@ def joint_run(tmp_path_factory):
 
 def test_over_budget_trials_are_infeasible_untrained_and_off_the_front(joint_run):
     run_dir, summary, _ = joint_run
-    trials = pd.read_csv(run_dir / "trials.csv")
+    trials = read_run_csv(run_dir / "trials.csv")
     assert len(trials) == 6 and set(trials["status"]) <= {"COMPLETED", "INFEASIBLE"}
     infeasible = trials[trials.status == "INFEASIBLE"]
     done = trials[trials.status == "COMPLETED"]
@@ -50,7 +49,7 @@ def test_over_budget_trials_are_infeasible_untrained_and_off_the_front(joint_run
     assert (infeasible["size_bytes"] > BUDGET).all() and infeasible["val_acc"].isna().all()
     assert (infeasible["epochs_done"] == 0).all()
     assert (done["size_bytes"] <= BUDGET).all()
-    front = pd.read_csv(run_dir / "pareto.csv")
+    front = read_run_csv(run_dir / "pareto.csv")
     assert set(front["trial_id"]) <= set(done["trial_id"])
     assert summary["n_infeasible"] == len(infeasible) and summary["constraints"] == [f"size_bytes <= {BUDGET}"]
 
@@ -85,7 +84,7 @@ def test_trials_report_per_layer_bits_and_latency(joint_run):
 
 def test_architectures_share_one_full_precision_model_each(joint_run):
     run_dir, _, root = joint_run
-    trials = pd.read_csv(run_dir / "trials.csv")
+    trials = read_run_csv(run_dir / "trials.csv")
     trained_widths = set(trials[trials.status == "COMPLETED"]["width"])
     cached = sorted(p.name for p in (root / "fp-cache").glob("*.pt"))
     # one cached model per width a trained trial used (+ the base width the driver trains for sensitivity)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-import pandas as pd
 import pytest
 
+from speq_search.analysis.load import read_run_csv
 from speq_search.cli import main
 from speq_search.search import RunOptions, run_search
 from speq_search.spaces import load_space, parse_space
@@ -56,7 +56,7 @@ def test_search_writes_every_output(tiny_run):
     for name in ("trials.csv", "pareto.csv", "summary.json", "space.yaml", "study.db", "run.json", "pareto.html"):
         assert (run_dir / name).exists(), name
     assert (run_dir / "ray").is_dir()
-    trials = pd.read_csv(run_dir / "trials.csv")
+    trials = read_run_csv(run_dir / "trials.csv")
     assert len(trials) == 4 and set(trials["status"]) == {"COMPLETED"}
     assert trials["trial_id"].is_unique
     for col in ("w_bits", "a_bits", "p_high", "val_acc", "test_acc", "avg_w_bits", "avg_a_bits", "size_bytes",
@@ -75,8 +75,8 @@ def test_search_writes_every_output(tiny_run):
 
 def test_pareto_csv_is_exactly_the_non_dominated_trials(tiny_run):
     run_dir, _ = tiny_run
-    trials = pd.read_csv(run_dir / "trials.csv")
-    front = pd.read_csv(run_dir / "pareto.csv")
+    trials = read_run_csv(run_dir / "trials.csv")
+    front = read_run_csv(run_dir / "pareto.csv")
     acc, cost = trials["val_acc"].to_numpy(), trials["bitops"].to_numpy()
     brute = set()
     for i in range(len(trials)):
@@ -92,7 +92,7 @@ def test_study_db_holds_the_same_completed_trials(tiny_run):
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'study.db'}")
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    trials = pd.read_csv(run_dir / "trials.csv")
+    trials = read_run_csv(run_dir / "trials.csv")
     assert len(complete) == 4
     assert sorted(round(t.values[0], 6) for t in complete) == sorted(round(v, 6) for v in trials["val_acc"])
     assert sorted(t.values[1] for t in complete) == sorted(trials["bitops"])
@@ -103,11 +103,11 @@ def test_nan_trial_is_recorded_as_failed_and_the_search_completes(tmp_path, tiny
                search={"sampler": "grid", "max_concurrent": 2, "max_failures": 3})
     run_dir = tmp_path / "nan"
     summary = run_search(parse_space(raw), run_dir, _quiet())
-    trials = pd.read_csv(run_dir / "trials.csv").set_index("temperature")
+    trials = read_run_csv(run_dir / "trials.csv").set_index("temperature")
     assert trials.loc[1.0, "status"] == "COMPLETED"
     assert trials.loc[1e-40, "status"] == "FAILED" and "nan" in trials.loc[1e-40, "error"]
     assert summary["n_failed"] == 1 and summary["n_completed"] == 1
-    front = pd.read_csv(run_dir / "pareto.csv")
+    front = read_run_csv(run_dir / "pareto.csv")
     assert list(front["temperature"]) == [1.0]
     study = optuna.load_study(study_name="nan", storage=f"sqlite:///{run_dir / 'study.db'}")
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "FAIL"]
@@ -158,7 +158,7 @@ def test_resume_after_interrupt_runs_only_the_missing_trials(tmp_path):
     try:
         while time.time() < deadline:
             trials = run_dir / "trials.csv"
-            if trials.exists() and (pd.read_csv(trials)["status"] == "COMPLETED").sum() >= 1:
+            if trials.exists() and (read_run_csv(trials)["status"] == "COMPLETED").sum() >= 1:
                 break
             if proc.poll() is not None:
                 pytest.fail("search ended before it could be interrupted:\n" + proc.stdout.read().decode()[-2000:])
@@ -168,12 +168,12 @@ def test_resume_after_interrupt_runs_only_the_missing_trials(tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    first = pd.read_csv(run_dir / "trials.csv")
+    first = read_run_csv(run_dir / "trials.csv")
     done_before = set(first.loc[first["status"] == "COMPLETED", "trial_id"])
     assert 1 <= len(done_before) < 4
     assert (tmp_path / "shared" / "ray").is_dir() and not (run_dir / "ray").exists()
     assert main(["run", "--resume", str(run_dir)]) == 0
-    final = pd.read_csv(run_dir / "trials.csv")
+    final = read_run_csv(run_dir / "trials.csv")
     assert len(final) == 4 and final["trial_id"].is_unique
     assert set(final["status"]) == {"COMPLETED"}
     assert done_before <= set(final["trial_id"])
@@ -218,11 +218,11 @@ def test_asha_stopped_trials_are_not_full_fidelity_and_never_on_the_front(tmp_pa
                search={"sampler": "grid", "max_concurrent": 1, "scheduler": "asha", "grace_period": 1,
                        "reduction_factor": 2})
     summary = run_search(parse_space(raw), tmp_path / "asha", _quiet())
-    trials = pd.read_csv(tmp_path / "asha" / "trials.csv")
+    trials = read_run_csv(tmp_path / "asha" / "trials.csv")
     stopped = trials[trials["status"] == "STOPPED"]
     assert summary["n_stopped"] == len(stopped) >= 1
     assert (stopped["epochs_done"] < 3).all() and not stopped["full_fidelity"].any()
-    front = pd.read_csv(tmp_path / "asha" / "pareto.csv")
+    front = read_run_csv(tmp_path / "asha" / "pareto.csv")
     assert not set(front["trial_id"]) & set(stopped["trial_id"])
     study = optuna.load_study(study_name="asha", storage=f"sqlite:///{tmp_path / 'asha' / 'study.db'}")
     assert sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials) == len(stopped)

@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import yaml
+
+from speq_search.analysis.load import read_run_csv
 
 SPACE = {
     "name": "cluster",
@@ -52,7 +53,7 @@ def test_address_joins_an_existing_ray_cluster(tmp_path):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                               env=dict(os.environ, RAY_AUTH_MODE="disabled"))
         assert proc.returncode == 0, proc.stderr[-2000:]
-        trials = pd.read_csv(tmp_path / "runs" / "c" / "trials.csv")
+        trials = read_run_csv(tmp_path / "runs" / "c" / "trials.csv")
         assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
         assert json.loads((tmp_path / "runs" / "c" / "run.json").read_text())["address"] == address
         assert "Started a local Ray instance" not in proc.stderr  # it joined the head, started none

@@ -13,10 +13,10 @@ import tempfile
 from pathlib import Path
 
 import optuna
-import pandas as pd
 import pytest
 import yaml
 
+from speq_search.analysis.load import read_run_csv
 from speq_search.cli import main
 from speq_search.search import RunOptions, run_search
 from speq_search.search.folder import RunLock
@@ -197,7 +197,7 @@ def test_kill_between_the_study_commit_and_ray_snapshot_then_resume_a_moved_fold
     shutil.move(str(original), str(moved))
     assert main(["run", "--resume", str(moved)]) == 0
     assert not original.exists()  # nothing written at the old place
-    trials = pd.read_csv(moved / "trials.csv")
+    trials = read_run_csv(moved / "trials.csv")
     assert len(trials) == 3 and trials["trial_id"].is_unique and set(trials["status"]) == {"COMPLETED"}
     study = optuna.load_study(study_name="killed", storage=f"sqlite:///{moved / 'study.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3

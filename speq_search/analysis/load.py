@@ -159,9 +159,15 @@ def _finish(df: pd.DataFrame, name: str, source: str) -> pd.DataFrame:
     return df
 
 
+def read_run_csv(path: str | Path) -> pd.DataFrame:
+    """A run's ``trials.csv`` or ``pareto.csv``; trial ids stay strings (``228736e2`` is an id,
+    not 22873600.0)."""
+    return pd.read_csv(path, dtype={"trial_id": str})
+
+
 def _load_run_dir(path: Path, name: str | None, objectives) -> Run:
     try:
-        df = pd.read_csv(path / "trials.csv")
+        df = read_run_csv(path / "trials.csv")
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
         raise LoadError("trials.csv", str(path / "trials.csv"), f"a CSV table of trials ({type(err).__name__})") from None
     for col in ("trial_id", "status"):
