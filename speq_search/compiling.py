@@ -2,7 +2,7 @@
 
 Modes (``train.compile``, ``--compile``):
 
-- ``off``: plain eager PyTorch (the fused fake-quant autograd functions, uncompiled);
+- ``off``: plain eager PyTorch (the reference fake-quantizers of ``quant.primitives``);
 - ``kernels``: only the four fake-quant kernels are compiled (one C++ or Triton loop each,
   any shape): seconds to compile, once per process;
 - ``on``: the whole model's forward is compiled as well (inductor fuses BatchNorm, ReLU and
@@ -135,17 +135,22 @@ def compiled_forward(model: nn.Module, mode: str) -> Callable[[torch.Tensor], to
     ``on`` also returns ``torch.compile(model)``, which shares ``model``'s parameters and
     buffers, so ``model`` itself (its state dict, copies, evaluation) stays an eager module.
     """
-    from speq_search.quant.modules import ActQuantizer, WeightQuantizer
-
     if mode not in ("off", "kernels", "on"):
         raise ValueError(f"compile mode {mode!r} is not resolved (see resolve_compile)")
     kernels = mode != "off"
-    for m in model.modules():
-        if isinstance(m, (ActQuantizer, WeightQuantizer)):
-            m.compiled_kernels = kernels
+    use_compiled_kernels(model, kernels)
     if kernels:
         use_compile_cache()
     if mode != "on":
         return model
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _RECOMPILE_LIMIT)
     return torch.compile(model)
+
+
+def use_compiled_kernels(model: nn.Module, enabled: bool) -> None:
+    """Switch every fake-quantizer of ``model`` to the compiled kernels (``enabled=False``: back)."""
+    from speq_search.quant.modules import ActQuantizer, WeightQuantizer
+
+    for m in model.modules():
+        if isinstance(m, (ActQuantizer, WeightQuantizer)):
+            m.compiled_kernels = enabled

@@ -339,7 +339,7 @@ def _train_fp(model: nn.Module, cfg: TrainConfig, splits: Splits, device: torch.
     steps = cfg.optim.fp_epochs * max(len(splits.train) // cfg.data.batch_size, 1)
     scheduler = _cosine_schedule(optimizer, steps)
     zero = torch.zeros((), device=device)
-    mode = resolve_compile(cfg.compile, device, steps, _quantized_elements(model, splits, cfg, device))
+    mode = resolve_compile(cfg.compile, device, steps, _auto_values(cfg, model, splits, device))
     forward = compiled_forward(model, mode)
     if mode != "off":
         log(f"full-precision phase: compile {mode}")
@@ -354,12 +354,13 @@ def _train_fp(model: nn.Module, cfg: TrainConfig, splits: Splits, device: torch.
                f"fp {epoch + 1}/{cfg.optim.fp_epochs}", cfg.progress)
 
 
-def _quantized_elements(model: nn.Module, splits: Splits, cfg: TrainConfig, device: torch.device) -> int:
-    """Activation values the fake-quantizers see per training step (``auto`` compile weighs these)."""
+def _auto_values(cfg: TrainConfig, model: nn.Module, splits: Splits, device: torch.device) -> int:
+    """Activation values the fake-quantizers see per training step, which ``compile: auto`` weighs
+    (one forward of two examples; 0 without ``auto``, which needs none)."""
     from speq_search.quant import act_quantizers
 
     quantizers = list(act_quantizers(model))
-    if not quantizers:
+    if cfg.compile != "auto" or not quantizers:
         return 0
     seen = []
     hooks = [q.register_forward_pre_hook(lambda _m, args: seen.append(args[0][0].numel())) for q in quantizers]
@@ -486,7 +487,7 @@ def run(
 
     quantized = sp.method != "fp"
     total_steps = cfg.optim.epochs * steps_per_epoch
-    compile_mode = resolve_compile(cfg.compile, device, total_steps, _quantized_elements(student, splits, cfg, device))
+    compile_mode = resolve_compile(cfg.compile, device, total_steps, _auto_values(cfg, student, splits, device))
     if compile_mode == "on":
         # A worker process runs trial after trial: start each whole-model compile from an empty
         # in-memory cache (the on-disk one makes it quick), so graphs of earlier trials' models

@@ -143,12 +143,6 @@ def _digits_student(method="speq", **changes):
     return cfg, splits, prepare_student(cfg, fp, splits, CPU), fp
 
 
-def _set_kernels(model, on: bool) -> None:
-    for m in model.modules():
-        if isinstance(m, (ActQuantizer, WeightQuantizer)):
-            m.compiled_kernels = on
-
-
 @needs_compiler
 @pytest.mark.parametrize(("mode", "model"), [("kernels", "cnn-small"), ("on", "mlp")])
 def test_compiled_training_agrees_with_eager_over_20_steps(mode, model):
@@ -177,7 +171,7 @@ def test_compiled_training_agrees_with_eager_over_20_steps(mode, model):
         results = []
         for step, gen, kernels in ((fast_step, gen_fast, True), (eager_step, gen_eager, False)):
             gen.manual_seed(100 + i)
-            _set_kernels(student, kernels)
+            compiling.use_compiled_kernels(student, kernels)
             loss = step(x, y)[0]
             optimizer.zero_grad()
             loss.backward()
