@@ -42,6 +42,8 @@ _TRAIN_FLAGS = [
     ("--ce-weight", "speq.ce_weight", float, "weight of the cross-entropy loss"),
     ("--temperature", "speq.temperature", float, "softmax temperature of the distillation loss"),
     ("--kd-loss", "speq.kd_loss", str, "cosine | cosine-logits | kl (default: the method's)"),
+    ("--kd-schedule", "speq.kd_schedule", str, "the distillation weight over training: constant | linear-decay | cosine-decay"),
+    ("--eval-draws", "speq.eval_draws", int, "seeded teacher draws per epoch for the teacher diagnostic (0: skip)"),
     ("--epochs", "optim.epochs", int, "epochs of quantized training"),
     ("--fp-epochs", "optim.fp_epochs", int, "epochs of the full-precision model (cached)"),
     ("--optimizer", "optim.optimizer", str, "sgd | adam"),

@@ -18,7 +18,7 @@ from speq_search.compiling import COMPILE_MODES
 from speq_search.errors import ConfigError
 from speq_search.quant.modules import WEIGHT_QUANTIZERS
 from speq_search.quant.primitives import check_bits
-from speq_search.speq import KD_LOSSES, TEACHER_BN_MODES
+from speq_search.speq import KD_LOSSES, KD_SCHEDULES, TEACHER_BN_MODES
 from speq_search.yamlio import load_yaml
 
 METHODS = ("fp", "qat", "kd-kl", "speq", "kd-fp")
@@ -135,6 +135,8 @@ class SpeqConfig:
     temperature: float = 1.0
     kd_loss: str | None = None  # None: the method's own (kl for kd-kl, cosine otherwise)
     teacher_bn: str = "batch"
+    kd_schedule: str = "constant"  # the distillation weight over training: constant | linear-decay | cosine-decay
+    eval_draws: int = 2  # seeded teacher draws per epoch for the teacher diagnostic (0: skip it)
 
     def __post_init__(self) -> None:
         _choice("speq.method", self.method, METHODS)
@@ -146,8 +148,12 @@ class SpeqConfig:
         if self.kd_loss is not None:
             _choice("speq.kd_loss", self.kd_loss, KD_LOSSES)
         _choice("speq.teacher_bn", self.teacher_bn, TEACHER_BN_MODES)
+        _choice("speq.kd_schedule", self.kd_schedule, KD_SCHEDULES)
+        _integer(self, "eval_draws", "speq.eval_draws", 0, 64)
         if self.ce_weight == 0 and (self.kd_weight == 0 or self.method in ("fp", "qat")):
             raise ConfigError("speq.ce_weight", 0, "a weight > 0 when there is no distillation term")
+        if self.ce_weight == 0 and self.kd_schedule != "constant":
+            raise ConfigError("speq.ce_weight", 0, f"a weight > 0 with kd_schedule {self.kd_schedule} (the loss decays to CE alone)")
 
     @property
     def resolved_kd_loss(self) -> str:

@@ -9,6 +9,7 @@ is this project's choice.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -22,6 +23,7 @@ from speq_search.quant.primitives import check_bits
 
 KD_LOSSES = ("cosine", "cosine-logits", "kl")
 TEACHER_BN_MODES = ("batch", "running")
+KD_SCHEDULES = ("constant", "linear-decay", "cosine-decay")
 
 
 @contextlib.contextmanager
@@ -135,6 +137,23 @@ def distillation_loss(
     log_ps = F.log_softmax(student_logits / temperature, dim=1)
     log_pt = F.log_softmax(zt / temperature, dim=1)
     return F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True) * temperature**2
+
+
+def kd_schedule_factor(schedule: str, progress: float) -> float:
+    """The distillation weight's multiplier at ``progress`` (0 = first step, 1 = last) of training.
+
+    ``constant`` keeps 1; ``linear-decay`` falls as ``1 - progress``; ``cosine-decay`` as
+    ``(1 + cos(pi * progress)) / 2``. The decays let the soft targets weigh most early and
+    leave cross-entropy alone at the end (the authors' earlier "gradual soft loss reducing").
+    """
+    if schedule not in KD_SCHEDULES:
+        raise ConfigError("speq.kd_schedule", schedule, " | ".join(KD_SCHEDULES))
+    t = min(max(float(progress), 0.0), 1.0)
+    if schedule == "linear-decay":
+        return 1.0 - t
+    if schedule == "cosine-decay":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    return 1.0
 
 
 class LossTerms(NamedTuple):

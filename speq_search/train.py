@@ -36,7 +36,8 @@ from speq_search.models import create_model
 from speq_search.models._registry import _MODELS
 from speq_search.quant import calibrating, quantize_model
 from speq_search.quant.primitives import FULL_PRECISION
-from speq_search.speq import frozen_state, high_precision, speq_loss_terms, teacher_logits
+from speq_search.speq import (frozen_state, high_precision, kd_schedule_factor, speq_loss_terms,
+                              stochastic_precision, teacher_logits)
 
 CHECKPOINT_FORMAT = "speq-search-checkpoint/1"
 EVAL_BATCH = 1024
@@ -98,30 +99,80 @@ def planned_costs(cfg: TrainConfig, splits: Splits | None = None) -> dict:
 
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate(model: nn.Module, split, device: torch.device, batch_stats: bool = False) -> tuple[float, float]:
+def evaluate(model: nn.Module, split, device: torch.device, batch_stats: bool = False,
+             teacher: tuple[float, int, torch.Generator] | None = None) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of ``model``; restores its mode.
 
     By default in eval mode (BatchNorm running statistics). ``batch_stats=True`` normalises
     with each evaluation batch's statistics and changes no state: that is how the SPEQ
     teacher sees the network during training, whose precision the running statistics
-    (collected at the student's precision) do not match.
+    (collected at the student's precision) do not match. ``teacher=(p_high, high_bits,
+    generator)`` evaluates the stochastic teacher: every batch draws its activation precisions
+    afresh from ``generator``, as every training step does.
     """
     was_training = model.training
     model.train(batch_stats)
+    bn_mode = "batch" if batch_stats else "running"
     # Sums stay on the device and are read once: no host round trip per batch.
     correct = torch.zeros((), device=device, dtype=torch.long)
     loss_sum = torch.zeros((), device=device)
-    # Batch statistics need batches that mix the classes, whatever order the split is in.
+    # Batch statistics need batches that mix the classes, whatever order the split is in; the
+    # order is fixed, so every batch-statistics evaluation sees the same batches (paired).
     order = torch.Generator().manual_seed(0) if batch_stats else None
     with frozen_state(model, "batch"):
         for x, y in iterate_batches(split, EVAL_BATCH, shuffle=batch_stats, generator=order):
             x, y = x.to(device), y.to(device)
-            logits = model(x)
+            if teacher is None:
+                logits = model(x)
+            else:
+                p_high, high_bits, generator = teacher
+                with stochastic_precision(model, p_high, high_bits, generator, bn_mode):
+                    logits = model(x)
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
     model.train(was_training)
     n = max(len(split), 1)
     return correct.item() / n, loss_sum.item() / n
+
+
+DIAGNOSTIC_COLUMNS = ("val_acc_batch", "high_val_acc", "teacher_val_acc", "high_gap", "teacher_gap")
+
+
+def teacher_diagnostics(model: nn.Module, split, device: torch.device, cfg: TrainConfig,
+                        val_acc: float | None = None) -> dict[str, float]:
+    """Is the SPEQ teacher better than the student it teaches? Accuracies on ``split``.
+
+    - ``val_acc_batch``: the student normalised with batch statistics (``val_acc``, the
+      selection metric, uses running statistics);
+    - ``high_val_acc``: every activation at ``speq.high_bits`` (the teacher at ``p_high=1``);
+    - ``teacher_val_acc``: the stochastic teacher itself, the mean over ``speq.eval_draws``
+      passes, each batch with a fresh draw at the run's ``p_high`` from a generator seeded by
+      the run's seed and the pass (reproducible; the training draws are untouched);
+    - ``high_gap``, ``teacher_gap``: those two minus the student **in the same BatchNorm
+      mode** (``speq.teacher_bn``, the mode the teacher trains in). Distillation can only
+      help where the gap is positive.
+
+    No model state changes. ``val_acc`` is the student's running-statistics accuracy if already
+    measured (saves a pass when ``teacher_bn`` is ``running``).
+    """
+    sp = cfg.speq
+    batch = sp.teacher_bn == "batch"
+    out = {"val_acc_batch": evaluate(model, split, device, batch_stats=True)[0]}
+    if batch:
+        student = out["val_acc_batch"]
+    else:
+        student = val_acc if val_acc is not None else evaluate(model, split, device)[0]
+    with high_precision(model, sp.high_bits):
+        out["high_val_acc"] = evaluate(model, split, device, batch_stats=batch)[0]
+    draws = []
+    for k in range(sp.eval_draws):
+        generator = torch.Generator().manual_seed(1_000 * cfg.seed + 500 + k)
+        draws.append(evaluate(model, split, device, batch_stats=batch,
+                              teacher=(sp.p_high, sp.high_bits, generator))[0])
+    out["teacher_val_acc"] = statistics.fmean(draws) if draws else float("nan")
+    out["high_gap"] = out["high_val_acc"] - student
+    out["teacher_gap"] = out["teacher_val_acc"] - student
+    return out
 
 
 # ------------------------------------------------------------------------------ optimiser
@@ -389,14 +440,16 @@ def prepare_student(cfg: TrainConfig, fp_model: nn.Module, splits: Splits, devic
 
 
 def make_step(cfg: TrainConfig, student: nn.Module, fp_model: nn.Module | None,
-              teacher_gen: torch.Generator, device: torch.device, forward: Callable | None = None) -> Callable:
+              teacher_gen: torch.Generator, device: torch.device, forward: Callable | None = None,
+              kd_scale: Callable[[], float] | None = None) -> Callable:
     """The forward part of one training step of ``cfg.speq.method``.
 
     Returns ``step(x, y) -> (loss, ce, kd, student_logits, teacher_logits or None)``; the
     caller runs backward and the optimiser. The SPEQ teacher pass comes first, under
     ``no_grad`` and with a fresh precision draw; ``kd-fp`` uses ``fp_model`` as teacher.
     ``forward`` runs the student (default: ``student`` itself; a compiled ``student``, see
-    :func:`speq_search.compiling.compiled_forward`).
+    :func:`speq_search.compiling.compiled_forward`). ``kd_scale()`` multiplies ``kd_weight`` at
+    each step (``speq.kd_schedule``; default: 1).
     """
     forward = forward if forward is not None else student
     sp = cfg.speq
@@ -413,7 +466,8 @@ def make_step(cfg: TrainConfig, student: nn.Module, fp_model: nn.Module | None,
             with torch.no_grad():
                 t_logits = fp_model(x)
         logits = forward(x)
-        loss, ce, kd = speq_loss_terms(logits, t_logits, y, sp.ce_weight, sp.kd_weight, sp.temperature, kd_kind)
+        kd_weight = sp.kd_weight * kd_scale() if kd_scale is not None else sp.kd_weight
+        loss, ce, kd = speq_loss_terms(logits, t_logits, y, sp.ce_weight, kd_weight, sp.temperature, kd_kind)
         return loss, ce, kd, logits, t_logits
 
     return step
@@ -499,7 +553,11 @@ def run(
     forward = compiled_forward(student, compile_mode)
     if compile_mode != "off":
         log(f"{sp.method}: compile {compile_mode} ({total_steps} steps, compiled artefacts in {use_compile_cache()})")
-    step = make_step(cfg, student, fp_model, teacher_gen, device, forward)
+
+    def kd_scale() -> float:  # the scheduler counts steps, and is restored on resume
+        return kd_schedule_factor(sp.kd_schedule, scheduler.last_epoch / max(total_steps - 1, 1))
+
+    step = make_step(cfg, student, fp_model, teacher_gen, device, forward, kd_scale)
 
     example = splits.train.x[:1].to(device)
     all_times: list[float] = list(state.get("step_times", [])) if state else []
@@ -509,11 +567,11 @@ def run(
         totals, times = _epoch(student, splits, optimizer, scheduler, step, generator, cfg.data.batch_size,
                                device, f"{sp.method} {epoch + 1}/{cfg.optim.epochs}", cfg.progress)
         all_times.extend(times)
+        kd_weight_now = sp.kd_weight * kd_scale() if sp.teacher else 0.0  # for the next step
         val_acc, val_loss = evaluate(student, splits.val, device)
-        high_val_acc = float("nan")
+        diagnostics = dict.fromkeys(DIAGNOSTIC_COLUMNS, float("nan"))
         if quantized:
-            with high_precision(student, sp.high_bits):
-                high_val_acc, _ = evaluate(student, splits.val, device, batch_stats=sp.teacher_bn == "batch")
+            diagnostics = teacher_diagnostics(student, splits.val, device, cfg, val_acc)
         n = max(totals["n"], 1)
         row = {
             "epoch": epoch + 1,
@@ -523,9 +581,10 @@ def run(
             "train_kd": totals["kd"] / n,
             "train_acc": totals["correct"] / n,
             "teacher_train_acc": totals["teacher_correct"] / n if sp.teacher else float("nan"),
+            "kd_weight": kd_weight_now,
             "val_acc": val_acc,
             "val_loss": val_loss,
-            "high_val_acc": high_val_acc,
+            **diagnostics,
             "epoch_time_s": time.perf_counter() - t0,
             "step_time_s": statistics.median(times) if times else float("nan"),
         }
@@ -534,7 +593,8 @@ def run(
             best = {"epoch": epoch + 1, "val_acc": val_acc, "state": copy.deepcopy(student.state_dict()), "row": row}
         log(f"epoch {epoch + 1}/{cfg.optim.epochs}  loss {row['train_loss']:.4f}  train {row['train_acc']:.4f}  "
             f"val {val_acc:.4f}"
-            + (f"  high-bits val {high_val_acc:.4f}" if quantized else "")
+            + (f"  teacher-student ({sp.teacher_bn} stats) {100 * diagnostics['teacher_gap']:+.2f}"
+               f"  high-bits-student {100 * diagnostics['high_gap']:+.2f}" if quantized else "")
             + (f"  teacher train {row['teacher_train_acc']:.4f}" if sp.teacher else ""))
         if out is not None:
             _write_history(out / "metrics.csv", history)
@@ -574,7 +634,10 @@ def _costs_now(cfg, model, best, example, fp_info, step_times, history, t_run) -
         "w_bits": cfg.quant.w_bits if cfg.speq.method != "fp" else FULL_PRECISION,
         "a_bits": cfg.quant.a_bits if cfg.speq.method != "fp" else FULL_PRECISION,
         "val_acc": row.get("val_acc", float("nan")),
-        "high_val_acc": row.get("high_val_acc", float("nan")),
+        **{key: row.get(key, float("nan")) for key in DIAGNOSTIC_COLUMNS},
+        # Over every epoch so far: does the teacher lead the student through training?
+        "teacher_gap_mean": _mean_of(history, "teacher_gap"),
+        "high_gap_mean": _mean_of(history, "high_gap"),
         "best_epoch": best["epoch"],
         "epochs": len(history),
         **costs,
@@ -583,6 +646,11 @@ def _costs_now(cfg, model, best, example, fp_info, step_times, history, t_run) -
         "fp_val_acc": fp_info.get("fp_val_acc", float("nan")),
         "fp_test_acc": fp_info.get("fp_test_acc", float("nan")),
     }
+
+
+def _mean_of(history: list[dict], key: str) -> float:
+    values = [r[key] for r in history if key in r and math.isfinite(r[key])]
+    return statistics.fmean(values) if values else float("nan")
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
