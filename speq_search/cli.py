@@ -297,7 +297,7 @@ def _print_front(summary: dict) -> None:
     if len(front):
         skip = {"status", "trial_dir", "error", "full_fidelity", "epochs_total", "wall_time_s", "macs", "params",
                 "fp_val_acc", "fp_test_acc", "high_val_acc", "val_loss", "best_epoch", "train_time_s", "layer_bits",
-                "feasible", "constraint_violation"}
+                "feasible", "constraint_violation", "teacher_val_acc", "teacher_gap", "high_gap"}
         cols = [c for c in front.columns if c not in skip and front[c].notna().any()]
         cols = objectives + [c for c in cols if c not in objectives]
         print(f"Pareto front ({len(front)} points):")

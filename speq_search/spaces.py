@@ -59,7 +59,7 @@ ALIASES = {
     "weight_quantizer": "quant.weight_quantizer",
     "method": "speq.method", "p_high": "speq.p_high", "high_bits": "speq.high_bits",
     "kd_weight": "speq.kd_weight", "ce_weight": "speq.ce_weight", "temperature": "speq.temperature",
-    "kd_loss": "speq.kd_loss", "teacher_bn": "speq.teacher_bn",
+    "kd_loss": "speq.kd_loss", "teacher_bn": "speq.teacher_bn", "kd_schedule": "speq.kd_schedule",
     "model": "model.name", "width": "model.width",
     "lr": "optim.lr", "epochs": "optim.epochs", "batch_size": "data.batch_size",
 }

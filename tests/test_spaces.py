@@ -64,6 +64,7 @@ def test_default_space_is_what_run_takes_without_argument():
     ("train.quant.w_bits", 1, "train.quant.w_bits"),
     ("train.model.name", "vgg", "train.model.name"),
     ("train.optim.epochz", 3, "train.optim.epochz"),
+    ("params.kd_schedule", {"type": "choice", "values": ["constant", "step"]}, "params.kd_schedule.values[1]"),
     ("extra", 1, "extra"),
 ])
 def test_validation_errors_name_the_key(path, value, field):
@@ -95,6 +96,12 @@ def test_trial_config_maps_short_names_and_dotted_fields():
     spec = parse_space(raw)
     cfg = spec.trial_config({"w_bits": 2, "optim.lr": 0.01})
     assert cfg.quant.w_bits == 2 and cfg.optim.lr == 0.01
+
+
+def test_kd_schedule_is_searchable_by_its_short_name():
+    raw = _with("params.kd_schedule", {"type": "choice", "values": ["constant", "cosine-decay"]})
+    spec = parse_space(raw)
+    assert spec.trial_config({"w_bits": 2, "p_high": 0.5, "kd_schedule": "cosine-decay"}).speq.kd_schedule == "cosine-decay"
 
 
 def test_resolved_space_round_trips(tmp_path):

@@ -23,7 +23,8 @@ METRIC_COLUMNS = ("val_acc", "test_acc", "val_loss", "high_val_acc", "avg_w_bits
                   "size_bytes", "bitops", "macs", "params", "step_time_s", "train_time_s", "fp_val_acc",
                   "fp_test_acc", "best_epoch")
 # Reported only by some searches (per-layer bits, a cost table, constraints): columns only when present.
-OPTIONAL_COLUMNS = ("layer_bits", "latency_ms", "energy", "feasible", "constraint_violation", "compile", "compile_s")
+OPTIONAL_COLUMNS = ("layer_bits", "latency_ms", "energy", "feasible", "constraint_violation", "compile", "compile_s",
+                    "teacher_val_acc", "teacher_gap", "high_gap")
 
 
 def collect_trials(experiment: str | Path, spec: SearchSpec) -> pd.DataFrame:
