@@ -114,7 +114,7 @@ def read_rows(path: Path, setting: str | None = None) -> list[dict]:
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if setting is None or r.get("setting") == setting]
+    return [r for r in rows if "variant" in r and (setting is None or r.get("setting") == setting)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,21 +23,27 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_methods import ROW_KEYS, VARIANTS  # noqa: E402  (one list of variants for CPU and GPU)
 
-def _config(args, method: str, seed: int, kd_weight: float | None = None):
+
+def _config(args, variant: str, seed: int):
     from speq_search.config import TrainConfig
 
     changes = {
         "data.dataset": args.dataset, "data.data_dir": args.data_dir, "data.batch_size": args.batch_size,
         "model.name": args.model, "model.width": args.width, "quant.w_bits": args.bits, "quant.a_bits": args.bits,
-        "speq.method": method, "optim.epochs": args.epochs, "optim.fp_epochs": args.fp_epochs, "seed": seed,
-        "device": args.device, "fp_cache_dir": args.cache, "progress": False,
+        "optim.epochs": args.epochs, "optim.fp_epochs": args.fp_epochs, "seed": seed,
+        "device": args.device, "fp_cache_dir": args.cache, "progress": False, **VARIANTS[variant],
     }
     if args.train_size:
         changes["data.train_size"] = args.train_size
-    if kd_weight is not None:
-        changes["speq.kd_weight"] = kd_weight
     return TrainConfig().replace(**changes)
+
+
+def _setting(args) -> str:
+    return (f"{args.dataset}{f' (train {args.train_size})' if args.train_size else ''}, {args.model} x{args.width:g}, "
+            f"batch {args.batch_size}, {args.epochs} epochs (float {args.fp_epochs}), {args.device}")
 
 
 def _float_model(job) -> dict:
@@ -52,18 +58,18 @@ def _float_model(job) -> dict:
 
 
 def _quantized(job) -> dict:
-    args, label, method, kd_weight, seed = job
+    args, variant, seed = job
     from speq_search.train import run
 
-    cfg = _config(args, method, seed, kd_weight)
+    cfg = _config(args, variant, seed)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as out:
         m = run(cfg, Path(out) / "run", log=lambda msg: None)
         history = (Path(out) / "run" / "metrics.csv").read_text().splitlines()
-    return {"phase": "quantized", "variant": label, "seed": seed, "val_acc": m["val_acc"], "test_acc": m["test_acc"],
-            "high_val_acc": m["high_val_acc"], "fp_test_acc": m["fp_test_acc"], "best_epoch": m["best_epoch"],
-            "step_ms": round(1000 * m["step_time_s"], 2), "wall_s": round(time.time() - t0, 1),
-            "epochs": len(history) - 1}
+    # The row schema of bench_methods.py, so that `bench_methods.py --report` reads these rows.
+    return {"phase": "quantized", "setting": _setting(args), "seed": seed, "bits": args.bits, "variant": variant,
+            **{k: m.get(k) for k in ROW_KEYS}, "step_ms": round(1000 * m["step_time_s"], 2),
+            "seconds": round(time.time() - t0, 1), "epochs": len(history) - 1}
 
 
 def _emit(row: dict, out: Path | None) -> None:
@@ -83,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--bits", type=int, default=2)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3])
-    p.add_argument("--variants", nargs="+", default=["qat", "speq"],
-                   help="qat | speq | speq-kd3 (kd_weight 3) | kd-kl | kd-fp")
+    p.add_argument("--variants", nargs="+", default=["qat", "speq"], choices=list(VARIANTS),
+                   help="as in bench_methods.py")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--fp-epochs", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=256)
@@ -94,18 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="append each finished run here as a JSON line")
     args = p.parse_args(argv)
     out = Path(args.out) if args.out else None
-    variants = {"qat": ("qat", None), "speq": ("speq", None), "speq-kd3": ("speq", 3.0), "kd-kl": ("kd-kl", None),
-                "kd-fp": ("kd-fp", None)}
-    unknown = [v for v in args.variants if v not in variants]
-    if unknown:
-        p.error(f"--variants: unknown {unknown[0]}; accepted: {', '.join(variants)}")
     ctx = mp.get_context("spawn")  # a forked child cannot use CUDA once the parent has
     t0 = time.time()
     _emit({"phase": "start", "args": vars(args)}, out)
     with ctx.Pool(args.processes or len(args.seeds)) as pool:
         for row in pool.imap_unordered(_float_model, [(args, s) for s in args.seeds]):
             _emit(dict(row, at_s=round(time.time() - t0, 1)), out)
-    jobs = [(args, v, *variants[v], s) for s in args.seeds for v in args.variants]
+    jobs = [(args, v, s) for s in args.seeds for v in args.variants]
     with ctx.Pool(args.processes or len(jobs)) as pool:
         for row in pool.imap_unordered(_quantized, jobs):
             _emit(dict(row, at_s=round(time.time() - t0, 1)), out)

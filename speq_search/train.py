@@ -36,8 +36,7 @@ from speq_search.models import create_model
 from speq_search.models._registry import _MODELS
 from speq_search.quant import calibrating, quantize_model
 from speq_search.quant.primitives import FULL_PRECISION
-from speq_search.speq import (frozen_state, high_precision, kd_schedule_factor, speq_loss_terms,
-                              stochastic_precision, teacher_logits)
+from speq_search.speq import frozen_state, high_precision, kd_schedule_factor, speq_loss_terms, stochastic_precision, teacher_logits
 
 CHECKPOINT_FORMAT = "speq-search-checkpoint/1"
 EVAL_BATCH = 1024
