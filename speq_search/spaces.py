@@ -51,7 +51,17 @@ from speq_search.config import TrainConfig
 from speq_search.errors import ConfigError
 from speq_search.yamlio import load_yaml
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+
+
+def _shipped_dir() -> Path:
+    """The shipped spaces: inside the installed package (a wheel carries ``search_spaces/`` as
+    ``speq_search/search_spaces``), else the source tree's ``search_spaces/``, where they are edited."""
+    package = Path(__file__).resolve().parent
+    installed = package / "search_spaces"
+    return installed if installed.is_dir() else package.parent / "search_spaces"
+
+
+SHIPPED_DIR = _shipped_dir()
 
 # Short names for the fields a search usually varies.
 ALIASES = {
