@@ -483,7 +483,9 @@ def run(
 
     ``out_dir`` receives ``config.yaml``, ``metrics.csv`` (a row per epoch), ``metrics.json``
     and ``checkpoint.pt``. ``resume=True`` continues from ``out_dir/checkpoint.pt``.
-    ``callback(row)`` is called after every epoch (the search layer reports from it).
+    ``callback(row)`` is called after every epoch (the search layer reports from it): the epoch's
+    row, the costs and the selected epoch's metrics (``val_acc`` is the best epoch's so far, the
+    objective; ``epoch_val_acc`` is this epoch's own, what learning curves draw).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     device = resolve_device(cfg.device)
@@ -606,8 +608,9 @@ def run(
             }, ckpt_path)
         compiled = {"compile": compile_mode, "compile_s": round(compile_seconds() - compile_start, 2)}
         if callback is not None and epoch + 1 < cfg.optim.epochs:
+            # val_acc is the selected (best so far) epoch's, the objective; epoch_val_acc this epoch's own.
             callback(dict(row, **_costs_now(cfg, student, best, example, fp_info, all_times, history, t_run),
-                          **compiled))
+                          **compiled, epoch_val_acc=val_acc))
 
     student.load_state_dict(best["state"])
     metrics = _costs_now(cfg, student, best, example, fp_info, all_times, history, t_run)
@@ -615,7 +618,7 @@ def run(
     # The test split is evaluated once, on the model the validation split chose.
     metrics["test_acc"], _ = evaluate(student, splits.test, device)
     if callback is not None:
-        callback(dict(history[-1], **metrics))
+        callback(dict(history[-1], **metrics, epoch_val_acc=history[-1]["val_acc"]))
     if out is not None:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log("result: " + ", ".join(f"{k}={metrics[k]}" for k in ("method", "val_acc", "test_acc", "avg_w_bits",

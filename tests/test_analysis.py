@@ -342,3 +342,19 @@ def test_trial_ids_that_look_like_numbers_stay_strings(tmp_path):
 
     (tmp_path / "trials.csv").write_text("trial_id,val_acc\n228736e2,0.9\n11689144,0.8\n")
     assert read_run_csv(tmp_path / "trials.csv")["trial_id"].tolist() == ["228736e2", "11689144"]
+
+
+def test_learning_curves_draw_each_epochs_own_accuracy(tmp_path):
+    """A trial reports the best epoch so far as val_acc (its objective) and each epoch's own as
+    epoch_val_acc: the curves show the latter, dips included."""
+    df = _trials().iloc[:1]
+    run_dir = write_run(tmp_path / "r", df)
+    trial = next((run_dir / "ray").iterdir())
+    own = [0.90, 0.85, 0.93]
+    lines = [{"trial_id": df.trial_id.iloc[0], "epoch": e, "val_acc": max(own[:e]), "epoch_val_acc": own[e - 1],
+              "bitops": 1} for e in (1, 2, 3)]
+    (trial / "result.json").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    curves = learning_curves(load_run(run_dir))
+    assert curves["val_acc"].tolist() == own
+    fig = plots.render_curves(curves)
+    assert list(fig.data[0].y) == own

@@ -162,3 +162,13 @@ def test_concurrent_writers_of_one_cache_file_do_not_collide(tmp_path):
     assert errors == []
     assert torch.load(path, weights_only=True)["w"].shape == (2000,)
     assert [p.name for p in tmp_path.iterdir()] == ["fp.pt"]  # no temporary file left behind
+
+
+def test_callback_reports_each_epochs_own_accuracy_beside_the_selected_one(tmp_path, tiny_cfg):
+    rows = []
+    train(tiny_cfg.replace(**{"optim.epochs": 4, "optim.lr": 0.5}), tmp_path / "r", callback=rows.append,
+          log=lambda m: None)
+    history = list(csv.DictReader(open(tmp_path / "r" / "metrics.csv")))
+    own = [float(r["val_acc"]) for r in history]
+    assert [r["epoch_val_acc"] for r in rows] == pytest.approx(own)
+    assert [r["val_acc"] for r in rows] == pytest.approx([max(own[:i + 1]) for i in range(4)])

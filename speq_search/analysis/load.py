@@ -292,17 +292,22 @@ def expand_layer_bits(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def learning_curves(run: Run, metric: str = "val_acc") -> pd.DataFrame:
-    """Per-epoch ``metric`` of every trial (columns ``run, trial_id, epoch, <metric>``).
+    """Per-epoch ``metric`` of every trial (columns ``run, trial_id, epoch, <metric>``): each
+    epoch's own value (for ``val_acc``, not the best so far that the search optimises).
 
     Read from the Ray experiment's ``result.json`` files; empty when the run has none.
     """
     rows = []
+    # A trial reports the selected (best so far) epoch's val_acc, its objective, and each
+    # epoch's own as epoch_val_acc: a curve of val_acc draws the latter (runs before it: val_acc).
+    source = {"val_acc": "epoch_val_acc"}.get(metric, metric)
     if run.experiment is not None and Path(run.experiment).is_dir():
         for trial_dir in trial_dirs(run.experiment):
             for i, r in enumerate(read_results(trial_dir / "result.json"), start=1):
-                if metric in r:
+                key = source if source in r else metric
+                if key in r:
                     rows.append({"run": run.name, "trial_id": r.get("trial_id", trial_dir.name),
-                                 "epoch": r.get("epoch", r.get("training_iteration", i)), metric: r[metric]})
+                                 "epoch": r.get("epoch", r.get("training_iteration", i)), metric: r[key]})
     return pd.DataFrame(rows, columns=["run", "trial_id", "epoch", metric])
 
 
