@@ -113,6 +113,19 @@ def test_front_rows_and_best_under_budgets():
     assert best.loc[3, "bitops"] == 50
 
 
+def test_budget_pick_is_not_dominated_on_the_other_objectives():
+    # The case: same accuracy and size, W3A8 costs 15.4 M BitOps and W3A3 6.5 M.
+    df = pd.DataFrame({"trial_id": ["w3a8", "w3a3", "w2a2"], "val_acc": [0.95, 0.95, 0.90],
+                       "size_bytes": [27392, 27392, 20000], "bitops": [15.4e6, 6.5e6, 3.0e6]})
+    best = best_under_budgets(df, "size_bytes", [64000], "val_acc", "max", others=[("bitops", "min")])
+    assert best["trial_id"].tolist() == ["w3a3"]
+    swapped = best_under_budgets(df.iloc[::-1], "size_bytes", [64000], "val_acc", "max", others=[("bitops", "min")])
+    assert swapped["trial_id"].tolist() == ["w3a3"]  # whatever order the trials came in
+    # The budget's own cost still comes first among non-dominated ties.
+    df2 = pd.DataFrame({"trial_id": ["a", "b"], "val_acc": [0.9, 0.9], "size_bytes": [100, 200], "bitops": [50, 10]})
+    assert best_under_budgets(df2, "size_bytes", [500], others=[("bitops", "min")])["trial_id"].tolist() == ["a"]
+
+
 def test_box_hypervolume_by_hand():
     from speq_search.analysis.pareto import box_hypervolume
 

@@ -63,16 +63,26 @@ def front_rows(df: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> pd.Da
 
 
 def best_under_budgets(df: pd.DataFrame, cost: str, budgets: Sequence[float], score: str = "val_acc",
-                       mode: str = "max") -> pd.DataFrame:
+                       mode: str = "max", others: Sequence[tuple[str, str]] = ()) -> pd.DataFrame:
     """For each budget, the row with the best ``score`` among rows with ``cost <= budget``.
 
-    One row per budget (column ``budget``); a budget no row meets gives a row of NaN. Ties on
-    the score go to the cheaper row.
+    One row per budget (column ``budget``); a budget no row meets gives a row of NaN. Among rows
+    tied on the score, the pick is not dominated on ``cost`` and the run's ``others`` objectives
+    ((metric, mode) pairs, e.g. ``[("bitops", "min")]``), and is the cheapest on them in turn:
+    W3A3 at 6.5 M BitOps, not W3A8 at 15.4 M with the same accuracy and size.
     """
+    others = [(m, d) for m, d in others if m not in (score, cost) and m in df]
     rows = []
     for budget in budgets:
         ok = df[df[cost] <= budget].dropna(subset=[score])
-        ok = ok.sort_values([score, cost], ascending=[mode == "min", True], kind="stable")
+        if len(ok):
+            best = ok[score].max() if mode == "max" else ok[score].min()
+            tied = ok[ok[score] == best]
+            if others:
+                tied = tied[pareto_mask(tied[[cost, *[m for m, _ in others]]].to_numpy(dtype=float),
+                                        ["min", *[d for _, d in others]])]
+            order = [cost, *[m for m, _ in others]]
+            ok = tied.sort_values(order, ascending=[True, *[d == "min" for _, d in others]], kind="stable")
         rows.append((ok.iloc[[0]] if len(ok) else df.iloc[0:0].reindex([0])).assign(budget=budget))
     return pd.concat(rows, ignore_index=True)[["budget", *df.columns]]
 

@@ -174,7 +174,8 @@ def run_report(run: Run, budget_metric: str = "avg_bits", budgets: Sequence[floa
     score = next((m for m in metrics if m.endswith("_acc")), metrics[0])
     best = pd.DataFrame()
     if budget_metric in done:
-        best = best_under_budgets(done, budget_metric, budgets, score, _mode([run], score))
+        best = best_under_budgets(done, budget_metric, budgets, score, _mode([run], score),
+                                  others=[o for o in run.objectives if o[0] != score])
     return RunReport(run, front, best, hv, reference, plots.importance_data(run))
 
 
