@@ -234,7 +234,7 @@ def _objectives(text: str | None) -> list[tuple[str, str]] | None:
 
 def _plot(args: argparse.Namespace) -> int:
     from speq_search.analysis.load import load_runs
-    from speq_search.analysis.plots import write_figure
+    from speq_search.analysis.plots import ImageExportError, write_figure
     from speq_search.analysis.report import make_figure
     from speq_search.search.folder import ensure_writable
 
@@ -243,7 +243,11 @@ def _plot(args: argparse.Namespace) -> int:
     ensure_writable(out.parent, "--out")
     runs, df = load_runs(args.runs, _objectives(args.objectives))
     fig = make_figure(runs, df, args.kind, args.x, args.y, args.color, args.group_by)
-    print(write_figure(fig, out, png=False))
+    try:
+        print(write_figure(fig, out, png=False, strict=True))
+    except ImageExportError as err:  # the HTML is written; the image the user asked for is not
+        print(f"error: --out: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

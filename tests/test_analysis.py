@@ -282,11 +282,23 @@ def test_plot_overlay_and_errors(tmp_path, capsys):
     assert main(["plot", str(a), "--objectives", "val_acc:up"]) == 2
 
 
-def test_image_export_without_a_browser_writes_html_and_says_why(run_dir, monkeypatch, capsys):
-    monkeypatch.setattr(plots, "browser_available", lambda: False)
-    assert main(["plot", str(run_dir), "--out", str(run_dir / "front.png")]) == 0
-    assert "PNG skipped: no Chromium" in capsys.readouterr().out
+def test_image_asked_for_without_a_browser_writes_html_and_fails_in_one_line(run_dir, monkeypatch, capsys):
+    monkeypatch.setattr(plots, "browser_path", lambda: None)
+    assert main(["plot", str(run_dir), "--out", str(run_dir / "front.png")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "plotly_get_chrome" in err and "BROWSER_PATH" in err
     assert (run_dir / "front.html").exists() and not (run_dir / "front.png").exists()
+
+
+def test_browser_is_found_as_kaleido_finds_it(tmp_path, monkeypatch):
+    fake = tmp_path / "my-chrome"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # nothing on PATH
+    monkeypatch.setenv("BROWSER_PATH", str(fake))
+    assert plots.browser_path() == str(fake) and plots.browser_available()
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "missing"))
+    assert plots.browser_path() != str(tmp_path / "missing")  # a path that is not there is no browser
 
 
 @pytest.mark.skipif(not plots.browser_available(), reason="no Chromium: PNG export is skipped (CI installs it)")

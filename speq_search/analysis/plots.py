@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import warnings
 from collections.abc import Sequence
@@ -331,9 +332,34 @@ def render_layer_bits(data: LayerBitsData, title: str = "Bits per layer along th
     return fig
 
 
+NO_BROWSER = ("no Chrome or Chromium found for image export: run `plotly_get_chrome` (or apt-get install chromium), "
+              "or set BROWSER_PATH to a Chrome executable")
+
+
+class ImageExportError(RuntimeError):
+    """An image was asked for and none could be made (the HTML was written instead)."""
+
+
+def browser_path() -> str | None:
+    """The Chrome/Chromium kaleido will use, found as kaleido finds it: ``BROWSER_PATH``, a
+    browser fetched by ``plotly_get_chrome``/``kaleido_get_chrome``, then the usual names on
+    ``PATH`` and install locations."""
+    try:
+        from choreographer.browsers.chromium import Chromium
+
+        path = Chromium.find_browser(skip_local=False)
+    except ImportError:  # kaleido (and choreographer) not installed: export fails anyway
+        path = os.environ.get("BROWSER_PATH") or next(
+            (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome") if shutil.which(b)),
+            None)
+    except Exception:  # noqa: BLE001 - a broken browser lookup means no browser, not a crash
+        path = None
+    return path if path and os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
 def browser_available() -> bool:
     """Whether kaleido can find a Chrome/Chromium to export images with."""
-    return any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome"))
+    return browser_path() is not None
 
 
 IMAGE_FORMATS = (".png", ".svg", ".pdf")
@@ -363,7 +389,7 @@ def image_session():
 def export_image(fig, path: Path, width: int = 900, height: int = 560) -> str | None:
     """Write ``fig`` as PNG/SVG/PDF; returns ``None``, or one line saying why it was skipped."""
     if not browser_available():
-        return "no Chromium found (apt-get install chromium)"
+        return NO_BROWSER
     try:
         with warnings.catch_warnings():  # plotly warns that a running image server ignores its options
             warnings.simplefilter("ignore", UserWarning)
@@ -373,12 +399,13 @@ def export_image(fig, path: Path, width: int = 900, height: int = 560) -> str | 
     return None
 
 
-def write_figure(fig, path: Path, png: bool = True) -> str:
+def write_figure(fig, path: Path, png: bool = True, strict: bool = False) -> str:
     """Write ``fig`` to ``path``: HTML (self-contained, works offline), or an image format.
 
     For ``.html``, a PNG is written beside it when ``png`` and a browser is present. For
-    ``.png``/``.svg``/``.pdf`` without a browser, the HTML is written instead. Returns one line
-    saying what was written or why an image was skipped; never raises for a missing browser.
+    ``.png``/``.svg``/``.pdf`` without a browser, the HTML is written instead, and then
+    ``strict`` raises :class:`ImageExportError` (the image was what the user asked for).
+    Returns one line saying what was written or why an image was skipped.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -388,7 +415,10 @@ def write_figure(fig, path: Path, png: bool = True) -> str:
             return f"wrote {path}"
         html = path.with_suffix(".html")
         fig.write_html(str(html), include_plotlyjs=True)
-        return f"wrote {html}; {path.suffix[1:].upper()} skipped: {why}"
+        note = f"wrote {html}; {path.suffix[1:].upper()} not made: {why}"
+        if strict:
+            raise ImageExportError(note)
+        return note
     fig.write_html(str(path), include_plotlyjs=True)
     if not png:
         return f"wrote {path}"
@@ -396,7 +426,8 @@ def write_figure(fig, path: Path, png: bool = True) -> str:
     return f"wrote {path} and {path.with_suffix('.png').name}" if why is None else f"wrote {path}; PNG skipped: {why}"
 
 
-__all__ = ["COST_AXES", "FrontFigureData", "FrontInfo", "ParallelData", "browser_available", "export_image",
+__all__ = ["COST_AXES", "FrontFigureData", "FrontInfo", "ImageExportError", "ParallelData", "browser_available",
+           "browser_path", "export_image",
            "front_data", "front_figure", "hypervolume_data", "image_session", "importance_data", "parallel_data",
            "render_curves", "render_fronts", "render_hypervolume", "render_importance",
            "render_parallel", "render_sensitivity", "LayerBitsData", "layer_bits_data", "render_layer_bits", "write_figure"]
