@@ -43,13 +43,15 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from speq_search.config import TrainConfig
 from speq_search.errors import ConfigError
 from speq_search.yamlio import load_yaml
+
+if TYPE_CHECKING:
+    from speq_search.config import TrainConfig
 
 
 
@@ -320,6 +322,8 @@ def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpe
     if not isinstance(train_raw, dict):
         raise ConfigError("train", train_raw, "a mapping of TrainConfig sections (data, model, quant, speq, optim)")
     try:
+        from speq_search.config import TrainConfig  # torch: only where a space is parsed
+
         train = TrainConfig.from_dict(train_raw).replace(progress=False)
     except ConfigError as err:
         raise ConfigError(f"train.{err.field}", err.value, err.accepted) from None

@@ -61,3 +61,23 @@ def test_wheel_install_lists_and_runs_the_shipped_spaces(wheel_venv):
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((tmp / "runs" / "w" / "summary.json").read_text())
     assert summary["n_completed"] == 2
+
+
+@pytest.mark.parametrize("code", [
+    "import speq_search",
+    "import speq_search.analysis.pareto",
+    "from speq_search.cli import main; main(['spaces'])",
+    "from speq_search.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
+])
+def test_commands_that_train_nothing_do_not_import_torch(code):
+    check = "\nimport sys\nassert 'torch' not in sys.modules and 'sklearn' not in sys.modules, sorted(sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code + check], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-500:]
+
+
+def test_the_public_names_still_resolve():
+    import speq_search
+
+    for name in speq_search.__all__:
+        assert getattr(speq_search, name) is not None
+    assert speq_search.run_training.__name__ == "run"
