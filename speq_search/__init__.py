@@ -51,7 +51,16 @@ if TYPE_CHECKING:  # what static tools and IDEs see
     from speq_search.data import create_dataset, list_datasets, register_dataset
     from speq_search.errors import ConfigError
     from speq_search.models import create_model, list_models, register_model
-    from speq_search.quant import ActQuantizer, QuantConv2d, QuantLinear, WeightQuantizer, act_quantizers, calibrating, layer_bits, quantize_model
+    from speq_search.quant import (
+        ActQuantizer,
+        QuantConv2d,
+        QuantLinear,
+        WeightQuantizer,
+        act_quantizers,
+        calibrating,
+        layer_bits,
+        quantize_model,
+    )
     from speq_search.speq import distillation_loss, high_precision, speq_loss, stochastic_precision, teacher_logits
     from speq_search.train import TrainingDiverged, load_trained
     from speq_search.train import run as run_training
