@@ -323,6 +323,17 @@ def _listing(entries: dict[str, str]) -> int:
     return 0
 
 
+# The library names arguments as Python does; the command line names its flags.
+_FLAGS = {"plot": {"kind": "--kind", "x": "--x", "y": "--y", "color": "--color", "group": "--group-by"},
+          "run": {"storage_path": "--storage-path"},
+          "train": {"out": "--out"}}
+
+
+def _as_flags(err: ConfigError, command: str) -> str:
+    flag = _FLAGS.get(command, {}).get(err.field)
+    return str(err) if flag is None else str(ConfigError(flag, err.value, err.accepted))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``speq-search`` console script."""
     parser = build_parser()
@@ -354,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return _listing(list_datasets())
     except ConfigError as err:
-        print(f"speq-search {args.command}: error: {err}", file=sys.stderr)
+        print(f"speq-search {args.command}: error: {_as_flags(err, args.command)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"speq-search {args.command}: interrupted; results written so far are kept "

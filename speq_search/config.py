@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from speq_search.compiling import COMPILE_MODES
-from speq_search.errors import ConfigError
+from speq_search.errors import ConfigError, one_of
 from speq_search.quant.modules import WEIGHT_QUANTIZERS
 from speq_search.quant.primitives import check_bits
 from speq_search.speq import KD_LOSSES, KD_SCHEDULES, TEACHER_BN_MODES
@@ -235,7 +235,8 @@ class TrainConfig:
         top = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - top
         if unknown:
-            raise ConfigError(sorted(unknown)[0], d[sorted(unknown)[0]], "a key among " + ", ".join(sorted(top)))
+            key = sorted(unknown)[0]
+            raise ConfigError(key, d[key], one_of(key, top, _FIELD_SECTIONS))
         kwargs: dict[str, Any] = {}
         for key, value in d.items():
             if key in _SECTIONS:
@@ -272,11 +273,22 @@ def _section(name: str, cls: type, value: Any):
     known = {f.name for f in dataclasses.fields(cls)}
     for key in value:
         if key not in known:
-            raise ConfigError(f"{name}.{key}", value[key], "a key among " + ", ".join(sorted(known)))
+            raise ConfigError(f"{name}.{key}", value[key], one_of(key, known))
     try:
         return cls(**value)
     except TypeError as err:
         raise ConfigError(name, value, str(err)) from None
+
+
+def _section_fields() -> dict[str, str]:
+    """Every section's field as ``{field: "section.field"}`` (a top-level near miss such as
+    ``epoch`` is suggested as ``optim.epochs``)."""
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(TrainConfig):
+        if dataclasses.is_dataclass(f.default_factory) if f.default_factory is not dataclasses.MISSING else False:
+            for g in dataclasses.fields(f.default_factory):
+                out.setdefault(g.name, f"{f.name}.{g.name}")
+    return out
 
 
 def set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
@@ -290,5 +302,8 @@ def set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
         node = node[part]
     last = parts[-1]
     if last not in node and not (len(parts) > 1 and parts[-2] in ("overrides", "kwargs")):
-        raise ConfigError(dotted, value, "a key among " + ", ".join(sorted(node)))
+        raise ConfigError(dotted, value, one_of(last, node))
     node[last] = value
+
+
+_FIELD_SECTIONS = _section_fields()

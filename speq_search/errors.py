@@ -19,6 +19,21 @@ def short_repr(value: object) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def one_of(value: object, options, extra: dict[str, str] | None = None) -> str:
+    """``"a key among a, b, c"``, plus ``" (did you mean b?)"`` when ``value`` is a near miss.
+
+    ``extra`` maps further names to what they stand for (e.g. short aliases), which are
+    suggested but not listed.
+    """
+    import difflib
+
+    options = sorted(options)
+    names = {o: o for o in options} | (extra or {})
+    near = difflib.get_close_matches(str(value), list(names), n=1, cutoff=0.75)
+    hint = f" (did you mean {names[near[0]]}?)" if near else ""
+    return "a key among " + ", ".join(options) + hint
+
+
 class ConfigError(ValueError):
     """A value given by the user is not accepted.
 

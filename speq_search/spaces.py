@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from speq_search.errors import ConfigError
+from speq_search.errors import ConfigError, one_of
 from speq_search.yamlio import load_yaml
 
 if TYPE_CHECKING:
@@ -296,13 +296,24 @@ def resolve_space_path(name_or_path: str | None) -> Path:
     raise ConfigError("space", name_or_path, "a YAML file or a shipped space: " + ", ".join(shipped_spaces()))
 
 
-def load_space(name_or_path: str | None = None, overrides: dict[str, Any] | None = None) -> SearchSpec:
-    """Load and validate a space file; ``overrides`` are dotted keys (``train.optim.epochs``)."""
+def load_space(name_or_path: str | None = None, overrides: dict[str, Any] | None = None,
+               paths_relative_to_file: bool = True) -> SearchSpec:
+    """Load and validate a space file; ``overrides`` are dotted keys (``train.optim.epochs``).
+
+    A relative ``train.data.data_dir`` in the file is relative to the file's folder (so a
+    space finds its data from any working directory; the shipped ones point at the repository's
+    ``.data``); one given in ``overrides`` is relative to the working directory.
+    """
     path = resolve_space_path(name_or_path)
     raw = load_yaml(path, "space")
     if not isinstance(raw, dict):
         raise ConfigError("space", str(path), "a mapping with train, params, objectives, search")
     raw.setdefault("name", path.stem)
+    data = (raw.get("train") or {}).get("data") if isinstance(raw.get("train"), dict) else None
+    if paths_relative_to_file and isinstance(data, dict) and isinstance(data.get("data_dir"), str):
+        folder = Path(data["data_dir"]).expanduser()
+        if not folder.is_absolute():
+            data["data_dir"] = str((path.resolve().parent / folder).resolve())
     return parse_space(raw, overrides)
 
 
@@ -326,7 +337,12 @@ def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpe
 
         train = TrainConfig.from_dict(train_raw).replace(progress=False)
     except ConfigError as err:
-        raise ConfigError(f"train.{err.field}", err.value, err.accepted) from None
+        accepted = err.accepted
+        near = re.search(r"\(did you mean ([\w.]+)\?\)", accepted)
+        if near and "." not in err.field:  # a top-level near miss: name it as a space names it
+            short = {dotted: name for name, dotted in ALIASES.items()}.get(near.group(1), near.group(1))
+            accepted = accepted.replace(near.group(0), f"(did you mean train.{short}?)")
+        raise ConfigError(f"train.{err.field}", err.value, accepted) from None
 
     params_raw = raw.get("params") or {}
     if not isinstance(params_raw, dict):
@@ -585,7 +601,11 @@ def _parse_search(spec: dict) -> SearchSettings:
     known = {f.name: f for f in dataclasses.fields(SearchSettings)}
     for key in spec:
         if key not in known:
-            raise ConfigError(f"search.{key}", spec[key], "a key among " + ", ".join(known))
+            raise ConfigError(f"search.{key}", spec[key], one_of(key, known))
+    spec = dict(spec)
+    for key in ("sampler", "scheduler"):  # names, not identifiers: TPE, NSGA2 and ASHA are how papers write them
+        if isinstance(spec.get(key), str):
+            spec[key] = spec[key].lower()
     s = SearchSettings(**spec)
     if s.sampler not in SAMPLERS:
         raise ConfigError("search.sampler", s.sampler, " | ".join(SAMPLERS))

@@ -260,7 +260,7 @@ def test_make_figure_kinds(run_dir):
         assert len(make_figure(runs, df, kind).data) >= 1
     from speq_search.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="--kind"):
+    with pytest.raises(ConfigError, match="^kind: "):  # from Python: the argument's name, not a CLI flag
         make_figure(runs, df, "pie")
 
 
@@ -275,6 +275,11 @@ def test_plot_overlay_and_errors(tmp_path, capsys):
     assert "plotly" in text and '"name":"speq"' in text and '"name":"qat"' in text
     assert main(["plot", str(a), "--x", "nope"]) == 2
     assert "--x" in capsys.readouterr().err
+    assert main(["plot", str(a), "--x", "bitop"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("speq-search plot: error: --x: got 'bitop'") and "(did you mean bitops?)" in err
+    offered = err.split("a column of the results: ")[1]
+    assert "val_acc" in offered and not any(c in offered for c in ("trial_id", "status", "full_fidelity", "error"))
     assert main(["plot", str(tmp_path / "nothing")]) == 2
     assert main(["plot", str(a), "--kind", "pie"]) == 2
     assert main(["plot", str(a), "--kind", "sensitivity"]) == 2  # the run has no sensitivity.csv

@@ -174,3 +174,11 @@ def test_random32_is_seeded_noise_for_32x32_models():
     assert a.train.x.shape == (800, 3, 32, 32) and a.in_channels == 3 and a.image_size == 32
     assert torch.equal(a.train.x, b.train.x) and torch.equal(a.val.y, b.val.y)
     assert sorted(a.train.y.unique().tolist()) == list(range(10))
+
+
+def test_missing_fashion_mnist_says_how_to_get_the_offline_copy(tmp_path):
+    for data_dir in (str(tmp_path / "missing"), str(tmp_path)):
+        with pytest.raises(ConfigError) as err:
+            create_dataset("fashion-mnist", data_dir=data_dir)
+        assert "make data" in str(err.value) and "fetch_fashion_mnist.py" in str(err.value)
+        assert "--" not in str(err.value).split("accepted:")[1].replace("--out", "")  # no CLI flags from Python

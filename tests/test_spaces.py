@@ -118,3 +118,36 @@ def test_unknown_space_lists_the_shipped_ones():
     with pytest.raises(ConfigError) as err:
         load_space("no-such-space")
     assert "default" in str(err.value)
+
+
+def test_a_relative_data_dir_in_a_space_file_is_relative_to_the_file(tmp_path, monkeypatch):
+    folder = tmp_path / "study"
+    folder.mkdir()
+    raw = _with("train.data", {"dataset": "digits", "data_dir": "my-data"})
+    (folder / "s.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    assert load_space(str(folder / "s.yaml")).train.data.data_dir == str(folder / "my-data")
+    # given on the command line, it is relative to the working directory, as any path there
+    spec = load_space(str(folder / "s.yaml"), {"train.data.data_dir": "cli-data"})
+    assert spec.train.data.data_dir == "cli-data"
+    assert load_space(str(folder / "s.yaml"), paths_relative_to_file=False).train.data.data_dir == "my-data"
+
+
+def test_the_shipped_fashion_space_points_at_the_repositorys_data_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data_dir = load_space("fashion-mnist").train.data.data_dir
+    assert data_dir == str(SHIPPED_DIR.parent.resolve() / ".data")
+
+
+def test_near_misses_are_suggested():
+    with pytest.raises(ConfigError, match=r"did you mean train\.epochs\?"):
+        parse_space(BASE, {"train.epoch": 1})
+    with pytest.raises(ConfigError, match=r"did you mean epochs\?"):
+        parse_space(BASE, {"train.optim.epoch": 1})
+    with pytest.raises(ConfigError, match=r"did you mean num_samples\?"):
+        parse_space(BASE, {"search.num_sample": 1})
+
+
+def test_sampler_and_scheduler_names_are_case_insensitive():
+    spec = parse_space(BASE, {"search.sampler": "TPE", "search.scheduler": "ASHA"})
+    assert spec.search.sampler == "tpe" and spec.search.scheduler == "asha"

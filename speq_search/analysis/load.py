@@ -13,6 +13,7 @@ directions), when the source knows.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import dataclass, field
@@ -270,12 +271,22 @@ def _load_optuna(url: str, name: str | None, objectives) -> Run:
                list(objectives or zip(metric_names, modes)), storage=url, study_name=study_name)
 
 
-def require_columns(df: pd.DataFrame, columns, option: str = "column") -> None:
-    """A :class:`LoadError` naming the first of ``columns`` that ``df`` lacks, and the ones it has."""
+# Bookkeeping columns: numbers, but nothing to draw an axis of.
+_NOT_PLOTTABLE = {"epochs_total", "full_fidelity", "feasible"}
+
+
+def require_columns(df: pd.DataFrame, columns, option: str = "column", plottable: bool = True) -> None:
+    """A :class:`LoadError` naming the first of ``columns`` that ``df`` lacks, and the ones it has:
+    those with numbers in them when ``plottable`` (an axis), else every column."""
     for col in columns:
         if col and col not in df:
-            numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
-            raise LoadError(option, col, "a column of the results: " + ", ".join(numeric or df.columns))
+            options = list(df.columns)
+            if plottable:
+                options = [c for c in df.columns if c not in _NOT_PLOTTABLE and df[c].notna().any()
+                           and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+            near = difflib.get_close_matches(str(col), options, n=1, cutoff=0.75)
+            raise LoadError(option, col, "a column of the results: " + ", ".join(options or df.columns)
+                            + (f" (did you mean {near[0]}?)" if near else ""))
 
 
 def expand_layer_bits(df: pd.DataFrame) -> pd.DataFrame:

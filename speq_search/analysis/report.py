@@ -44,14 +44,14 @@ def make_figure(runs: Sequence[Run], df: pd.DataFrame, kind: str = "front", x: s
                 y: str | None = None, color: str | None = None, group: str | None = None):
     """The plotly figure ``kind`` of the runs (see :data:`PLOT_KINDS`)."""
     if kind not in PLOT_KINDS:
-        raise ConfigError("--kind", kind, " | ".join(PLOT_KINDS))
+        raise ConfigError("kind", kind, " | ".join(PLOT_KINDS))
     dx, dy = default_axes(runs)
     x, y = x or dx, y or dy
     if kind == "front":
-        require_columns(df, [x], "--x")
-        require_columns(df, [y], "--y")
-        require_columns(df, [color], "--color")
-        require_columns(df, [group], "--group-by")
+        require_columns(df, [x], "x")
+        require_columns(df, [y], "y")
+        require_columns(df, [color], "color", plottable=False)
+        require_columns(df, [group], "group", plottable=False)
         group = group or ("run" if len(runs) > 1 else None)
         data = plots.front_data(df, x, y, _mode(runs, x), _mode(runs, y), group=group, color=color)
         if not any(f.x_front for f in data.fronts):

@@ -55,8 +55,14 @@ def random32(data_dir: str | None = None, download: bool = False, **_) -> Splits
     return Splits(split(800), split(200), split(200), num_classes=10)
 
 
+# How to get a data set that cannot be downloaded where the tool runs (no internet).
+_OFFLINE = {"FashionMNIST": "`make data` in the speq-search repository (or python benchmarks/data/fetch_fashion_mnist.py "
+                            "--out DIR) writes an offline copy to .data; download=true fetches it with torchvision"}
+
+
 def _require_dir(data_dir: str | None, dataset: str, expected: str) -> Path:
-    hint = f"a folder holding {expected} (pass --download to fetch it with torchvision; see README 'Data')"
+    how = _OFFLINE.get(dataset, "download=true fetches it with torchvision")
+    hint = f"a folder holding {expected} ({how}; see README 'Data')"
     if not data_dir:
         raise ConfigError("data_dir", data_dir, f"for {dataset}: {hint}")
     path = Path(data_dir).expanduser()
@@ -70,7 +76,7 @@ def _mnist_like(folder: str, data_dir, download, val_fraction, mean, std, tv_cla
     tv = _torchvision()
     if download:
         if tv is None:
-            raise ConfigError("download", True, "needs a working torchvision (pip install torchvision) or the files in --data-dir")
+            raise ConfigError("download", True, "needs a working torchvision (pip install torchvision) or the files in data_dir")
         root = Path(data_dir or "data").expanduser()
         arrays = []
         for train in (True, False):
@@ -87,7 +93,8 @@ def _mnist_like(folder: str, data_dir, download, val_fraction, mean, std, tv_cla
                 if not p.exists() and (raw / f"{p.name}.gz").exists():
                     p = raw / f"{p.name}.gz"
                 if not p.exists():
-                    raise ConfigError("data_dir", str(root), f"a folder holding {expected}; missing {p}")
+                    how = _OFFLINE.get(folder, "download=true fetches it with torchvision")
+                    raise ConfigError("data_dir", str(root), f"a folder holding {expected} ({how}); missing {p}")
                 files.append(read_idx(p))
             arrays.append(tuple(files))
     (xtr, ytr), (xte, yte) = arrays
@@ -125,7 +132,7 @@ def _cifar(data_dir, download, val_fraction, num_classes: int) -> Splits:
     tv = _torchvision()
     if download:
         if tv is None:
-            raise ConfigError("download", True, "needs a working torchvision (pip install torchvision) or the files in --data-dir")
+            raise ConfigError("download", True, "needs a working torchvision (pip install torchvision) or the files in data_dir")
         getattr(tv, tv_class)(str(Path(data_dir or "data").expanduser()), train=True, download=True)
         getattr(tv, tv_class)(str(Path(data_dir or "data").expanduser()), train=False, download=True)
     root = _require_dir(data_dir or ("data" if download else None), tv_class, f"{folder}/ as torchvision extracts it")

@@ -87,10 +87,10 @@ def storage_root(storage_path: str | None) -> str:
     if text.startswith("file://"):
         text = text[len("file://"):]
     elif "://" in text:
-        raise ConfigError("--storage-path", storage_path, "a local or mounted shared folder, or a file:// URI "
+        raise ConfigError("storage_path", storage_path, "a local or mounted shared folder, or a file:// URI "
                           "(s3://, gs:// and other cloud URIs are not supported yet)")
     path = Path(text).expanduser().resolve()
-    ensure_writable(path, "--storage-path")
+    ensure_writable(path, "storage_path")
     return str(path)
 
 

@@ -371,7 +371,7 @@ def run_search(spec: SearchSpec, run_dir: str | Path, opts: RunOptions | None = 
     spec = _absolute_paths(spec)
     with RunLock(run_dir) as lock:
         if (run_dir / "run.json").exists():
-            raise ConfigError("name", str(run_dir), "a new run folder (this one holds a search: use --resume to "
+            raise ConfigError("name", str(run_dir), "a new run folder (this one holds a search: resume it to "
                               "continue it)")
         try:
             fp_state, reference = _prepare_fp(spec, log)
@@ -406,9 +406,11 @@ def resume_search(run_dir: str | Path, opts: RunOptions | None = None) -> dict:
     log = _log(opts)
     with RunLock(run_dir, field="resume"):
         meta = _read_run_json(run_dir)
-        spec = load_space(str(run_dir / "space.yaml"))
+        # A run folder's space.yaml holds the data folder as the run resolved it (older runs: as
+        # given, relative to where they were started), not relative to the run folder.
+        spec = load_space(str(run_dir / "space.yaml"), paths_relative_to_file=False)
         if opts.storage_path:
-            raise ConfigError("--storage-path", opts.storage_path, "nothing with --resume (the run folder's run.json "
+            raise ConfigError("storage_path", opts.storage_path, "nothing when resuming (the run folder's run.json "
                               "says where its experiment is)")
         opts.address = opts.address or meta.get("address")
         if not opts.address:
