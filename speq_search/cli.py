@@ -298,6 +298,9 @@ def _print_front(summary: dict) -> None:
     infeasible = f", {summary['n_infeasible']} over budget" if summary.get("n_infeasible") else ""
     print(f"\n{summary['n_completed']} completed, {summary['n_failed']} failed, {summary['n_stopped']} stopped early"
           f"{infeasible} of {summary['n_trials']} trials; hypervolume {summary['hypervolume']:.4f}")
+    if summary.get("n_at_chance"):
+        print(f"warning: {summary['n_at_chance']} of {summary['n_completed']} completed trials learned nothing "
+              f"(validation accuracy near chance, {100 * summary['chance_acc']:.0f} %): their front means nothing")
     if len(front):
         skip = {"status", "trial_dir", "error", "full_fidelity", "epochs_total", "wall_time_s", "macs", "params",
                 "fp_val_acc", "fp_test_acc", "high_val_acc", "val_loss", "best_epoch", "train_time_s", "layer_bits",

@@ -364,14 +364,16 @@ def full_precision_model(cfg: TrainConfig, splits: Splits, device: torch.device,
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(ckpt["state_dict"])
-            log(f"full-precision model: cached {path}")
-            return model, dict(ckpt["info"], source="cache")
+            info = dict(ckpt["info"], source="cache")
+            log(f"full-precision model: cached {path} (val {100 * info['fp_val_acc']:.2f} %)")
+            return model, info
         except Exception as err:  # a corrupt cache entry is retrained, not fatal
             log(f"full-precision cache {path} unreadable ({type(err).__name__}); retraining")
     if cfg.optim.fp_epochs > 0:
         log(f"full-precision model: training {cfg.optim.fp_epochs} epochs")
         _train_fp(model, cfg, splits, device, log)
     info = _fp_info(model, splits, device, "trained")
+    log(f"full-precision model: val {100 * info['fp_val_acc']:.2f} % after {cfg.optim.fp_epochs} epochs")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save({"format": CHECKPOINT_FORMAT, "state_dict": model.state_dict(), "info": info}, path)
     return model, info
@@ -621,8 +623,10 @@ def run(
         callback(dict(history[-1], **metrics, epoch_val_acc=history[-1]["val_acc"]))
     if out is not None:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    log("result: " + ", ".join(f"{k}={metrics[k]}" for k in ("method", "val_acc", "test_acc", "avg_w_bits",
-                                                              "avg_a_bits", "size_bytes", "bitops")))
+    log(f"result: {metrics['method']} W{metrics['w_bits']}A{metrics['a_bits']}: val {100 * metrics['val_acc']:.2f} %, "
+        f"test {100 * metrics['test_acc']:.2f} % (float: {100 * metrics['fp_test_acc']:.2f} %), "
+        f"avg bits {metrics['avg_w_bits']:.2f}/{metrics['avg_a_bits']:.2f} (w/a), {metrics['size_bytes'] / 1024:.1f} KiB, "
+        f"{metrics['bitops'] / 1e6:.1f} M BitOps per image")
     return metrics
 
 

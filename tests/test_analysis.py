@@ -375,3 +375,16 @@ def test_learning_curves_draw_each_epochs_own_accuracy(tmp_path):
     assert curves["val_acc"].tolist() == own
     fig = plots.render_curves(curves)
     assert list(fig.data[0].y) == own
+
+
+def test_summary_counts_trials_at_chance_level(tmp_path):
+    from speq_search.search.results import write_outputs
+    from speq_search.spaces import load_space
+
+    df = _trials()
+    df.loc[[0, 1, 2], "val_acc"] = [0.10, 0.12, 0.14]  # 10 classes: chance is 0.10
+    run_dir = write_run(tmp_path / "r", df, epochs=15)  # the space's default epochs: trials are complete
+    spec = load_space(str(run_dir / "space.yaml"))
+    files = write_outputs(run_dir, spec, run_dir / "ray", FP, plots=False, chance_acc=0.1)
+    assert files.summary["n_at_chance"] == 3 and files.summary["chance_acc"] == 0.1
+    assert json.loads((run_dir / "summary.json").read_text())["n_at_chance"] == 3

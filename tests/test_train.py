@@ -172,3 +172,15 @@ def test_callback_reports_each_epochs_own_accuracy_beside_the_selected_one(tmp_p
     own = [float(r["val_acc"]) for r in history]
     assert [r["epoch_val_acc"] for r in rows] == pytest.approx(own)
     assert [r["val_acc"] for r in rows] == pytest.approx([max(own[:i + 1]) for i in range(4)])
+
+
+def test_the_log_says_the_float_models_accuracy_and_a_rounded_result(tmp_path, tiny_cfg):
+    import re
+
+    logs: list[str] = []
+    train(tiny_cfg.replace(fp_cache_dir=str(tmp_path / "fp")), tmp_path / "r", log=logs.append)
+    assert any(re.fullmatch(r"full-precision model: val \d+\.\d\d % after 2 epochs", m) for m in logs), logs
+    result = [m for m in logs if m.startswith("result:")]
+    assert len(result) == 1
+    assert re.fullmatch(r"result: speq W2A2: val \d+\.\d\d %, test \d+\.\d\d % \(float: \d+\.\d\d %\), avg bits "
+                        r"\d\.\d\d/\d\.\d\d \(w/a\), \d+\.\d KiB, \d+\.\d M BitOps per image", result[0]), result[0]

@@ -82,8 +82,12 @@ class RunFiles(NamedTuple):
 
 
 def write_outputs(run_dir: Path, spec: SearchSpec, experiment: Path, full_precision: dict, extra: dict | None = None,
-                  plots: bool = True) -> RunFiles:
-    """(Re)write trials.csv, pareto.csv, summary.json (and pareto.html) from the experiment."""
+                  plots: bool = True, chance_acc: float | None = None) -> RunFiles:
+    """(Re)write trials.csv, pareto.csv, summary.json (and pareto.html) from the experiment.
+
+    With ``chance_acc`` (1 / classes), the summary counts completed trials whose validation
+    accuracy is below 1.5 x chance (``n_at_chance``): a search of such trials has learned
+    nothing, whatever its front looks like."""
     df = collect_trials(experiment, spec)
     done = completed_trials(df)
     objectives = [(o.metric, o.mode) for o in spec.objectives]
@@ -115,6 +119,7 @@ def write_outputs(run_dir: Path, spec: SearchSpec, experiment: Path, full_precis
         "hypervolume": round(hv, 6),
         "full_precision_costs": full_precision,
         "constraints": [str(c) for c in spec.constraints],
+        **({"chance_acc": chance_acc, "n_at_chance": _at_chance(done, chance_acc)} if chance_acc else {}),
         **(extra or {}),
     }
     _atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
@@ -125,6 +130,12 @@ def write_outputs(run_dir: Path, spec: SearchSpec, experiment: Path, full_precis
         y = next((m for m in metrics if m.endswith("_acc")), metrics[0])
         summary["figure_note"] = write_figure(front_figure(df, spec, x, y), run_dir / "pareto.html", png=True)
     return RunFiles(summary, df, front)
+
+
+def _at_chance(done: pd.DataFrame, chance_acc: float) -> int:
+    if done.empty or "val_acc" not in done:
+        return 0
+    return int((done["val_acc"].astype(float) < 1.5 * chance_acc).sum())
 
 
 def _json_default(o):

@@ -193,8 +193,11 @@ def _absolute_paths(spec: SearchSpec) -> SearchSpec:
     return parse_space(raw)
 
 
-def _prepare_fp(spec: SearchSpec, log) -> tuple[bytes | None, dict]:
-    """Train (or load) the FP model once, before the trials; its costs give the reference point."""
+def _prepare_fp(spec: SearchSpec, log) -> tuple[bytes | None, dict, float]:
+    """Train (or load) the FP model once, before the trials; its costs give the reference point.
+
+    Returns the serialised float model (``None`` when each trial trains its own), the reference
+    costs and the chance-level accuracy (1 / classes)."""
     from speq_search.costs import model_costs
     from speq_search.search.trainable import serialise_state
     from speq_search.train import build_model, full_precision_model, load_data, resolve_device
@@ -203,14 +206,15 @@ def _prepare_fp(spec: SearchSpec, log) -> tuple[bytes | None, dict]:
     splits = load_data(cfg)
     float_costs = model_costs(build_model(cfg, splits), splits.train.x[:1]).as_dict()
     reference = {k: float_costs[k] for k in ("size_bytes", "bitops", "macs", "params")}
+    chance = 1.0 / max(int(splits.num_classes), 1)
     searched = [f for p in spec.params for f in fields_of(p.name)]
     if any(f.startswith(_FP_FIELDS) for f in searched):
         log("full-precision model: per trial (the search changes it); cached in " + str(cfg.fp_cache_dir))
-        return None, reference
+        return None, reference, chance
     model, info = full_precision_model(cfg, splits, resolve_device(cfg.device), log)
     log(f"full-precision model: val acc {info['fp_val_acc']:.4f}, shared by every trial")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return serialise_state(state), reference
+    return serialise_state(state), reference, chance
 
 
 def _sensitivity(spec: SearchSpec, run_dir: Path, log) -> dict:
@@ -374,10 +378,10 @@ def run_search(spec: SearchSpec, run_dir: str | Path, opts: RunOptions | None = 
             raise ConfigError("name", str(run_dir), "a new run folder (this one holds a search: resume it to "
                               "continue it)")
         try:
-            fp_state, reference = _prepare_fp(spec, log)
+            fp_state, reference, chance = _prepare_fp(spec, log)
             dump_space(spec, run_dir / "space.yaml")
             meta = {"experiment_name": "ray", "storage_path": storage, "address": opts.address,
-                    "reference": reference, "fp_shared": fp_state is not None,
+                    "reference": reference, "chance_acc": chance, "fp_shared": fp_state is not None,
                     "created": time.strftime("%Y-%m-%d %H:%M:%S")}
             if spec.per_layer.get("sensitivity"):
                 meta["sensitivity_seed"] = _sensitivity(spec, run_dir, log)
@@ -480,7 +484,7 @@ def _shared_fp_state(run_dir: Path, spec: SearchSpec, meta: dict, log) -> bytes 
         reason = "missing" if not path.exists() else f"unreadable ({type(err).__name__})"
     log(f"{path} is {reason}: rebuilding the float model from the run's settings (the float-model cache, or "
         "training it again with the same seed)")
-    fp_state, _ = _prepare_fp(spec, log)
+    fp_state, _, _ = _prepare_fp(spec, log)
     if fp_state is None:
         raise ConfigError("fp_model.pt", str(path), "a float model (this run's space searches the float model itself)")
     path.write_bytes(fp_state)
@@ -514,7 +518,11 @@ def _execute(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts: RunOpt
         finally:
             _active_progress = None
     summary = write_outputs(run_dir, spec, experiment, meta["reference"],
-                            extra={"run_dir": str(run_dir), "resumed": restore}).summary
+                            extra={"run_dir": str(run_dir), "resumed": restore},
+                            chance_acc=meta.get("chance_acc")).summary
+    if summary.get("n_at_chance"):
+        log(f"warning: {summary['n_at_chance']} of {summary['n_completed']} completed trials are at chance level "
+            f"(val_acc < {1.5 * summary['chance_acc']:.3f}): check the learning rate, the bits and the data")
     finished = summary["n_completed"] + summary["n_failed"] + summary["n_stopped"] + summary["n_infeasible"]
     summary["stopped_on_failures"] = progress.failures > spec.search.max_failures
     summary["interrupted"] = finished < total and not summary["stopped_on_failures"]
