@@ -383,7 +383,12 @@ def test_summary_counts_trials_at_chance_level(tmp_path):
 
     df = _trials()
     df.loc[[0, 1, 2], "val_acc"] = [0.10, 0.12, 0.14]  # 10 classes: chance is 0.10
-    run_dir = write_run(tmp_path / "r", df, epochs=15)  # the space's default epochs: trials are complete
+    run_dir = write_run(tmp_path / "r", df, epochs=1)
+    for result in (run_dir / "ray").glob("*/result.json"):  # as a finished trial reports
+        lines = [json.loads(x) for x in result.read_text().splitlines()]
+        if lines:
+            lines[-1].update(test_acc=lines[-1]["val_acc"], epochs_done=1, epochs_total=1)
+        result.write_text("".join(json.dumps(x) + "\n" for x in lines))
     spec = load_space(str(run_dir / "space.yaml"))
     files = write_outputs(run_dir, spec, run_dir / "ray", FP, plots=False, chance_acc=0.1)
     assert files.summary["n_at_chance"] == 3 and files.summary["chance_acc"] == 0.1
