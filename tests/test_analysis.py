@@ -325,6 +325,11 @@ def test_report_writes_markdown_and_html(tmp_path, run_dir, capsys):
     figures = {"front", "hypervolume", "importance", "parallel", "curves"}
     for key in figures:
         assert (out / f"{key}.png").exists() or (out / f"{key}.html").exists()
+    # plotly.js once, beside the pages, which load it from there (offline): not 4.8 MB per page
+    assert (out / "plotly.min.js").stat().st_size > 1_000_000
+    assert '<script charset="utf-8" src="plotly.min.js"></script>' in page
+    pages = [out / "report.html", *out.glob("*.html")]
+    assert all(p.stat().st_size < 1_000_000 for p in pages)
     assert main(["report", str(run_dir), "--out", str(out), "--budgets", "two"]) == 2
     assert main(["report", str(run_dir), "--out", str(out), "--budget-metric", "joules"]) == 2
 

@@ -53,7 +53,8 @@ def tiny_run(tmp_path_factory):
 
 def test_search_writes_every_output(tiny_run):
     run_dir, summary = tiny_run
-    for name in ("trials.csv", "pareto.csv", "summary.json", "space.yaml", "study.db", "run.json", "pareto.html"):
+    for name in ("trials.csv", "pareto.csv", "summary.json", "space.yaml", "study.db", "run.json", "pareto.html",
+                 "plotly.min.js"):
         assert (run_dir / name).exists(), name
     assert (run_dir / "ray").is_dir()
     trials = read_run_csv(run_dir / "trials.csv")

@@ -399,10 +399,25 @@ def export_image(fig, path: Path, width: int = 900, height: int = 560) -> str | 
     return None
 
 
+# Figures load plotly.js from one plotly.min.js beside them (written once per folder, 4.8 MB),
+# not a copy inlined in every HTML file; still offline. Copy the .js with the .html files.
+PLOTLYJS = "directory"
+
+
+def ensure_plotlyjs(folder: Path) -> Path:
+    """``folder/plotly.min.js`` (plotly's own bundle), written if missing, for pages that load it."""
+    path = Path(folder) / "plotly.min.js"
+    if not path.exists():
+        from plotly.offline import get_plotlyjs
+
+        path.write_text(get_plotlyjs(), encoding="utf-8")
+    return path
+
+
 def write_figure(fig, path: Path, png: bool = True, strict: bool = False) -> str:
     """Write ``fig`` to ``path``: HTML (self-contained, works offline), or an image format.
 
-    For ``.html``, a PNG is written beside it when ``png`` and a browser is present. For
+    HTML files load ``plotly.min.js`` from their folder (written there once). For ``.html``, a PNG is written beside it when ``png`` and a browser is present. For
     ``.png``/``.svg``/``.pdf`` without a browser, the HTML is written instead, and then
     ``strict`` raises :class:`ImageExportError` (the image was what the user asked for).
     Returns one line saying what was written or why an image was skipped.
@@ -414,12 +429,12 @@ def write_figure(fig, path: Path, png: bool = True, strict: bool = False) -> str
         if why is None:
             return f"wrote {path}"
         html = path.with_suffix(".html")
-        fig.write_html(str(html), include_plotlyjs=True)
+        fig.write_html(str(html), include_plotlyjs=PLOTLYJS)
         note = f"wrote {html}; {path.suffix[1:].upper()} not made: {why}"
         if strict:
             raise ImageExportError(note)
         return note
-    fig.write_html(str(path), include_plotlyjs=True)
+    fig.write_html(str(path), include_plotlyjs=PLOTLYJS)
     if not png:
         return f"wrote {path}"
     why = export_image(fig, path.with_suffix(".png"))

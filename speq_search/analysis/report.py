@@ -230,7 +230,7 @@ def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_
             why = plots.export_image(fig, out / f"{key}.png")
             images[key] = f"{key}.png" if why is None else None
             if why is not None:
-                fig.write_html(str(out / f"{key}.html"), include_plotlyjs=True)
+                fig.write_html(str(out / f"{key}.html"), include_plotlyjs=plots.PLOTLYJS)
     skipped = [k for k, v in images.items() if v is None]
 
     html_sections = []
@@ -282,9 +282,11 @@ def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_
         html_sections.append(f"<h2>{html.escape(r.name)}</h2>{body}")
     md_path = out / "report.md"
     md_path.write_text("\n".join(md) + "\n")
+    if figures:
+        plots.ensure_plotlyjs(out)  # one copy of plotly.js for the report and its figures
     fig_html = "".join(
-        f"<h3>{key}</h3>" + fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, (key, fig) in
-        enumerate(figures.items()))
+        f"<h3>{key}</h3>" + fig.to_html(full_html=False, include_plotlyjs=plots.PLOTLYJS if i == 0 else False)
+        for i, (key, fig) in enumerate(figures.items()))
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>speq-search report</title>"
             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}</style></head><body>"
