@@ -97,6 +97,11 @@ def test_study_db_holds_the_same_completed_trials(tiny_run):
     assert len(complete) == 4
     assert sorted(round(t.values[0], 6) for t in complete) == sorted(round(v, 6) for v in trials["val_acc"])
     assert sorted(t.values[1] for t in complete) == sorted(trials["bitops"])
+    # each epoch's validation accuracy, for optuna-dashboard (Optuna has no intermediate values
+    # in multi-objective studies)
+    for t in complete:
+        assert len(t.user_attrs["val_acc_by_epoch"]) == 1  # TINY trains 1 epoch
+        assert 0 < t.user_attrs["val_acc_by_epoch"][-1] <= 1
 
 
 def test_nan_trial_is_recorded_as_failed_and_the_search_completes(tmp_path, tiny_run):

@@ -129,6 +129,25 @@ class SpeqOptunaSearch(OptunaSearch):
         for point in self._warm_start:
             self._ot_study.enqueue_trial(point, skip_if_exists=True)
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Store each epoch's validation accuracy on the running Optuna trial.
+
+        Optuna refuses ``Trial.report`` in a multi-objective study (every search here has two or
+        three objectives), so the curve goes into the user attribute ``val_acc_by_epoch`` (a
+        list, one value per epoch), which optuna-dashboard shows while the trial runs.
+        """
+        trial = self._ot_trials.get(trial_id)
+        value = result.get("epoch_val_acc")
+        if trial is None or trial_id in self._completed_trials or not isinstance(value, (int, float)):
+            return
+        curves = self.__dict__.setdefault("_curves", {})  # absent in a searcher saved before curves
+        curve = curves.setdefault(trial_id, [])
+        curve.append(float(value))
+        try:
+            trial.set_user_attr("val_acc_by_epoch", list(curve))
+        except Exception as err:  # noqa: BLE001 - a curve never stops the search
+            _logger.warning("could not store epoch %d of trial %s in the Optuna study (%s)", len(curve), trial_id, err)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:  # noqa: D102
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
