@@ -304,11 +304,15 @@ def _print_front(summary: dict) -> None:
     if len(front):
         skip = {"status", "trial_dir", "error", "full_fidelity", "epochs_total", "wall_time_s", "macs", "params",
                 "fp_val_acc", "fp_test_acc", "high_val_acc", "val_loss", "best_epoch", "train_time_s", "layer_bits",
-                "feasible", "constraint_violation", "teacher_val_acc", "teacher_gap", "high_gap"}
+                "feasible", "constraint_violation", "teacher_val_acc", "teacher_gap", "high_gap", "compile", "compile_s",
+                "step_time_s", "epochs_done"}
         cols = [c for c in front.columns if c not in skip and front[c].notna().any()]
         cols = objectives + [c for c in cols if c not in objectives]
-        print(f"Pareto front ({len(front)} points):")
-        print(front[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        # Trials that sampled the same configuration and got the same result are one point: one row.
+        shown = front[cols].drop_duplicates(subset=[c for c in cols if c != "trial_id"])
+        tied = f"; {len(front) - len(shown)} tied trials not repeated" if len(shown) < len(front) else ""
+        print(f"Pareto front ({len(shown)} points{tied}):")
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"\nwrote {run_dir}/ (trials.csv, pareto.csv, summary.json, pareto.html, study.db)")
     print(f"next: speq-search report {run_dir} --out {run_dir}/report   (or speq-search plot {run_dir} --x avg_bits)")
     if summary.get("figure_note"):

@@ -232,3 +232,33 @@ def test_asha_stopped_trials_are_not_full_fidelity_and_never_on_the_front(tmp_pa
     assert not set(front["trial_id"]) & set(stopped["trial_id"])
     study = optuna.load_study(study_name="asha", storage=f"sqlite:///{tmp_path / 'asha' / 'study.db'}")
     assert sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials) == len(stopped)
+
+
+def test_progress_line_parts():
+    import pandas as pd
+
+    from speq_search.search.runner import eta, front_line
+    from speq_search.spaces import Objective
+
+    objectives = [Objective("val_acc", "max"), Objective("bitops", "min")]
+    front = pd.DataFrame({"val_acc": [0.95, 0.9917, 0.9917], "bitops": [6.5e6, 15.4e6, 15.4e6]})
+    assert front_line(front, objectives) == "front: 2 points, best val_acc 0.9917 at 15.4 M BitOps"
+    assert front_line(front.iloc[0:0], objectives) == "front: none yet"
+    assert eta(600.0, 4, 24) == "; about 50 min left"
+    assert eta(30.0, 3, 4) == "; about 10 s left" and eta(30.0, 4, 4) == "" and eta(0.0, 0, 4) == ""
+
+
+def test_final_front_table_shows_tied_trials_once(tmp_path, capsys):
+    from speq_search.cli import _print_front
+
+    rows = [{"trial_id": t, "status": "COMPLETED", "w_bits": 2, "val_acc": 0.95, "bitops": 6.5e6} for t in ("a", "b")]
+    rows.append({"trial_id": "c", "status": "COMPLETED", "w_bits": 8, "val_acc": 0.99, "bitops": 9.0e7})
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(tmp_path / "pareto.csv", index=False)
+    _print_front({"run_dir": str(tmp_path), "objectives": [{"metric": "val_acc"}, {"metric": "bitops"}],
+                  "n_completed": 3, "n_failed": 0, "n_stopped": 0, "n_trials": 3, "hypervolume": 0.5})
+    out = capsys.readouterr().out
+    assert "Pareto front (2 points; 1 tied trials not repeated):" in out
+    table = out.split("not repeated):")[1].split("wrote")[0]
+    assert len([line for line in table.splitlines() if line.strip()]) == 3  # header and two rows

@@ -102,10 +102,12 @@ class _RaySession:
         if ray.is_initialized():  # the caller's own Ray (Python API): use it as it is
             return self
         if opts.address:
+            _log(opts)(f"connecting to the Ray cluster at {opts.address}")
             ray.init(address=opts.address, log_to_driver=opts.verbose, runtime_env=runtime_env)
             self.started = True
             _check_resources(self.spec, ray.cluster_resources(), opts.address, _log(opts))
             return self
+        _log(opts)("starting a local Ray instance (127.0.0.1, token authentication)")
         _enable_token_auth()
         _remove_stale_sessions()
         # Ray makes its own temp folder world-writable: it goes inside a private (0700) one.
@@ -287,17 +289,11 @@ class _Progress:
     def refresh(self, running: int = 0) -> dict:
         summary, _, df_front = write_outputs(self.run_dir, self.spec, self.experiment, self.reference, plots=False)
         self.failures = max(self.failures, summary["n_failed"])
-        best = ""
-        m = [o.metric for o in self.spec.objectives]
-        points = df_front[m].drop_duplicates() if len(df_front) else df_front  # tied trials: one point
-        if len(points):
-            best = "; front: " + ", ".join(
-                "(" + ", ".join(f"{r[k]:.4g}" for k in m) + ")" for _, r in points.head(4).iterrows())
-            if len(points) > 4:
-                best += f" +{len(points) - 4}"
         over = f", {summary['n_infeasible']} over budget" if summary["n_infeasible"] else ""
+        finished = summary["n_completed"] + summary["n_infeasible"] + summary["n_failed"] + summary["n_stopped"]
         line = (f"{summary['n_completed'] + summary['n_infeasible']}/{self.total} done, {running} running, "
-                f"{summary['n_failed']} failed{over}{best}")
+                f"{summary['n_failed']} failed{over}; {front_line(df_front, self.spec.objectives)}"
+                f"{eta(time.time() - self.t0, finished, self.total)}")
         if line != self.last_line:  # several trials can end in one step (over-budget ones end at once)
             self.log(f"[{time.time() - self.t0:6.0f}s] {line}")
             self.last_line = line
@@ -305,6 +301,39 @@ class _Progress:
             self.log(f"stopping: {self.failures} failed trials exceed search.max_failures="
                      f"{self.spec.search.max_failures}; finished trials are kept")
         return summary
+
+
+def _cost_text(metric: str, value: float) -> str:
+    """A cost with its unit, as a person reads it: 15.4 M BitOps, 26.8 KiB, 3.25 avg bits."""
+    if metric in ("bitops", "macs"):
+        label = "BitOps" if metric == "bitops" else "MACs"
+        return f"{value / 1e9:.2f} G {label}" if value >= 1e9 else f"{value / 1e6:.1f} M {label}"
+    if metric == "size_bytes":
+        return f"{value / 1024:.1f} KiB"
+    if metric == "params":
+        return f"{value / 1e3:.1f} k params"
+    return f"{value:.4g} {metric.replace('_', ' ')}"
+
+
+def front_line(front, objectives) -> str:
+    """``front: 3 points, best val_acc 0.9917 at 15.4 M BitOps`` (the accuracy objective first)."""
+    metrics = [o.metric for o in objectives]
+    points = front[metrics].drop_duplicates() if len(front) else front  # tied trials: one point
+    if not len(points):
+        return "front: none yet"
+    score = next((o for o in objectives if o.metric.endswith("_acc")), objectives[0])
+    cost = next((o.metric for o in objectives if o.metric != score.metric), None)
+    best = points.sort_values(score.metric, ascending=score.mode == "min").iloc[0]
+    where = f" at {_cost_text(cost, float(best[cost]))}" if cost else ""
+    return f"front: {len(points)} point{'s' * (len(points) != 1)}, best {score.metric} {best[score.metric]:.4f}{where}"
+
+
+def eta(elapsed: float, finished: int, total: int) -> str:
+    """``; about 4 min left`` from the mean time per finished trial (trials run in parallel too)."""
+    if finished <= 0 or finished >= total:
+        return ""
+    left = elapsed / finished * (total - finished)
+    return f"; about {left / 60:.0f} min left" if left >= 90 else f"; about {left:.0f} s left"
 
 
 def _tuner(spec: SearchSpec, run_dir: Path, experiment_name: str, storage: str, fp_state, opts: RunOptions,
