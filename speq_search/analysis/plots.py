@@ -417,7 +417,8 @@ def ensure_plotlyjs(folder: Path) -> Path:
 def write_figure(fig, path: Path, png: bool = True, strict: bool = False) -> str:
     """Write ``fig`` to ``path``: HTML (self-contained, works offline), or an image format.
 
-    HTML files load ``plotly.min.js`` from their folder (written there once). For ``.html``, a PNG is written beside it when ``png`` and a browser is present. For
+    HTML files load ``plotly.min.js`` from their folder (written there once). For ``.html``, a
+    PNG is written beside it when ``png`` and a browser is present. For
     ``.png``/``.svg``/``.pdf`` without a browser, the HTML is written instead, and then
     ``strict`` raises :class:`ImageExportError` (the image was what the user asked for).
     Returns one line saying what was written or why an image was skipped.
