@@ -398,3 +398,20 @@ def test_summary_counts_trials_at_chance_level(tmp_path):
     files = write_outputs(run_dir, spec, run_dir / "ray", FP, plots=False, chance_acc=0.1)
     assert files.summary["n_at_chance"] == 3 and files.summary["chance_acc"] == 0.1
     assert json.loads((run_dir / "summary.json").read_text())["n_at_chance"] == 3
+
+
+def test_front_figure_reads_well(run_dir):
+    df = load_run(run_dir).trials
+    fig = plots.render_fronts(plots.front_data(df, "bitops", "val_acc", group="method"), "synthetic")
+    assert fig.layout.xaxis.title.text == "BitOps per image"
+    assert fig.layout.yaxis.title.text == "validation accuracy (%)" and fig.layout.yaxis.tickformat == ".1%"
+    assert fig.layout.legend.title.text == "method" and fig.layout.legend.orientation is None  # beside the plot
+    fronts = [t for t in fig.data if t.mode == "lines+markers"]
+    assert len({t.marker.symbol for t in fronts}) == 2  # groups differ in shape, not colour alone
+    (line,) = fig.layout.shapes
+    assert line.layer == "below"  # trials above the float model stay visible
+    assert fig.layout.title.text == "synthetic"
+    colored = plots.render_fronts(plots.front_data(df, "avg_bits", "val_acc", color="p_high"))
+    bar = [t for t in colored.data if t.marker.showscale]
+    assert bar and bar[0].marker.colorbar.title.text.startswith("teacher's high-precision probability")
+    assert plots.axis_title("avg_bits").startswith("average bits") and plots.axis_title("custom") == "custom"

@@ -56,6 +56,31 @@ class FrontFigureData(NamedTuple):
     reference: dict[str, float]  # label -> full-precision accuracy line
     color: str | None
     log_x: bool
+    group: str | None = None  # the column the fronts are split by (the legend's title)
+
+
+# What a metric is, with its unit, for axis and colour-bar titles.
+AXIS_TITLES = {
+    "val_acc": "validation accuracy (%)", "test_acc": "test accuracy (%)", "fp_val_acc": "float model validation accuracy (%)",
+    "epoch_val_acc": "validation accuracy of the epoch (%)", "val_loss": "validation loss (cross-entropy)",
+    "bitops": "BitOps per image", "macs": "MACs per image", "size_bytes": "model size (bytes)", "params": "parameters",
+    "avg_bits": "average bits (mean of weights and activations)", "avg_w_bits": "average weight bits",
+    "avg_a_bits": "average activation bits", "latency_ms": "latency per image (ms, cost table)",
+    "energy": "energy per image (cost-table units)", "step_time_s": "time per training step (s)",
+    "train_time_s": "training time (s)", "w_bits": "weight bits", "a_bits": "activation bits",
+    "p_high": "teacher's high-precision probability (p_high)", "high_bits": "teacher's high bits",
+}
+GROUP_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "star", "hexagon", "x")
+
+
+def axis_title(metric: str) -> str:
+    """``"validation accuracy (%)"`` for ``val_acc``; other names as they are."""
+    return AXIS_TITLES.get(metric, metric)
+
+
+def _percent_axis(metric: str) -> dict:
+    """Accuracies are stored as fractions and shown as percentages."""
+    return {"tickformat": ".1%"} if metric.endswith("_acc") else {}
 
 
 def _hover(rows: pd.DataFrame, cols: Sequence[str]) -> list[str]:
@@ -92,7 +117,7 @@ def front_data(df: pd.DataFrame, x: str, y: str, x_mode: str = "min", y_mode: st
     log_x = bool(len(xs) and xs.min() > 0 and xs.max() / xs.min() > 50)
     if len(set(np.round(list(reference.values()), 6))) == 1:  # one line when every group shares the FP model
         reference = {"full precision": next(iter(reference.values()))}
-    return FrontFigureData(x, y, fronts, reference, color, log_x)
+    return FrontFigureData(x, y, fronts, reference, color, log_x, group)
 
 
 def _color_marker(values: list, base: dict, categories: list, scale: tuple | None, label: str | None) -> dict:
@@ -117,39 +142,48 @@ def render_fronts(data: FrontFigureData, title: str = ""):
     single = len(data.fronts) == 1
     for i, f in enumerate(data.fronts):
         base = PALETTE[i % len(PALETTE)]
+        symbol = GROUP_SYMBOLS[i % len(GROUP_SYMBOLS)]  # groups differ in shape too, not in colour alone
         name = f.label or "Pareto front"
         cf = [str(v) for v in f.color_front] if categorical else f.color_front
         cd = [str(v) for v in f.color_dominated] if categorical else f.color_dominated
         fig.add_trace(go.Scatter(
             x=f.x_dominated, y=f.y_dominated, mode="markers", name=f"{f.label} dominated" if f.label else "dominated",
-            legendgroup=name, opacity=0.3, hovertext=f.hover_dominated, hoverinfo="text",
-            marker=_color_marker(cd, {"color": base if not single else "rgb(120,120,120)", "size": 7}, categories,
-                                 scale, None)))
+            legendgroup=name, opacity=0.45, hovertext=f.hover_dominated, hoverinfo="text",
+            marker=_color_marker(cd, {"color": base if not single else "rgb(120,120,120)", "size": 7, "symbol": symbol},
+                                 categories, scale, None)))
         fig.add_trace(go.Scatter(
             x=f.x_front, y=f.y_front, mode="lines+markers", name=name, legendgroup=name, line={"shape": "hv",
                                                                                                   "color": base},
             hovertext=f.hover_front, hoverinfo="text",
-            marker=_color_marker(cf, {"color": base, "size": 10, "line": {"width": 1, "color": "white"}}, categories,
-                                 scale, data.color if i == 0 else None)))
+            marker=_color_marker(cf, {"color": base, "size": 10, "symbol": symbol,
+                                      "line": {"width": 1, "color": "white"}}, categories,
+                                 scale, axis_title(data.color) if i == 0 and data.color else None)))
     for j, cat in enumerate(categories):  # legend entries of a categorical colour column
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{data.color}={cat}",
                                  marker={"color": PALETTE[j % len(PALETTE)], "size": 9}))
     for k, (label, acc) in enumerate(data.reference.items()):
-        fig.add_hline(y=acc, line={"dash": "dash", "color": "black" if len(data.reference) == 1 else PALETTE[k]},
-                      annotation_text=f"{label}: {acc:.4f}", annotation_position="bottom right")
-    fig.update_layout(title=title or f"{data.y} vs {data.x}", xaxis_title=data.x, yaxis_title=data.y,
-                      template="plotly_white", legend={"orientation": "h", "y": -0.2})
+        # Drawn below the points, so that trials above the float model stay visible.
+        fig.add_hline(y=acc, layer="below", line={"dash": "dash", "color": "black" if len(data.reference) == 1
+                                                  else PALETTE[k]},
+                      annotation_text=f"{label}: {100 * acc:.2f} %" if data.y.endswith("_acc") else f"{label}: {acc:.4g}",
+                      annotation_position="bottom right")
+    legend_title = data.group or ("" if single else "run")
+    fig.update_layout(title=title or f"{axis_title(data.y)} against {axis_title(data.x)}",
+                      xaxis_title=axis_title(data.x), yaxis_title=axis_title(data.y), template="plotly_white",
+                      legend={"title": {"text": legend_title}})  # beside the plot (plotly's default place)
+    fig.update_yaxes(**_percent_axis(data.y))
+    fig.update_xaxes(**_percent_axis(data.x))
     if data.log_x:
         fig.update_xaxes(type="log")
     return fig
 
 
-def front_figure(df: pd.DataFrame, spec, x: str, y: str):
-    """The run's front figure: x and y modes from the space's objectives."""
+def front_figure(df: pd.DataFrame, spec, x: str, y: str, name: str | None = None):
+    """The run's front figure: x and y modes from the space's objectives; ``name``: the run's (default: the space's)."""
     modes = {o.metric: o.mode for o in spec.objectives}
     hover = [p.name for p in spec.params] + [o.metric for o in spec.objectives] + ["test_acc", "trial_id"]
     data = front_data(df, x, y, modes.get(x, "min"), modes.get(y, "max"), hover=hover)
-    return render_fronts(data, f"{spec.name}: {y} vs {x}")
+    return render_fronts(data, f"{name or spec.name}: {axis_title(y)} against {axis_title(x)}")
 
 
 class ParallelData(NamedTuple):
@@ -257,7 +291,8 @@ def render_curves(curves: pd.DataFrame, metric: str = "val_acc", title: str = "L
     for (run, trial), rows in curves.groupby(["run", "trial_id"], sort=False):
         fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[metric], mode="lines", name=f"{run} {trial}",
                                  line={"width": 1}, opacity=0.7))
-    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title=metric, template="plotly_white")
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title=axis_title(metric), template="plotly_white")
+    fig.update_yaxes(**_percent_axis(metric))
     return fig
 
 

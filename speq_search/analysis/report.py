@@ -57,7 +57,7 @@ def make_figure(runs: Sequence[Run], df: pd.DataFrame, kind: str = "front", x: s
         if not any(f.x_front for f in data.fronts):
             raise LoadError("run", ", ".join(r.source for r in runs), f"completed trials with {x} and {y} to draw")
         title = " vs ".join(r.name for r in runs) if len(runs) > 1 else runs[0].name
-        return plots.render_fronts(data, f"{title}: {y} vs {x}")
+        return plots.render_fronts(data, f"{title}: {plots.axis_title(y)} against {plots.axis_title(x)}")
     if kind == "parallel":
         params = [p for r in runs for p in r.params]
         objectives = list(dict.fromkeys([y or dy] + [m for r in runs for m, _ in r.objectives]))

@@ -128,7 +128,8 @@ def write_outputs(run_dir: Path, spec: SearchSpec, experiment: Path, full_precis
 
         x = next((m for m in metrics if not m.endswith("_acc")), metrics[1])
         y = next((m for m in metrics if m.endswith("_acc")), metrics[0])
-        summary["figure_note"] = write_figure(front_figure(df, spec, x, y), run_dir / "pareto.html", png=True)
+        summary["figure_note"] = write_figure(front_figure(df, spec, x, y, name=Path(run_dir).name),
+                                              run_dir / "pareto.html", png=True)
     return RunFiles(summary, df, front)
 
 
