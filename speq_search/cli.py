@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("runs", nargs="+", metavar="RUN_DIR", help=sources_help)
     report.add_argument("--out", required=True, help="folder to write the report into")
     report.add_argument("--budget-metric", default="avg_bits", help="the cost the budgets bound (default: avg_bits)")
-    report.add_argument("--budgets", default="2,3,4,8", help="comma-separated budgets (default: 2,3,4,8)")
+    report.add_argument("--budgets", help="comma-separated budgets (default: from the run's own costs: the "
+                        "cheapest trial's and the 25th, 50th and 75th percentiles)")
     report.add_argument("--objectives", help="metric:mode pairs for sources that do not say, e.g. val_acc:max,bitops:min")
 
     sens = sub.add_parser("sensitivity", help="score each layer: accuracy drop when only it goes to few bits",
@@ -256,7 +257,7 @@ def _report(args: argparse.Namespace) -> int:
     from speq_search.analysis.report import write_report
 
     try:
-        budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
+        budgets = [float(b) for b in args.budgets.split(",") if b.strip()] if args.budgets else None
     except ValueError:
         raise ConfigError("--budgets", args.budgets, "comma-separated numbers, e.g. 2,3,4,8") from None
     from speq_search.search.folder import ensure_writable

@@ -415,3 +415,15 @@ def test_front_figure_reads_well(run_dir):
     bar = [t for t in colored.data if t.marker.showscale]
     assert bar and bar[0].marker.colorbar.title.text.startswith("teacher's high-precision probability")
     assert plots.axis_title("avg_bits").startswith("average bits") and plots.axis_title("custom") == "custom"
+
+
+def test_budgets_by_default_can_be_met_and_an_unmet_one_says_why(run_dir):
+    from speq_search.analysis.report import default_budgets, run_report
+
+    assert default_budgets([2.4, 3.0, 5.0, 8.0]) == [2.4, 2.9, 4.0, 5.8]
+    run = load_run(run_dir)
+    rep = run_report(run, "avg_bits", None)
+    assert rep.budgets["trial_id"].notna().all() and not rep.budgets["note"].astype(bool).any()
+    rep = run_report(run, "avg_bits", [1.0, 8.0])
+    assert rep.budgets.loc[0, "note"].startswith("no trial meets it: the cheapest has avg_bits")
+    assert pd.isna(rep.budgets.loc[0, "trial_id"]) and rep.budgets.loc[1, "note"] == ""

@@ -157,8 +157,26 @@ class RunReport:
     importance: pd.DataFrame
 
 
-def run_report(run: Run, budget_metric: str = "avg_bits", budgets: Sequence[float] = DEFAULT_BUDGETS) -> RunReport:
-    """Front, best configuration per budget, hypervolume (summary.json's rule) and importance."""
+def default_budgets(costs: Sequence[float]) -> list[float]:
+    """Budgets every one of which some trial meets: the cheapest trial's cost and the 25th, 50th
+    and 75th percentiles, each rounded up to two significant digits (with first and last layers
+    at 8 bits, an ``avg_bits <= 2`` budget is never met, so fixed round numbers can be empty)."""
+    values = np.asarray([c for c in costs if np.isfinite(c)], dtype=float)
+    if not len(values):
+        return list(DEFAULT_BUDGETS)
+    out = []
+    for q in (0, 25, 50, 75):
+        v = float(np.percentile(values, q))
+        digits = 1 - int(np.floor(np.log10(abs(v)))) if v else 0
+        out.append(float(np.ceil(v * 10**digits) / 10**digits))
+    return sorted(set(out))
+
+
+def run_report(run: Run, budget_metric: str = "avg_bits", budgets: Sequence[float] | None = DEFAULT_BUDGETS) -> RunReport:
+    """Front, best configuration per budget, hypervolume (summary.json's rule) and importance.
+
+    ``budgets=None`` chooses budgets from the run's own costs (:func:`default_budgets`). A budget
+    no trial meets gets a row that says so and names the cheapest trial's cost."""
     if not run.objectives:
         raise LoadError("objectives", run.source, "a run whose objectives are known (a run folder or an Optuna "
                         "storage; pass objectives= for a bare Ray experiment)")
@@ -174,8 +192,13 @@ def run_report(run: Run, budget_metric: str = "avg_bits", budgets: Sequence[floa
     score = next((m for m in metrics if m.endswith("_acc")), metrics[0])
     best = pd.DataFrame()
     if budget_metric in done:
+        if budgets is None:
+            budgets = default_budgets(done[budget_metric].astype(float))
         best = best_under_budgets(done, budget_metric, budgets, score, _mode([run], score),
                                   others=[o for o in run.objectives if o[0] != score])
+        cheapest = float(done[budget_metric].min())
+        best["note"] = ["" if c <= b else f"no trial meets it: the cheapest has {budget_metric} {cheapest:.4g}"
+                        for b, c in zip(best["budget"], [cheapest] * len(best))]
     return RunReport(run, front, best, hv, reference, plots.importance_data(run))
 
 
@@ -205,7 +228,7 @@ def _front_columns(rep: RunReport) -> list[str]:
 
 
 def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_metric: str = "avg_bits",
-                 budgets: Sequence[float] = DEFAULT_BUDGETS, log=print) -> Path:
+                 budgets: Sequence[float] | None = None, log=print) -> Path:
     """Write ``out/report.md`` and ``out/report.html`` (tables and figures); return the Markdown path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -264,6 +287,8 @@ def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_
         sections = [("Pareto front", front)]
         if not rep.budgets.empty:
             cols = [c for c in ["budget", *_front_columns(rep)] if c in rep.budgets]
+            if rep.budgets["note"].astype(bool).any():
+                cols.append("note")
             sections.append((f"Best configuration with {budget_metric} <= budget", rep.budgets[cols]))
         if r.sensitivity is not None:
             sections.append(("Per-layer sensitivity (validation accuracy drop, one layer at few bits)",
