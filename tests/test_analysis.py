@@ -198,6 +198,16 @@ def test_front_data_groups_by_a_column(run_dir):
     assert {t.name for t in fig.data} >= {"qat", "speq", "qat dominated", "speq dominated"}
 
 
+def test_parallel_axes_of_discrete_choices_have_ticks_at_the_choices(run_dir):
+    df = load_run(run_dir).trials
+    data = plots.parallel_data(df, ["w_bits", "p_high"], ["val_acc", "bitops"])
+    ticks = dict(zip(data.columns, data.ticks))
+    assert ticks["w_bits"][0] == sorted({float(v) for v in df[df.status == "COMPLETED"]["w_bits"]})
+    assert ticks["p_high"] is None  # continuous
+    fig = plots.render_parallel(data)
+    assert fig.data[0].line.colorbar.title.text == "validation accuracy (%)"
+
+
 def test_parallel_data_codes_categories(run_dir):
     df = load_run(run_dir).trials
     data = plots.parallel_data(df, ["w_bits", "method"], ["val_acc", "bitops"])
@@ -218,9 +228,12 @@ def test_importance_ranks_the_parameter_that_drives_the_objective(tmp_path):
     run = load_run(write_minimal(tmp_path, df))
     table = plots.importance_data(run)
     assert set(table["objective"]) == {"val_acc", "bitops"}
-    for objective in ("val_acc", "bitops"):
-        rows = table[table.objective == objective].set_index("param")["importance"]
-        assert rows["w_bits"] > 0.9 > rows["noise"]
+    rows = table[table.objective == "val_acc"].set_index("param")["importance"]
+    assert rows["w_bits"] > 0.9 > rows["noise"]
+    # BitOps is known before training: only parameters that can change it (bits, model) are ranked.
+    rows = table[table.objective == "bitops"].set_index("param")["importance"]
+    assert list(rows.index) == ["w_bits"]
+    assert (table["trials"] == n).all()
 
 
 def write_minimal(tmp_path: Path, df: pd.DataFrame) -> Path:
@@ -319,7 +332,7 @@ def test_report_writes_markdown_and_html(tmp_path, run_dir, capsys):
     md = (out / "report.md").read_text()
     assert "## synthetic" in md and "## other" in md and "## Runs compared" in md and "shared box" in md
     assert "### Pareto front" in md and "### Best configuration with avg_bits <= budget" in md
-    assert "Parameter importance" in md and "Hypervolume **" in md
+    assert "Parameter importance (fANOVA, 13 trials)" in md and "Hypervolume **" in md
     page = (out / "report.html").read_text()
     assert page.count("<table") >= 6 and "plotly" in page
     figures = {"front", "hypervolume", "importance", "parallel", "curves"}

@@ -201,11 +201,15 @@ def parallel_data(df: pd.DataFrame, params: Sequence[str], objectives: Sequence[
     done = completed_trials(df)
     cols = [c for c in [*params, *objectives] if c in done and done[c].notna().any()]
     values, ticks = [], []
+    discrete = set(params)
     for c in cols:
         col = done[c]
         if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
             values.append(col.astype(float).tolist())
-            ticks.append(None)
+            levels = sorted(col.dropna().unique().tolist())
+            # A choice among a few numbers (bits 2, 3, 4, 8): ticks at those values alone, not at 7.5.
+            ticks.append(([float(v) for v in levels], [f"{v:g}" for v in levels])
+                         if c in discrete and len(levels) <= 8 else None)
         else:
             cats = sorted(col.astype(str).unique())
             values.append([float(cats.index(str(v))) for v in col])
@@ -223,8 +227,11 @@ def render_parallel(data: ParallelData, title: str = "Parameters and objectives"
         if t:
             dim.update(tickvals=t[0], ticktext=t[1])
         dims.append(dim)
-    fig = go.Figure(go.Parcoords(dimensions=dims, line={"color": data.color, "colorscale": "Viridis",
-                                                        "showscale": True}))
+    color = {"color": data.color, "colorscale": "Viridis", "showscale": True,
+             "colorbar": {"title": {"text": axis_title(data.color_label)}}}
+    if data.color_label.endswith("_acc"):
+        color["colorbar"]["tickformat"] = ".1%"
+    fig = go.Figure(go.Parcoords(dimensions=dims, line=color))
     fig.update_layout(title=title, template="plotly_white")
     return fig
 
@@ -237,14 +244,19 @@ def importance_data(run, seed: int = 0) -> pd.DataFrame:
     (run folder, Ray experiment, Optuna storage) is treated alike, and over-budget trials, which
     study.db holds with placeholder values, do not count. Numeric parameters with more than
     four distinct values are continuous, the rest categorical. Needs three or more completed
-    trials and a parameter that varies; otherwise the table is empty.
+    trials and a parameter that varies; otherwise the table is empty. A cost known before
+    training (bits, size, BitOps...) is ranked only over the parameters that can change it (bits,
+    model, method): fANOVA would otherwise credit a loss weight with the cost of the bits it was
+    sampled with. Column ``trials`` holds how many trials back the estimate.
     """
     import optuna
+
+    from speq_search.spaces import COST_METRICS, fields_of
 
     done = run.completed.dropna(subset=[m for m, _ in run.objectives])
     params = [p for p in run.params if p in done and done[p].notna().all() and done[p].nunique() > 1]
     if len(params) < 1 or len(done) < 3 or not run.objectives:
-        return pd.DataFrame(columns=["objective", "param", "importance"])
+        return pd.DataFrame(columns=["objective", "param", "importance", "trials"])
     dists = {}
     for p in params:
         col = done[p]
@@ -260,12 +272,23 @@ def importance_data(run, seed: int = 0) -> pd.DataFrame:
                          _native(r[p])) for p in params}
         study.add_trial(optuna.trial.create_trial(params=params_of, distributions=dists,
                                                   values=[float(r[m]) for m, _ in run.objectives]))
+    def changes_costs(param: str) -> bool:
+        try:
+            fields = fields_of(param)
+        except Exception:  # noqa: BLE001 - a name the space module does not know: keep it
+            return True
+        return any(f.startswith(("quant.", "model.")) or f == "speq.method" for f in fields)
+
     rows = []
     for i, (metric, _) in enumerate(run.objectives):
+        cost_params = [p for p in params if changes_costs(p)] if metric in COST_METRICS else params
+        if not cost_params:
+            continue
         imp = optuna.importance.get_param_importances(
-            study, target=lambda t, i=i: t.values[i], evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed))
-        rows += [{"objective": metric, "param": p, "importance": float(v)} for p, v in imp.items()]
-    return pd.DataFrame(rows, columns=["objective", "param", "importance"])
+            study, params=cost_params, target=lambda t, i=i: t.values[i],
+            evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed))
+        rows += [{"objective": metric, "param": p, "importance": float(v), "trials": len(done)} for p, v in imp.items()]
+    return pd.DataFrame(rows, columns=["objective", "param", "importance", "trials"])
 
 
 def _native(v):

@@ -22,6 +22,7 @@ from speq_search.errors import ConfigError
 
 PLOT_KINDS = ("front", "parallel", "importance", "curves", "hypervolume", "sensitivity", "layer-bits")
 DEFAULT_BUDGETS = (2.0, 3.0, 4.0, 8.0)
+FEW_TRIALS = 10  # fewer completed trials than this: the importance table says its estimate is rough
 
 
 def default_axes(runs: Sequence[Run]) -> tuple[str, str]:
@@ -297,7 +298,9 @@ def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_
             ranking = rep.importance.pivot(index="param", columns="objective", values="importance")
             order = [m for m, _ in r.objectives if m in ranking.columns]
             ranking = ranking[order].sort_values(order[0], ascending=False).reset_index()
-            sections.append(("Parameter importance (fANOVA)", ranking))
+            n = int(rep.importance["trials"].iloc[0])
+            rough = f"; fewer than {FEW_TRIALS}: a rough estimate" if n < FEW_TRIALS else ""
+            sections.append((f"Parameter importance (fANOVA, {n} trials{rough})", ranking))
         md += [f"## {md_escape(r.name)}", *head[1:]]  # the rest is the tool's own text: metric names, numbers
         body = "".join(f"<p>{html.escape(line)}</p>" for line in head[2:] if line)
         for title, table in sections:
