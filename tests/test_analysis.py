@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -440,3 +441,17 @@ def test_budgets_by_default_can_be_met_and_an_unmet_one_says_why(run_dir):
     rep = run_report(run, "avg_bits", [1.0, 8.0])
     assert rep.budgets.loc[0, "note"].startswith("no trial meets it: the cheapest has avg_bits")
     assert pd.isna(rep.budgets.loc[0, "trial_id"]) and rep.budgets.loc[1, "note"] == ""
+
+
+def test_report_html_renders_the_markdown_and_formats_numbers_by_column(tmp_path, run_dir):
+    out = tmp_path / "rep"
+    assert main(["report", str(run_dir), "--out", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    text = page.split("</script>")[-1]  # after the plotly bundle's tag
+    assert "<strong>" in text and "**" not in text and "|---|" not in text and "`" not in text
+    assert "<th></th>" not in text and "<th>importance for val_acc</th>" in text
+    assert "overflow-x:auto" in page  # wide tables scroll instead of widening the page
+    md = (out / "report.md").read_text()
+    front = md.split("### Pareto front")[1].split("###")[0]
+    assert re.search(r"\| \d+\.\d\d % \| \d+\.\d\d M \|", front)  # val_acc in %, bitops in M
+    assert "KiB" in front and "e+0" not in front

@@ -6,7 +6,6 @@ on one figure. Nothing here needs Ray.
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -113,19 +112,38 @@ def md_escape(value: object) -> str:
     return _MD_LINE_START.sub(r"\\\1", _MD_SPECIAL.sub(r"\\\1", text))
 
 
-def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    """A GitHub-flavoured Markdown table (pandas' to_markdown needs an extra package); text is escaped."""
-    def cell(v):
-        if isinstance(v, float):
-            if pd.isna(v):
-                return ""
-            return str(int(v)) if v.is_integer() and abs(v) >= 1e4 else format(v, floatfmt)
-        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-            return str(v)
+def format_value(column: str, v) -> str:
+    """A number as a person reads it in that column: accuracy in %, sizes in KiB, BitOps and MACs
+    in M or G, bits with two decimals; one format per column, so a column reads alike."""
+    if isinstance(v, (bool, np.bool_)):
+        return str(v)
+    if isinstance(v, (int, np.integer)):
+        v = float(v)
+    if not isinstance(v, (float, np.floating)):
         return md_escape(v)
+    if pd.isna(v):
+        return ""
+    base = column.split(" (")[0]  # "val_acc (run a)" in a comparison
+    if base.endswith("_acc") and 0 <= v <= 1:
+        return f"{100 * v:.2f} %"
+    if base == "size_bytes":
+        return f"{v / 1024:.1f} KiB"
+    if base in ("bitops", "macs"):
+        return f"{v / 1e9:.2f} G" if abs(v) >= 1e9 else f"{v / 1e6:.2f} M"
+    if base in ("avg_bits", "avg_w_bits", "avg_a_bits"):
+        return f"{v:.2f}"
+    if v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return format(v, ".4g")
 
-    lines = ["| " + " | ".join(md_escape(c) for c in df.columns) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (pandas' to_markdown needs an extra package); text is
+    escaped, numbers formatted by column (:func:`format_value`)."""
+    columns = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(md_escape(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(format_value(c, v) for c, v in zip(columns, row)) + " |"
+              for row in df.itertuples(index=False)]
     return "\n".join(lines)
 
 
@@ -262,7 +280,7 @@ def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_
     for note in consistency_warnings(runs):
         log("warning: " + note)
         md += ["**Warning:** " + md_escape(note), ""]
-        html_sections.append(f"<p><b>Warning:</b> {html.escape(note)}</p>")
+
     if skipped:
         md += ["PNG export skipped (no Chromium found or it failed); the figures are HTML files: "
                + ", ".join(f"[{k}]({k}.html)" for k in skipped), ""]
@@ -274,7 +292,6 @@ def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_
         note = ("Hypervolume: the fixed rule of summary.json; shared box: each objective scaled between the best "
                 "and the worst value any run reached (costs in log10), so close runs separate.")
         md += ["## Runs compared", "", markdown_table(compared), "", note, ""]
-        html_sections.append("<h2>Runs compared</h2>" + compared.to_html(index=False) + f"<p>{html.escape(note)}</p>")
     for rep in reports:
         r = rep.run
         s = r.trials["status"].value_counts().to_dict()
@@ -298,26 +315,30 @@ def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_
             ranking = rep.importance.pivot(index="param", columns="objective", values="importance")
             order = [m for m, _ in r.objectives if m in ranking.columns]
             ranking = ranking[order].sort_values(order[0], ascending=False).reset_index()
+            ranking.columns = ["param", *[f"importance for {m}" for m in order]]  # not read as the metric itself
             n = int(rep.importance["trials"].iloc[0])
             rough = f"; fewer than {FEW_TRIALS}: a rough estimate" if n < FEW_TRIALS else ""
             sections.append((f"Parameter importance (fANOVA, {n} trials{rough})", ranking))
         md += [f"## {md_escape(r.name)}", *head[1:]]  # the rest is the tool's own text: metric names, numbers
-        body = "".join(f"<p>{html.escape(line)}</p>" for line in head[2:] if line)
         for title, table in sections:
             md += [f"### {title}", "", markdown_table(table), ""]
-            body += f"<h3>{html.escape(title)}</h3>" + table.to_html(index=False, float_format=lambda v: f"{v:.4g}",
-                                                                   na_rep="")
-        html_sections.append(f"<h2>{html.escape(r.name)}</h2>{body}")
     md_path = out / "report.md"
     md_path.write_text("\n".join(md) + "\n")
+    import markdown
+
+    # The page is the Markdown rendered, with the figures interactive instead of as images. Text
+    # from runs is escaped by md_escape (no raw HTML reaches the page).
+    text = [line for line in md[1:] if not line.startswith("![") and not line.startswith("PNG export skipped")]
+    html_sections.append(markdown.markdown("\n".join(text), extensions=["tables"], output_format="html"))
     if figures:
         plots.ensure_plotlyjs(out)  # one copy of plotly.js for the report and its figures
     fig_html = "".join(
         f"<h3>{key}</h3>" + fig.to_html(full_html=False, include_plotlyjs=plots.PLOTLYJS if i == 0 else False)
         for i, (key, fig) in enumerate(figures.items()))
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>speq-search report</title>"
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}</style></head><body>"
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 1em}"
+            "table{border-collapse:collapse;display:block;overflow-x:auto;max-width:100%}"  # wide tables scroll
+            "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px;white-space:nowrap}</style></head><body>"
             "<h1>speq-search report</h1>" + fig_html + "".join(html_sections) + "</body></html>")
     (out / "report.html").write_text(page)
     log(f"wrote {md_path} and {out / 'report.html'}" + (f"; PNG skipped for {', '.join(skipped)} (no Chromium "
