@@ -455,3 +455,14 @@ def test_report_html_renders_the_markdown_and_formats_numbers_by_column(tmp_path
     front = md.split("### Pareto front")[1].split("###")[0]
     assert re.search(r"\| \d+\.\d\d % \| \d+\.\d\d M \|", front)  # val_acc in %, bitops in M
     assert "KiB" in front and "e+0" not in front
+
+
+def test_curves_of_many_trials_are_labelled_by_parameters_and_coloured_by_a_cost(run_dir):
+    runs, df = load_runs([run_dir])
+    fig = make_figure(runs, df, "curves")
+    lines = [t for t in fig.data if t.mode == "lines"]
+    assert len(lines) == 13 and not any(t.showlegend for t in lines)  # no legend of 13 ids
+    assert all(t.name.startswith("w_bits=") and "method=" in t.name for t in lines)
+    assert len({t.line.color for t in lines}) > 3  # coloured by BitOps on a scale
+    (bar,) = [t for t in fig.data if t.mode == "markers"]
+    assert bar.marker.colorbar.title.text == "BitOps per image"

@@ -307,13 +307,33 @@ def render_importance(table: pd.DataFrame, title: str = "Parameter importance (f
     return fig
 
 
-def render_curves(curves: pd.DataFrame, metric: str = "val_acc", title: str = "Learning curves"):
+def render_curves(curves: pd.DataFrame, metric: str = "val_acc", title: str = "Learning curves",
+                  labels: dict | None = None, color_by: tuple[str, dict] | None = None):
+    """One line per trial. ``labels`` maps ``(run, trial_id)`` to a short text (the trial's
+    parameters) shown on hover; ``color_by = (column, {(run, trial_id): value})`` colours the
+    lines on a scale (with a titled colour bar) instead of giving each its own legend entry."""
     import plotly.graph_objects as go
+    from plotly.colors import sample_colorscale
 
     fig = go.Figure()
-    for (run, trial), rows in curves.groupby(["run", "trial_id"], sort=False):
-        fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[metric], mode="lines", name=f"{run} {trial}",
-                                 line={"width": 1}, opacity=0.7))
+    labels = labels or {}
+    values = color_by[1] if color_by else {}
+    finite = [float(v) for v in values.values() if v is not None and np.isfinite(v)]
+    lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    groups = list(curves.groupby(["run", "trial_id"], sort=False))
+    legend = not finite and len(groups) <= 8  # a legend of many ids helps nobody
+    for (run, trial), rows in groups:
+        label = labels.get((run, trial)) or f"{run} {trial}"
+        line = {"width": 1.2}
+        v = values.get((run, trial))
+        if finite and v is not None and np.isfinite(v):
+            line["color"] = sample_colorscale("Viridis", [(float(v) - lo) / (hi - lo) if hi > lo else 0.5])[0]
+        fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[metric], mode="lines", name=label, line=line, opacity=0.8,
+                                 showlegend=legend, hovertemplate=f"{label}<br>epoch %{{x}}: %{{y}}<extra></extra>"))
+    if finite:  # the colour bar, on an invisible marker trace
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
+                                 marker={"color": [lo, hi], "colorscale": "Viridis", "cmin": lo, "cmax": hi,
+                                         "showscale": True, "colorbar": {"title": {"text": axis_title(color_by[0])}}}))
     fig.update_layout(title=title, xaxis_title="epoch", yaxis_title=axis_title(metric), template="plotly_white")
     fig.update_yaxes(**_percent_axis(metric))
     return fig

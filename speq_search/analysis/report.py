@@ -74,7 +74,17 @@ def make_figure(runs: Sequence[Run], df: pd.DataFrame, kind: str = "front", x: s
         curves = pd.concat([learning_curves(r, metric) for r in runs], ignore_index=True)
         if curves.empty:
             raise LoadError("run", runs[0].source, "a run with a Ray experiment folder (per-epoch results)")
-        return plots.render_curves(curves, metric)
+        labels, colors = {}, {}
+        cost = next((m for r in runs for m, _ in r.objectives if not m.endswith("_acc")), None)
+        prefix = len(runs) > 1
+        for r in runs:
+            params = [p for p in r.params if p in r.trials][:6]
+            for _, t in r.trials.iterrows():
+                text = " ".join(f"{p}={t[p]:g}" if isinstance(t[p], float) else f"{p}={t[p]}" for p in params)
+                labels[(r.name, t["trial_id"])] = (f"{r.name}: " if prefix else "") + (text or str(t["trial_id"]))
+                if cost and cost in t and pd.notna(t[cost]):
+                    colors[(r.name, t["trial_id"])] = float(t[cost])
+        return plots.render_curves(curves, metric, labels=labels, color_by=(cost, colors) if colors else None)
     if kind == "sensitivity":
         run = next((r for r in runs if r.sensitivity is not None), None)
         if run is None:
