@@ -226,6 +226,8 @@ def render_parallel(data: ParallelData, title: str = "Parameters and objectives"
         dim = {"label": c, "values": v}
         if t:
             dim.update(tickvals=t[0], ticktext=t[1])
+        elif c.endswith("_acc"):
+            dim["tickformat"] = ".1%"
         dims.append(dim)
     color = {"color": data.color, "colorscale": "Viridis", "showscale": True,
              "colorbar": {"title": {"text": axis_title(data.color_label)}}}
@@ -301,9 +303,11 @@ def render_importance(table: pd.DataFrame, title: str = "Parameter importance (f
     fig = go.Figure()
     for i, (objective, rows) in enumerate(table.groupby("objective", sort=False)):
         rows = rows.sort_values("importance")
-        fig.add_trace(go.Bar(x=rows["importance"], y=rows["param"], orientation="h", name=objective,
+        fig.add_trace(go.Bar(x=rows["importance"], y=rows["param"], orientation="h", name=axis_title(objective),
                              marker_color=PALETTE[i % len(PALETTE)]))
-    fig.update_layout(title=title, barmode="group", template="plotly_white", xaxis_title="importance")
+    fig.update_layout(title=title, barmode="group", template="plotly_white",
+                      xaxis_title="importance (share of the objective's variance, fANOVA)",
+                      legend={"title": {"text": "objective"}})
     return fig
 
 
@@ -336,6 +340,8 @@ def render_curves(curves: pd.DataFrame, metric: str = "val_acc", title: str = "L
                                          "showscale": True, "colorbar": {"title": {"text": axis_title(color_by[0])}}}))
     fig.update_layout(title=title, xaxis_title="epoch", yaxis_title=axis_title(metric), template="plotly_white")
     fig.update_yaxes(**_percent_axis(metric))
+    epochs = int(curves["epoch"].max()) if len(curves) else 1
+    fig.update_xaxes(tick0=1, dtick=max(1, round(epochs / 10)))  # whole epochs
     return fig
 
 
