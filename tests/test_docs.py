@@ -29,7 +29,7 @@ def test_nothing_refers_to_files_outside_the_repository():
 def test_readme_sections_that_the_code_cites_exist():
     headings = [line.lstrip("#").strip() for line in (ROOT / "README.md").read_text().splitlines()
                 if line.startswith("#")]
-    cited = [(name, m.group(1)) for name, text in _tracked_text_files()
+    cited = [(name, m.group(1)) for name, text in _tracked_text_files() if name != "tests/test_docs.py"
              for m in re.finditer(r'README section "([^"]+)"', text)]
     assert cited, "the check found no citation to verify"
     missing = [(name, title) for name, title in cited if not any(h.startswith(title) for h in headings)]
