@@ -163,6 +163,8 @@ def _train(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     ensure_writable(out, "--out")
+    if not args.resume and ((out / "metrics.json").exists() or (out / "checkpoint.pt").exists()):
+        raise ConfigError("--out", str(out), "a new folder (this one holds a run: add --resume to continue it)")
     if args.resume:
         given = [flag for flag, key, _, _ in _TRAIN_FLAGS if getattr(args, key) is not None]
         given += ["--config"] * bool(args.config) + ["--set"] * bool(args.set)
@@ -214,6 +216,9 @@ def _run(args: argparse.Namespace) -> int:
         spec = load_space(args.space, overrides)
         name = check_run_name(args.name, "--name") if args.name else f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         ensure_writable(args.out_dir, "--out-dir")
+        if (Path(args.out_dir) / name / "run.json").exists():  # say it in the command line's terms
+            raise ConfigError("--name", name, f"a new run folder ({Path(args.out_dir) / name} holds a search: continue "
+                              f"it with speq-search run --resume {Path(args.out_dir) / name})")
         summary = run_search(spec, Path(args.out_dir) / name, opts)
     _print_front(summary)
     if summary.get("stopped_on_failures"):

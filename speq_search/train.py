@@ -505,7 +505,7 @@ def run(
                 raise ConfigError("resume", str(out), "a run folder holding checkpoint.pt")
             state = load_checkpoint(ckpt_path, "resume")
         elif (out / "metrics.json").exists() or (ckpt_path and ckpt_path.exists()):
-            raise ConfigError("out", str(out), "a new folder (this one holds a run: resume it to continue)")
+            raise ConfigError("out", str(out), "a new folder (this one holds a run: resume=True continues it)")
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.yaml")
 

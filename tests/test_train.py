@@ -105,8 +105,9 @@ def test_nan_loss_raises_training_diverged(tmp_path, tiny_cfg, monkeypatch):
 def test_existing_run_folder_is_not_overwritten(tmp_path, tiny_cfg):
     train(tiny_cfg, tmp_path / "r", log=lambda m: None)
     before = (tmp_path / "r" / "metrics.json").read_text()
-    with pytest.raises(ConfigError, match="--resume"):
+    with pytest.raises(ConfigError, match="resume=True"):  # from Python: the argument, not the flag
         train(tiny_cfg, tmp_path / "r", log=lambda m: None)
+    assert main(["train", "--out", str(tmp_path / "r")]) == 2  # from the command line: the flag
     assert (tmp_path / "r" / "metrics.json").read_text() == before
 
 
