@@ -466,3 +466,13 @@ def test_curves_of_many_trials_are_labelled_by_parameters_and_coloured_by_a_cost
     assert len({t.line.color for t in lines}) > 3  # coloured by BitOps on a scale
     (bar,) = [t for t in fig.data if t.mode == "markers"]
     assert bar.marker.colorbar.title.text == "BitOps per image"
+
+
+def test_report_draws_the_front_against_the_budget_axis_too(tmp_path, run_dir):
+    from speq_search.analysis.load import load_runs
+    from speq_search.analysis.report import write_report
+
+    runs, df = load_runs([run_dir])
+    write_report(runs, df, tmp_path / "rep", "avg_bits", log=lambda m: None)
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "<h3>front-avg_bits</h3>" in page and "<h3>front</h3>" in page

@@ -263,6 +263,10 @@ def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_
     out.mkdir(parents=True, exist_ok=True)
     reports = [run_report(r, budget_metric, budgets) for r in runs]
     figures = {"front": make_figure(runs, df, "front")}
+    x_axis = default_axes(runs)[0]
+    if budget_metric != x_axis and budget_metric in df and df[budget_metric].notna().any():
+        # The budget table bounds another cost: the front against that axis too, to read them together.
+        figures[f"front-{budget_metric}"] = make_figure(runs, df, "front", x=budget_metric)
     figures["hypervolume"] = make_figure(runs, df, "hypervolume")
     if any(not r.importance.empty for r in reports):
         figures["importance"] = make_figure(runs, df, "importance")
