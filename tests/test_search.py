@@ -102,6 +102,15 @@ def test_study_db_holds_the_same_completed_trials(tiny_run):
     for t in complete:
         assert len(t.user_attrs["val_acc_by_epoch"]) == 1  # TINY trains 1 epoch
         assert 0 < t.user_attrs["val_acc_by_epoch"][-1] <= 1
+    # ... and in a companion study of one objective, as intermediate values the dashboard draws
+    curves = optuna.load_study(study_name="tiny-curves", storage=f"sqlite:///{run_dir / 'study.db'}")
+    done = [t for t in curves.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 4
+    by_number = {t.number: t for t in complete}
+    for t in done:
+        main_trial = by_number[t.user_attrs["trial_number"]]
+        assert list(t.intermediate_values.values()) == main_trial.user_attrs["val_acc_by_epoch"]
+        assert t.value == pytest.approx(main_trial.values[0])
 
 
 def test_nan_trial_is_recorded_as_failed_and_the_search_completes(tmp_path, tiny_run):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import warnings
@@ -16,6 +17,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from speq_search.spaces import Param, SearchSpec
 
+CURVES_SUFFIX = "-curves"  # the companion study of per-epoch validation accuracy
 _STORED_METRICS = ("val_acc", "test_acc", "avg_w_bits", "avg_a_bits", "avg_bits", "size_bytes", "bitops", "macs",
                    "params", "fp_val_acc", "fp_test_acc", "epochs_done")
 
@@ -128,6 +130,13 @@ class SpeqOptunaSearch(OptunaSearch):
                                             else [self.metric])
         for point in self._warm_start:
             self._ot_study.enqueue_trial(point, skip_if_exists=True)
+        # Optuna keeps no intermediate values in a study of several objectives; a companion
+        # study of one objective in the same storage holds each trial's per-epoch validation
+        # accuracy, so that optuna-dashboard's learning-curve and intermediate-value views work.
+        self._curve_study = optuna.create_study(
+            storage=self._storage, study_name=f"{self._study_name}{CURVES_SUFFIX}", direction="maximize",
+            sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner(), load_if_exists=True)
+        self._curve_trials: dict[str, optuna.trial.Trial] = {}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Store each epoch's validation accuracy on the running Optuna trial.
@@ -145,8 +154,37 @@ class SpeqOptunaSearch(OptunaSearch):
         curve.append(float(value))
         try:
             trial.set_user_attr("val_acc_by_epoch", list(curve))
+            companion = self._curve_trial(trial_id, trial)
+            if companion is not None:
+                companion.report(float(value), step=int(result.get("epoch", len(curve))))
         except Exception as err:  # noqa: BLE001 - a curve never stops the search
             _logger.warning("could not store epoch %d of trial %s in the Optuna study (%s)", len(curve), trial_id, err)
+
+    def _curve_trial(self, trial_id: str, trial):
+        """The companion study's trial for ``trial_id`` (made on its first epoch)."""
+        study = self.__dict__.get("_curve_study")
+        if study is None:  # a searcher saved before the companion study existed
+            return None
+        trials = self.__dict__.setdefault("_curve_trials", {})
+        if trial_id not in trials:
+            companion = study.ask()
+            companion.set_user_attr("trial_number", trial.number)  # the trial of the main study
+            companion.set_user_attr("ray_trial_id", trial_id)
+            for name, value in trial.params.items():
+                companion.set_user_attr(f"param {name}", value)
+            trials[trial_id] = companion
+        return trials[trial_id]
+
+    def _tell_curve(self, trial_id: str, state, result: dict | None) -> None:
+        companion = self.__dict__.get("_curve_trials", {}).pop(trial_id, None)
+        if companion is None:
+            return
+        value = (result or {}).get("val_acc")
+        if state == optuna.trial.TrialState.COMPLETE and isinstance(value, (int, float)) and math.isfinite(value):
+            self._curve_study.tell(companion, float(value))
+        else:
+            self._curve_study.tell(companion, state=optuna.trial.TrialState.PRUNED
+                                   if state == optuna.trial.TrialState.PRUNED else optuna.trial.TrialState.FAIL)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:  # noqa: D102
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -170,6 +208,7 @@ class SpeqOptunaSearch(OptunaSearch):
             if any(t.number == trial.number for t in finished):
                 return  # told before a crash; Ray's snapshot was older than the study
             self._tell(trial, state, values, result)
+            self._tell_curve(trial_id, state, result)
         except Exception as err:  # noqa: BLE001 - the search must go on; the result is in the trial's folder
             _logger.warning("could not record trial %s in the Optuna study (%s: %s)", trial_id, type(err).__name__, err)
             return
