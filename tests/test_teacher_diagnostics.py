@@ -164,23 +164,6 @@ def test_a_run_logs_its_decaying_distillation_weight(tmp_path, tiny_cfg, schedul
     assert weights[0] > weights[1] > weights[2] == pytest.approx(0.0, abs=1e-9)
 
 
-def test_resume_keeps_the_schedule(tmp_path, tiny_cfg):
-    cfg = tiny_cfg.replace(**{"optim.epochs": 3, "speq.kd_schedule": "cosine-decay"})
-    full = train(cfg, tmp_path / "full", log=lambda m: None)
-
-    def stop_after_first(row):
-        if row["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "cut", callback=stop_after_first, log=lambda m: None)
-    resumed = train(cfg, tmp_path / "cut", resume=True, log=lambda m: None)
-    assert resumed["val_acc"] == full["val_acc"] and resumed["test_acc"] == full["test_acc"]
-    full_rows = list(csv.DictReader(open(tmp_path / "full" / "metrics.csv")))
-    cut_rows = list(csv.DictReader(open(tmp_path / "cut" / "metrics.csv")))
-    assert [r["kd_weight"] for r in cut_rows] == [r["kd_weight"] for r in full_rows]
-
-
 def test_qat_logs_no_distillation_weight(tmp_path, tiny_cfg):
     train(tiny_cfg.replace(**{"speq.method": "qat"}), tmp_path / "q", log=lambda m: None)
     rows = list(csv.DictReader(open(tmp_path / "q" / "metrics.csv")))

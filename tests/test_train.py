@@ -59,8 +59,9 @@ def test_full_precision_model_is_trained_once_and_reused(tmp_path, tiny_cfg):
     assert len(list(fp_cache_dir(cfg).glob("*.pt"))) == 1
 
 
-def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_cfg):
-    cfg = tiny_cfg.replace(**{"optim.epochs": 3})
+@pytest.mark.parametrize("kd_schedule", ["constant", "cosine-decay"])  # a schedule follows the restored step
+def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_cfg, kd_schedule):
+    cfg = tiny_cfg.replace(**{"optim.epochs": 3, "speq.kd_schedule": kd_schedule})
     full = train(cfg, tmp_path / "full", log=lambda m: None)
 
     def stop_after_first(row):
@@ -76,6 +77,8 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_cfg):
         assert resumed[key] == full[key]
     rows = list(csv.DictReader(open(tmp_path / "cut" / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    full_rows = list(csv.DictReader(open(tmp_path / "full" / "metrics.csv")))
+    assert [r["kd_weight"] for r in rows] == [r["kd_weight"] for r in full_rows]
 
 
 @pytest.mark.parametrize("method", ["fp", "qat", "kd-kl", "kd-fp"])
