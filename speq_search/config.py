@@ -285,7 +285,7 @@ def _section_fields() -> dict[str, str]:
     ``epoch`` is suggested as ``optim.epochs``)."""
     out: dict[str, str] = {}
     for f in dataclasses.fields(TrainConfig):
-        if dataclasses.is_dataclass(f.default_factory) if f.default_factory is not dataclasses.MISSING else False:
+        if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory):
             for g in dataclasses.fields(f.default_factory):
                 out.setdefault(g.name, f"{f.name}.{g.name}")
     return out

@@ -19,18 +19,24 @@ def short_repr(value: object) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def near_miss(value: object, names) -> str | None:
+    """The one of ``names`` that ``value`` is a near miss of (a typo), or ``None``."""
+    import difflib
+
+    near = difflib.get_close_matches(str(value), list(names), n=1, cutoff=0.75)
+    return near[0] if near else None
+
+
 def one_of(value: object, options, extra: dict[str, str] | None = None) -> str:
     """``"a key among a, b, c"``, plus ``" (did you mean b?)"`` when ``value`` is a near miss.
 
     ``extra`` maps further names to what they stand for (e.g. short aliases), which are
     suggested but not listed.
     """
-    import difflib
-
     options = sorted(options)
     names = {o: o for o in options} | (extra or {})
-    near = difflib.get_close_matches(str(value), list(names), n=1, cutoff=0.75)
-    hint = f" (did you mean {names[near[0]]}?)" if near else ""
+    near = near_miss(value, names)
+    hint = f" (did you mean {names[near]}?)" if near else ""
     return "a key among " + ", ".join(options) + hint
 
 

@@ -13,7 +13,6 @@ directions), when the source knows.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from speq_search.errors import ConfigError
+from speq_search.errors import ConfigError, near_miss
 
 STATUSES = ("COMPLETED", "FAILED", "STOPPED", "INCOMPLETE", "INFEASIBLE")
 _OPTUNA_STATUS = {"COMPLETE": "COMPLETED", "FAIL": "FAILED", "PRUNED": "STOPPED", "RUNNING": "INCOMPLETE",
@@ -286,9 +285,9 @@ def require_columns(df: pd.DataFrame, columns, option: str = "column", plottable
             if plottable:
                 options = [c for c in df.columns if c not in _NOT_PLOTTABLE and df[c].notna().any()
                            and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
-            near = difflib.get_close_matches(str(col), options, n=1, cutoff=0.75)
+            near = near_miss(col, options)
             raise LoadError(option, col, "a column of the results: " + ", ".join(options or df.columns)
-                            + (f" (did you mean {near[0]}?)" if near else ""))
+                            + (f" (did you mean {near}?)" if near else ""))
 
 
 def expand_layer_bits(df: pd.DataFrame) -> pd.DataFrame:
