@@ -218,17 +218,32 @@ def run_report(run: Run, budget_metric: str = "avg_bits", budgets: Sequence[floa
     values = done[metrics].to_numpy(dtype=float)
     hv = hypervolume(values, metrics, [d for _, d in run.objectives], run.full_precision)
     reference = dict(zip(metrics, reference_values(metrics, values, run.full_precision)))
-    score = next((m for m in metrics if m.endswith("_acc")), metrics[0])
     best = pd.DataFrame()
     if budget_metric in done:
         if budgets is None:
             budgets = default_budgets(done[budget_metric].astype(float))
-        best = best_under_budgets(done, budget_metric, budgets, score, _mode([run], score),
-                                  others=[o for o in run.objectives if o[0] != score])
-        cheapest = float(done[budget_metric].min())
-        best["note"] = ["" if c <= b else f"no trial meets it: the cheapest has {budget_metric} {cheapest:.4g}"
-                        for b, c in zip(best["budget"], [cheapest] * len(best))]
+        best = budget_picks(run, budget_metric, budgets)
     return RunReport(run, front, best, hv, reference, plots.importance_data(run))
+
+
+def budget_picks(run: Run, budget_metric: str, budgets: Sequence[float]) -> pd.DataFrame:
+    """The best completed trial under each budget ``budget_metric <= b``: one row per budget (NaN
+    where none meets it, with a ``note`` naming the cheapest trial's cost).
+
+    The score is the run's accuracy objective (else its first); ties go to the trial not dominated
+    on the other objectives (:func:`best_under_budgets`). The report's budget table and
+    ``speq-search export --budget`` pick by this one rule.
+    """
+    metrics = [m for m, _ in run.objectives]
+    done = run.completed.dropna(subset=metrics)
+    require_columns(done, [budget_metric], "budget metric")
+    score = next((m for m in metrics if m.endswith("_acc")), metrics[0])
+    best = best_under_budgets(done, budget_metric, budgets, score, _mode([run], score),
+                              others=[o for o in run.objectives if o[0] != score])
+    cheapest = float(done[budget_metric].min()) if len(done) else float("nan")
+    best["note"] = ["" if cheapest <= b else f"no trial meets it: the cheapest has {budget_metric} {cheapest:.4g}"
+                    for b in best["budget"]]
+    return best
 
 
 def comparison_table(reports: Sequence[RunReport]) -> pd.DataFrame:
