@@ -668,12 +668,15 @@ def _write_history(path: Path, history: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def load_trained(run_dir: str | Path) -> nn.Module:
-    """The selected model of a finished run folder, rebuilt from its config and checkpoint."""
+def load_trained(run_dir: str | Path, splits: Splits | None = None) -> nn.Module:
+    """The selected model of a finished run folder, rebuilt from its config and checkpoint.
+
+    ``splits`` (the run's data, if already loaded) saves loading it again to learn its shapes.
+    """
     run_dir = Path(run_dir)
     cfg = TrainConfig.load(run_dir / "config.yaml")
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
-    splits = load_data(cfg)
+    splits = splits if splits is not None else load_data(cfg)
     model = build_model(cfg, splits)
     if cfg.speq.method != "fp":
         quantize_for(cfg, model)
