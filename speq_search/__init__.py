@@ -24,6 +24,9 @@ _EXPORTS = {
     "list_datasets": ("speq_search.data", "list_datasets"),
     "register_dataset": ("speq_search.data", "register_dataset"),
     "ConfigError": ("speq_search.errors", "ConfigError"),
+    "export_onnx": ("speq_search.export", "export_onnx"),
+    "export_run": ("speq_search.export", "export_run"),
+    "verify_onnx": ("speq_search.export", "verify_onnx"),
     "create_model": ("speq_search.models", "create_model"),
     "list_models": ("speq_search.models", "list_models"),
     "register_model": ("speq_search.models", "register_model"),
@@ -50,6 +53,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see
     from speq_search.costs import Costs, layer_costs, model_costs
     from speq_search.data import create_dataset, list_datasets, register_dataset
     from speq_search.errors import ConfigError
+    from speq_search.export import export_onnx, export_run, verify_onnx
     from speq_search.models import create_model, list_models, register_model
     from speq_search.quant import (
         ActQuantizer,
@@ -101,6 +105,8 @@ __all__ = [
     "create_dataset",
     "create_model",
     "distillation_loss",
+    "export_onnx",
+    "export_run",
     "high_precision",
     "layer_bits",
     "layer_costs",
@@ -114,5 +120,6 @@ __all__ = [
     "speq_loss",
     "stochastic_precision",
     "teacher_logits",
+    "verify_onnx",
     "run_training",
 ]

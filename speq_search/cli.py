@@ -150,6 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field of the space")
     sens.add_argument("--out", help="also write the table to this CSV file")
 
+    export = sub.add_parser("export", help="write a trained model as an ONNX file (QDQ form), verified in onnxruntime",
+                            description="Export a trained model as ONNX with integer weights and QuantizeLinear/"
+                            "DequantizeLinear activations (opset 21), run it in onnxruntime on the run's test split "
+                            "beside the PyTorch model, and write --out only if their accuracies agree within "
+                            "--tolerance points. Needs: pip install 'speq-search[export]'.")
+    export.add_argument("source", metavar="SOURCE", help="a `train` run folder, or a `run` folder with --trial or --budget")
+    export.add_argument("--out", required=True, help="the .onnx file to write")
+    pick = export.add_mutually_exclusive_group()
+    pick.add_argument("--trial", help="the trial id to export (a search run's trials.csv lists them)")
+    pick.add_argument("--budget", help="export the best trial under a budget, e.g. 'avg_bits<=3' (the report's rule)")
+    export.add_argument("--fold-batchnorm", action="store_true",
+                        help="fold BatchNorm into the weight scales (default: keep it as a float op: exact)")
+    export.add_argument("--tolerance", type=float, default=0.1,
+                        help="largest accepted test-accuracy difference in points (default: 0.1)")
+    export.add_argument("--opset", type=int, default=21, help="ONNX opset, 21 or later (default: 21)")
+
     sub.add_parser("spaces", help="list the shipped search spaces")
     sub.add_parser("models", help="list the registered models")
     sub.add_parser("datasets", help="list the registered data sets")
@@ -293,6 +309,18 @@ def _sensitivity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from speq_search.export import ExportMismatch, export_run
+
+    try:
+        export_run(args.source, args.out, trial=args.trial, budget=args.budget, fold_batchnorm=args.fold_batchnorm,
+                   tolerance=args.tolerance, opset=args.opset)
+    except ExportMismatch as err:
+        print(f"speq-search export: failed: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _print_front(summary: dict) -> None:
     import pandas as pd
 
@@ -339,7 +367,8 @@ def _listing(entries: dict[str, str]) -> int:
 # The library names arguments as Python does; the command line names its flags.
 _FLAGS = {"plot": {"kind": "--kind", "x": "--x", "y": "--y", "color": "--color", "group": "--group-by"},
           "run": {"storage_path": "--storage-path"},
-          "train": {"out": "--out"}}
+          "train": {"out": "--out"},
+          "export": {"tolerance": "--tolerance", "opset": "--opset"}}
 
 
 def _as_flags(err: ConfigError, command: str) -> str:
@@ -365,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _plot(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "export":
+            return _export(args)
         if args.command == "spaces":
             from speq_search.spaces import shipped_spaces
 

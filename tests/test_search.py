@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -271,3 +272,39 @@ def test_final_front_table_shows_tied_trials_once(tmp_path, capsys):
     assert "Pareto front (2 points; 1 tied trials not repeated):" in out
     table = out.split("not repeated):")[1].split("wrote")[0]
     assert len([line for line in table.splitlines() if line.strip()]) == 3  # header and two rows
+
+
+# ----------------------------------------------------------------------------- export from a search
+def test_export_a_trial_and_the_best_under_a_budget(tiny_run, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from speq_search.analysis.load import load_run
+    from speq_search.analysis.report import budget_picks
+
+    run_dir, _ = tiny_run
+    trials = read_run_csv(run_dir / "trials.csv")
+    trial = trials.sort_values("bitops").iloc[0]
+    assert main(["export", str(run_dir), "--trial", trial["trial_id"], "--out", str(tmp_path / "t.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert f"trial {trial['trial_id']} of {run_dir}" in out and (tmp_path / "t.onnx").exists()
+    accuracy = float(re.search(r"images: ([0-9.]+) %", out).group(1))
+    assert accuracy == pytest.approx(100 * trial["test_acc"], abs=0.01)  # the trial's own model, by its test score
+    bound = float(trials["avg_bits"].median())
+    expected = budget_picks(load_run(run_dir), "avg_bits", [bound]).iloc[0]["trial_id"]
+    assert main(["export", str(run_dir), "--budget", f"avg_bits<={bound}", "--out", str(tmp_path / "b.onnx")]) == 0
+    assert f"trial {expected} of {run_dir} (the best val_acc under avg_bits <= {bound:g}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,field,hint", [
+    (["--trial", "0000dead"], "--trial", "the id of a completed trial"),
+    (["--budget", "avg_bits<=0.5"], "--budget", "the cheapest has avg_bits"),
+    (["--budget", "avg_bits < 3"], "--budget", "'METRIC<=NUMBER'"),
+    ([], "--trial/--budget", "one of them for a search run"),
+])
+def test_export_from_a_search_bad_input_exits_2(tiny_run, tmp_path, capsys, args, field, hint):
+    pytest.importorskip("onnxruntime")
+    run_dir, _ = tiny_run
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "m.onnx"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"error: {field}" in err and hint in err, err
+    assert not list(tmp_path.iterdir())

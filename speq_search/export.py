@@ -1,0 +1,596 @@
+"""ONNX export of a trained quantized model in QDQ form, checked in onnxruntime.
+
+The graph (opset 21) is what ONNX runtimes recognise as a quantized model:
+
+- **Activations.** Each quantized layer's input goes through ``Clip`` to the layer's learned
+  range, then ``QuantizeLinear``/``DequantizeLinear`` with the layer's step as scale and zero
+  point 0: ``uint8`` after a ReLU, ``int8`` for a signed input (the image, a linear bottleneck).
+  The ``Clip`` keeps the codes within the b-bit range below 8 bits. It is used rather than
+  ONNX's 4-bit types because those exist for 4 bits only, while a layer may run at 2 to 8,
+  and a ``Clip`` before ``QuantizeLinear`` is a pattern every runtime executes.
+- **Weights** are integer initializers with one scale per output channel (``DequantizeLinear``
+  with ``axis=0``), never float copies. The weight grid is the mid-point grid, levels
+  ``(k + 1/2) * step``, written exactly as the odd codes ``2k + 1`` at half the step:
+  ``INT4`` at 2 and 3 bits (codes within +-7), ``INT8`` at 4 to 7 bits, ``INT16`` at 8. 32-bit
+  weights stay float. Every layer keeps the bits it was trained with (first and last layers,
+  per-layer mixed precision).
+- **BatchNorm** stays a float ``BatchNormalization`` op after its convolution by default, so
+  the exported graph computes exactly what the trained model computes. Folding it into the
+  layer's per-channel weight scale and float bias (``fold_batchnorm=True``) keeps the integer
+  codes (a channel whose BatchNorm scale is negative has its codes' sign flipped) but changes the
+  float rounding of the layer's output by an ulp, and at 2-4 bits such an ulp can move a value
+  across the next layer's rounding boundary: measured on untrained ResNet-20s, logits moved by up
+  to ~0.1. Folding applies to a BatchNorm fed by one quantized layer alone, found by tracing the
+  model with ``torch.fx``; a model the tracer cannot follow keeps its BatchNorms.
+
+Needs the optional packages onnx, onnxruntime and onnxscript: ``pip install 'speq-search[export]'``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from speq_search.errors import ConfigError
+from speq_search.quant.modules import QUANT_LAYERS, ActQuantizer, QuantConv2d, QuantLinear
+from speq_search.quant.primitives import FULL_PRECISION, sawb_clip
+
+OPSET = 21  # the first with INT4/INT16 in DequantizeLinear
+INSTALL_HINT = "pip install 'speq-search[export]'"
+# A deployed model must score as the trained one does: more than this many points apart fails.
+DEFAULT_TOLERANCE = 0.1
+
+
+def require_export_packages() -> None:
+    """Raise a one-line :class:`ConfigError` unless onnx, onnxruntime and onnxscript import."""
+    missing = []
+    for name in ("onnx", "onnxruntime", "onnxscript"):
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ConfigError("export", ", ".join(missing) + " not installed", f"install them with: {INSTALL_HINT}")
+
+
+# ----------------------------------------------------------------------------- the two custom ops
+# In PyTorch they compute what the ONNX nodes compute; the exporter maps each to its QDQ nodes.
+@torch.library.custom_op("speq_search::quantize_act", mutates_args=())
+def quantize_act(x: torch.Tensor, scale: torch.Tensor, low: float, high: float, qmin: int, qmax: int) -> torch.Tensor:
+    """Clip to ``[low, high]``, round to the grid of ``scale`` (codes in ``[qmin, qmax]``), back to float."""
+    return torch.clamp(torch.round(x.clamp(low, high) / scale), qmin, qmax) * scale
+
+
+@quantize_act.register_fake
+def _(x, scale, low, high, qmin, qmax):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("speq_search::dequantize_weight", mutates_args=())
+def dequantize_weight(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Integer codes times one scale per output channel (dimension 0)."""
+    return codes.float() * scale.reshape((-1,) + (1,) * (codes.dim() - 1))
+
+
+@dequantize_weight.register_fake
+def _(codes, scale):
+    return torch.empty(codes.shape, dtype=torch.float32, device=codes.device)
+
+
+def _translations() -> dict:
+    import numpy as np
+    from onnxscript import ir
+    from onnxscript import opset21 as op
+
+    def quantize_act_onnx(x, scale, low: float, high: float, qmin: int, qmax: int):
+        zero = op.Constant(value=ir.tensor(np.array(0, dtype=np.int8 if qmin < 0 else np.uint8)))
+        y = op.Clip(x, op.Constant(value_float=low), op.Constant(value_float=high))
+        return op.DequantizeLinear(op.QuantizeLinear(y, scale, zero), scale, zero)
+
+    def dequantize_weight_onnx(codes, scale):
+        return op.DequantizeLinear(codes, scale, axis=0)
+
+    return {torch.ops.speq_search.quantize_act.default: quantize_act_onnx,
+            torch.ops.speq_search.dequantize_weight.default: dequantize_weight_onnx}
+
+
+# ----------------------------------------------------------------------------- the deployable model
+def weight_codes(layer: QuantConv2d | QuantLinear) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(codes, scale)`` with ``codes * scale`` (per output channel) equal to ``layer.quantized_weight()``.
+
+    ``codes`` are the odd integers ``2k + 1`` of the mid-point grid, ``scale`` half the step.
+    """
+    wq = layer.weight_quant
+    bits = wq.bits
+    if bits >= FULL_PRECISION:
+        raise ValueError("a 32-bit weight has no integer codes")
+    w = layer.weight.detach()
+    clip = wq.clip.detach() if wq.method == "lsq" else sawb_clip(w, bits, wq._dims)
+    half = 2 ** (bits - 1)
+    step = 2 * clip / (2**bits - 1)  # as fake_quantize_weight computes it
+    k = torch.clamp(torch.round(w / step - 0.5), -half, half - 1)
+    scale = (step / 2).reshape(-1)
+    if scale.numel() == 1:  # a per-tensor clip: the same scale for every channel
+        scale = scale.expand(w.shape[0])
+    return (2 * k + 1).to(torch.int16), scale.contiguous().clone()
+
+
+def _code_dtype(bits: int) -> torch.dtype:
+    return torch.int8 if bits <= 7 else torch.int16  # 2-3 bits are packed to INT4 after export
+
+
+class _InputQDQ(nn.Module):
+    """A layer's activation quantizer, frozen: Clip, then QuantizeLinear/DequantizeLinear."""
+
+    def __init__(self, q: ActQuantizer) -> None:
+        super().__init__()
+        clip = q.clip.detach().reshape(())
+        self.low, self.high = (-float(clip), float(clip)) if q.signed else (0.0, float(clip))
+        levels = 0
+        if q.bits < FULL_PRECISION:
+            levels = 2 ** (q.bits - 1) - 1 if q.signed else 2**q.bits - 1
+        self.qmin, self.qmax = (-levels if q.signed else 0), levels
+        # The step, computed as the quantizer computes it; None at 32 bits.
+        self.register_buffer("scale", clip / levels if levels else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if self.scale is None:  # 32 bits: the learned clip stays part of the activation function
+            return x.clamp(self.low, self.high)
+        return quantize_act(x, self.scale, self.low, self.high, self.qmin, self.qmax)
+
+
+class _DeployLayer(nn.Module):
+    """A quantized conv or linear layer as it is deployed: input QDQ, integer weights, float bias,
+    and the BatchNorm after it (if any) folded into the weight scale and the bias."""
+
+    def __init__(self, layer: QuantConv2d | QuantLinear, bn: nn.modules.batchnorm._BatchNorm | None) -> None:
+        super().__init__()
+        self.input_qdq = _InputQDQ(layer.act_quant)
+        self.is_conv = isinstance(layer, QuantConv2d)
+        if self.is_conv:
+            if layer.padding_mode != "zeros":
+                raise ConfigError("model", f"{layer.padding_mode} padding", "convolutions with zero padding (ONNX Conv)")
+            self.stride, self.padding, self.dilation, self.groups = layer.stride, layer.padding, layer.dilation, layer.groups
+        self.w_bits = layer.weight_quant.bits
+        out_channels = layer.weight.shape[0]
+        bias = layer.bias.detach().clone() if layer.bias is not None else None
+        gain = None
+        if bn is not None:
+            gain = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else \
+                1 / torch.sqrt(bn.running_var + bn.eps)
+            shift = (bn.bias.detach() if bn.affine else 0) - bn.running_mean * gain
+            bias = shift + (bias * gain if bias is not None else 0)
+        self.register_buffer("bias", bias)
+        self.register_buffer("weight", None)
+        self.register_buffer("codes", None)
+        if self.w_bits < FULL_PRECISION:
+            codes, scale = weight_codes(layer)
+            exact = codes.float() * scale.reshape((-1,) + (1,) * (codes.dim() - 1))
+            if not torch.equal(exact, layer.quantized_weight().detach()):
+                raise RuntimeError("export: the integer weight codes do not reproduce the layer's weights; please report it")
+            if gain is not None:
+                flip = torch.where(gain < 0, -1, 1).to(codes.dtype)
+                codes = codes * flip.reshape((-1,) + (1,) * (codes.dim() - 1))
+                scale = scale * gain.abs()
+            self.codes = codes.to(_code_dtype(self.w_bits))
+            self.register_buffer("scale", scale.reshape(out_channels))
+        else:
+            w = layer.weight.detach().clone()
+            self.weight = w * gain.reshape((-1,) + (1,) * (w.dim() - 1)) if gain is not None else w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        x = self.input_qdq(x)
+        w = dequantize_weight(self.codes, self.scale) if self.codes is not None else self.weight
+        if self.is_conv:
+            return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return F.linear(x, w, self.bias)
+
+
+def _batchnorm_pairs(model: nn.Module) -> tuple[dict[str, str], str]:
+    """``{layer name: BatchNorm name}`` for each BatchNorm fed by a quantized layer alone, and
+    why none were found when the model cannot be traced (``""`` otherwise)."""
+    from torch import fx
+
+    class _Tracer(fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:  # noqa: D102
+            return isinstance(m, QUANT_LAYERS) or super().is_leaf_module(m, qualname)
+
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as err:  # a model with data-dependent control flow: keep its BatchNorms as ops
+        return {}, f"the model cannot be traced ({type(err).__name__}), so its BatchNorms stay float ops"
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    modules = dict(model.named_modules())
+    pairs = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules[node.target], QUANT_LAYERS) or len(node.users) != 1:
+            continue
+        (user,) = node.users
+        bn = modules.get(user.target) if user.op == "call_module" else None
+        if (isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.track_running_stats and calls[user.target] == 1
+                and calls[node.target] == 1 and len(user.all_input_nodes) == 1):
+            pairs[node.target] = user.target
+    return pairs, ""
+
+
+@dataclass
+class DeployPlan:
+    """What :func:`deploy_model` did: layers replaced, BatchNorms folded, and why not, if not."""
+
+    layers: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> {"w_bits", "a_bits"}
+    folded: dict[str, str] = field(default_factory=dict)  # layer name -> the BatchNorm folded into it
+    note: str = ""
+
+
+def deploy_model(model: nn.Module, fold_batchnorm: bool = False) -> tuple[nn.Module, DeployPlan]:
+    """A copy of ``model`` (eval mode) whose quantized layers compute with integer codes as the
+    exported graph does, with BatchNorms folded where they directly follow such a layer."""
+    model = copy.deepcopy(model).eval().cpu()
+    plan = DeployPlan()
+    pairs, plan.note = _batchnorm_pairs(model) if fold_batchnorm else ({}, "")
+    for name, layer in [(n, m) for n, m in model.named_modules() if isinstance(m, QUANT_LAYERS)]:
+        bn_name = pairs.get(name)
+        bn = model.get_submodule(bn_name) if bn_name else None
+        _set_submodule(model, name, _DeployLayer(layer, bn))
+        plan.layers[name] = {"w_bits": layer.weight_quant.bits, "a_bits": layer.act_quant.bits}
+        if bn_name:
+            _set_submodule(model, bn_name, nn.Identity())
+            plan.folded[name] = bn_name
+    model.requires_grad_(False)
+    return model, plan
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+# ----------------------------------------------------------------------------- export
+@dataclass
+class ExportResult:
+    """What :func:`export_onnx` wrote."""
+
+    path: Path
+    opset: int
+    file_bytes: int
+    layers: dict[str, dict[str, int]]
+    folded: dict[str, str]
+    weight_types: dict[str, str]  # layer name -> the ONNX type of its weight initializer
+    weight_bytes: int  # what the weight initializers take in the file
+    note: str = ""
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter logs a line per missing optional package (torchvision's ops) and its progress."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():  # a deprecation inside torch.export's own pytree code
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def export_onnx(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    path: str | Path,
+    *,
+    opset: int = OPSET,
+    fold_batchnorm: bool = False,
+    metadata: dict[str, str] | None = None,
+) -> ExportResult:
+    """Write ``model`` (a quantized model from :func:`speq_search.quantize_model`, or a float one)
+    as an ONNX file in QDQ form, with a dynamic batch dimension, and check it with ``onnx.checker``.
+
+    Args:
+        model: the trained model; it is not changed (a copy is exported).
+        example_input: a batch of inputs of the model's shape (at least 2 images: the batch
+            dimension is exported as dynamic).
+        path: the ``.onnx`` file to write (written whole or not at all).
+        opset: ONNX opset; 21 or later (INT4 and INT16 weights need it).
+        fold_batchnorm: fold BatchNorms into the layers before them (see the module docstring).
+        metadata: extra ``metadata_props`` of the model (strings).
+    """
+    require_export_packages()
+    import onnx
+
+    if opset < OPSET:
+        raise ConfigError("opset", opset, f"an ONNX opset >= {OPSET} (INT4 and INT16 weight codes need it)")
+    x = example_input.detach().cpu()
+    if x.shape[0] < 2:
+        x = torch.cat([x, x])  # torch.export specialises a batch of 1; 2 keeps the dimension dynamic
+    deploy, plan = deploy_model(model, fold_batchnorm)
+    with _quiet_exporter(), torch.no_grad():
+        program = torch.onnx.export(
+            deploy, (x,), dynamo=True, opset_version=opset, input_names=["input"], output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},), custom_translation_table=_translations(),
+            optimize=True, verbose=False, report=False,
+        )
+    proto = program.model_proto
+    weight_types, weight_bytes = _pack_weights(proto, deploy)
+    for node in proto.graph.node:  # the exporter's per-node stack traces: most of a small model's bytes
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del proto.graph.value_info[:]  # intermediate shapes, which runtimes infer themselves
+    props = {"producer": "speq-search", "layer_bits": json.dumps(plan.layers),
+             "folded_batchnorm": json.dumps(plan.folded), **(metadata or {})}
+    onnx.helper.set_model_props(proto, {k: str(v) for k, v in props.items()})
+    onnx.checker.check_model(proto, full_check=True)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save_model(proto, str(tmp))
+    os.replace(tmp, path)
+    return ExportResult(path, opset, path.stat().st_size, plan.layers, plan.folded, weight_types, weight_bytes, plan.note)
+
+
+def _pack_weights(proto, deploy: nn.Module) -> tuple[dict[str, str], int]:
+    """Store the codes of 2- and 3-bit layers as INT4 (two per byte); return each layer's weight
+    type and the bytes all weights take."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    initializers = {t.name: t for t in proto.graph.initializer}
+    types, total = {}, 0
+    for name, m in deploy.named_modules():
+        if not isinstance(m, _DeployLayer):
+            continue
+        key = f"{name}.codes" if m.codes is not None else f"{name}.weight"
+        tensor = initializers.get(key)
+        if tensor is None:  # an exporter that renamed it: the graph is still right, only not packed
+            types[name] = "?"
+            continue
+        if m.codes is not None and m.w_bits <= 3:
+            import ml_dtypes
+
+            packed = numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.int8).astype(ml_dtypes.int4), key)
+            tensor.CopyFrom(packed)
+        types[name] = onnx.TensorProto.DataType.Name(tensor.data_type)
+        total += len(tensor.raw_data)
+    return types, total
+
+
+# ----------------------------------------------------------------------------- verification
+@dataclass
+class Verification:
+    """onnxruntime against PyTorch on one labelled split."""
+
+    images: int
+    onnx_acc: float
+    torch_acc: float
+    max_logit_diff: float
+    agreement: float  # fraction of images where both predict the same class
+    provider: str = "CPUExecutionProvider"
+
+    @property
+    def acc_diff_points(self) -> float:
+        return 100 * abs(self.onnx_acc - self.torch_acc)
+
+
+@torch.no_grad()
+def verify_onnx(path: str | Path, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> Verification:
+    """Run the ONNX file in onnxruntime (CPU) and ``model`` in PyTorch on ``(x, y)``; compare."""
+    require_export_packages()
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    model = model.eval().cpu()
+    correct_onnx = correct_torch = same = 0
+    diff = 0.0
+    for i in range(0, len(y), batch_size):
+        xb, yb = x[i:i + batch_size].cpu(), y[i:i + batch_size].cpu()
+        ours = torch.from_numpy(session.run(None, {name: xb.numpy()})[0])
+        theirs = model(xb)
+        diff = max(diff, float((ours - theirs).abs().max()))
+        correct_onnx += int((ours.argmax(1) == yb).sum())
+        correct_torch += int((theirs.argmax(1) == yb).sum())
+        same += int((ours.argmax(1) == theirs.argmax(1)).sum())
+    n = max(len(y), 1)
+    return Verification(len(y), correct_onnx / n, correct_torch / n, diff, same / n)
+
+
+# ----------------------------------------------------------------------------- from a run folder
+@dataclass
+class ExportSource:
+    """A trained model to export: the folder holding its ``config.yaml`` and ``checkpoint.pt``."""
+
+    folder: Path
+    label: str  # what the user is told is being exported
+    metrics: dict = field(default_factory=dict)  # what the run reported (size_bytes, test_acc...), where known
+
+
+_BUDGET = r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*<=\s*([-+0-9.eE]+)\s*"
+
+
+def resolve_source(source: str | Path, trial: str | None = None, budget: str | None = None) -> ExportSource:
+    """The model folder ``source`` names: a ``train`` run folder, or a search run folder (or a Ray
+    experiment folder) with ``trial`` (a trial id) or ``budget`` (``"METRIC<=NUMBER"``: the best
+    completed trial under it, by the rule of the report's budget table)."""
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        raise ConfigError("SOURCE", str(source), "an existing train run folder, or a search run folder with --trial or --budget")
+    is_train_run = (path / "config.yaml").exists() and not (path / "trials.csv").exists()
+    if is_train_run:
+        if trial is not None or budget is not None:
+            raise ConfigError("--trial" if trial is not None else "--budget", trial or budget,
+                              "only with a search run folder (this is a train run folder: export it without the flag)")
+        if not (path / "checkpoint.pt").exists():
+            raise ConfigError("SOURCE", str(source), "a run folder holding checkpoint.pt (this one has none: the run did not "
+                              "finish an epoch)")
+        return ExportSource(path, f"train run {path}", _read_metrics(path / "metrics.json"))
+    from speq_search.analysis.load import LoadError, load_run
+
+    try:
+        run = load_run(path)
+    except LoadError:
+        raise ConfigError("SOURCE", str(source), "a train run folder (config.yaml, checkpoint.pt) or a search run folder "
+                          "(trials.csv)") from None
+    if (trial is None) == (budget is None):
+        raise ConfigError("--trial/--budget", trial if trial is not None else budget,
+                          "one of them for a search run: --trial ID, or --budget 'METRIC<=NUMBER' (e.g. 'avg_bits<=3')")
+    done = run.completed
+    if budget is not None:
+        row, why = _pick_under_budget(run, budget)
+    else:
+        rows = run.trials[run.trials["trial_id"].astype(str) == str(trial)]
+        if rows.empty:
+            raise ConfigError("--trial", trial, _trial_choices(done["trial_id"].astype(str).tolist(), trial))
+        row = rows.iloc[0]
+        if row["trial_id"] not in set(done["trial_id"]):
+            raise ConfigError("--trial", trial, f"a completed trial (this one is {row['status']}): "
+                              + _trial_choices(done["trial_id"].astype(str).tolist(), trial))
+        why = ""
+    trial_id = str(row["trial_id"])
+    folder = _trial_model_folder(run, trial_id)
+    metrics = {k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}
+    return ExportSource(folder, f"trial {trial_id} of {path}{why}", metrics)
+
+
+def _pick_under_budget(run, budget: str):
+    import re
+
+    from speq_search.analysis.report import budget_picks
+
+    match = re.fullmatch(_BUDGET, budget)
+    if not match:
+        raise ConfigError("--budget", budget, "'METRIC<=NUMBER', e.g. 'avg_bits<=3' or 'size_bytes<=4096'")
+    metric, bound = match.group(1), float(match.group(2))
+    if not run.objectives:
+        raise ConfigError("SOURCE", run.source, "a run whose objectives are known (a folder of `speq-search run`), "
+                          "or --trial ID")
+    picks = budget_picks(run, metric, [bound])
+    if picks["trial_id"].isna().all():
+        raise ConfigError("--budget", budget, f"a budget some completed trial meets ({picks['note'].iloc[0]})")
+    row = picks.iloc[0]
+    score = next((m for m, _ in run.objectives if m.endswith("_acc")), run.objectives[0][0])
+    return row, f" (the best {score} under {metric} <= {bound:g}: {row[score]:.4g} at {metric} {row[metric]:.4g})"
+
+
+def _trial_choices(ids: list[str], given: str) -> str:
+    from speq_search.errors import near_miss
+
+    if not ids:
+        return "the id of a completed trial (this run has none)"
+    near = near_miss(given, ids)
+    shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more (see trials.csv)" if len(ids) > 8 else "")
+    return f"the id of a completed trial: {shown}" + (f" (did you mean {near}?)" if near else "")
+
+
+def _trial_model_folder(run, trial_id: str) -> Path:
+    """The newest checkpoint folder of a trial (what Ray keeps in the run's storage), else its ``train`` folder."""
+    from speq_search.analysis.load import trial_dirs, trial_id_of
+
+    experiment = run.experiment or (Path(run.source) if run.kind == "ray" else None)
+    if experiment is None or not Path(experiment).is_dir():
+        raise ConfigError("SOURCE", run.source, "a search run folder that still holds its Ray experiment (trial folders "
+                          "with checkpoints)")
+    for trial_dir in trial_dirs(Path(experiment)):
+        if trial_id_of(trial_dir) != trial_id:
+            continue
+        candidates = sorted(trial_dir.glob("checkpoint_*"), reverse=True) + [trial_dir / "train"]
+        for folder in candidates:
+            if (folder / "checkpoint.pt").exists() and (folder / "config.yaml").exists():
+                return folder
+        raise ConfigError("--trial", trial_id, f"a trial that kept a checkpoint ({trial_dir} has none)")
+    raise ConfigError("--trial", trial_id, f"a trial with a folder in {experiment}")
+
+
+def _read_metrics(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+class ExportMismatch(RuntimeError):
+    """onnxruntime's accuracy is further from PyTorch's than the tolerance allows."""
+
+
+def export_run(
+    source: str | Path,
+    out: str | Path,
+    *,
+    trial: str | None = None,
+    budget: str | None = None,
+    fold_batchnorm: bool = False,
+    tolerance: float = DEFAULT_TOLERANCE,
+    opset: int = OPSET,
+    log=print,
+) -> dict:
+    """Export a trained model (see :func:`resolve_source`) to ``out`` and verify it in onnxruntime.
+
+    The ONNX model runs on the run's own test split beside the PyTorch model; ``out`` is written
+    only when their accuracies are within ``tolerance`` points (otherwise the file is kept as
+    ``<out>.unverified.onnx`` and :class:`ExportMismatch` is raised). Returns what was measured.
+    """
+    require_export_packages()
+    from speq_search.config import TrainConfig
+    from speq_search.search.folder import ensure_writable
+    from speq_search.train import load_data, load_trained
+
+    if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
+        raise ConfigError("tolerance", tolerance, "a number of accuracy points >= 0, e.g. 0.1")
+    out = Path(out).expanduser()
+    if out.is_dir():
+        raise ConfigError("--out", str(out), "a file path ending in .onnx (this is a folder)")
+    ensure_writable(out.parent if str(out.parent) else Path("."), "--out")
+    src = resolve_source(source, trial, budget)
+    log(f"export: {src.label}")
+    cfg = TrainConfig.load(src.folder / "config.yaml")
+    splits = load_data(cfg)
+    model = load_trained(src.folder, splits)
+    metadata = {"source": src.label, "method": cfg.speq.method, "dataset": cfg.data.dataset, "model": cfg.model.name}
+    staging = out.with_name(out.stem + ".unverified.onnx")
+    result = export_onnx(model, splits.test.x[:2], staging, opset=opset, fold_batchnorm=fold_batchnorm, metadata=metadata)
+    check = verify_onnx(staging, model, splits.test.x, splits.test.y)
+    summary = {
+        "out": str(out), "source": src.label, "opset": result.opset, "file_bytes": result.file_bytes,
+        "weight_bytes": result.weight_bytes, "size_bytes_estimate": src.metrics.get("size_bytes"),
+        "weight_types": result.weight_types, "folded_batchnorm": len(result.folded), "test_images": check.images,
+        "onnx_test_acc": check.onnx_acc, "torch_test_acc": check.torch_acc, "max_logit_diff": check.max_logit_diff,
+        "agreement": check.agreement,
+    }
+    types = ", ".join(f"{t} x{n}" for t, n in sorted(Counter(result.weight_types.values()).items()))
+    estimate = src.metrics.get("size_bytes")
+    log(f"ONNX opset {result.opset}: {len(result.layers)} quantized layers (weights {types}), "
+        + (f"{len(result.folded)} BatchNorms folded" if fold_batchnorm else "BatchNorms kept as float ops"))
+    log(f"size: {_kib(result.file_bytes)} file, {_kib(result.weight_bytes)} of weights; the run's estimate "
+        + (f"{_kib(estimate)}" if estimate else "(not recorded)")
+        + " (b bits per weight; the file stores the odd codes 2k+1, one bit more, in INT4/INT8/INT16)")
+    log(f"onnxruntime ({check.provider}) on the test split, {check.images} images: {100 * check.onnx_acc:.2f} %; "
+        f"PyTorch {100 * check.torch_acc:.2f} %; same prediction on {100 * check.agreement:.2f} %; "
+        f"largest logit difference {check.max_logit_diff:.3g}")
+    if check.acc_diff_points > tolerance:
+        raise ExportMismatch(
+            f"onnxruntime's test accuracy {100 * check.onnx_acc:.2f} % differs from PyTorch's {100 * check.torch_acc:.2f} % "
+            f"by {check.acc_diff_points:.2f} points (more than {tolerance:g}); the model is kept as {staging} for inspection, "
+            f"not written to {out}" + ("" if not fold_batchnorm else " (try without --fold-batchnorm)"))
+    os.replace(staging, out)
+    log(f"wrote {out}")
+    return summary
+
+
+def _kib(n: float | None) -> str:
+    return f"{n / 1024:.1f} KiB" if n is not None else "?"
