@@ -42,11 +42,36 @@ def pareto_mask(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
     n = loss.shape[0]
     valid = ~np.isnan(loss).any(axis=1)
     mask = valid.copy()
-    for i in np.flatnonzero(valid):
-        others = loss[valid]
-        dominated = np.all(others <= loss[i], axis=1) & np.any(others < loss[i], axis=1)
-        mask[i] = not dominated.any()
+    others = loss[valid]
+    rows = np.flatnonzero(valid)
+    if loss.shape[1] == 2:
+        mask[rows] = _non_dominated_2d(others)
+        return mask
+    # Every pair at once, a block of rows at a time (memory stays ~block x n x objectives).
+    block = max(1, 4_000_000 // max(len(others) * loss.shape[1], 1))
+    for start in range(0, len(rows), block):
+        points = loss[rows[start:start + block], None, :]
+        dominated = np.all(others <= points, axis=2) & np.any(others < points, axis=2)
+        mask[rows[start:start + block]] = ~dominated.any(axis=1)
     return mask if n else np.zeros(0, dtype=bool)
+
+
+def _non_dominated_2d(loss: np.ndarray) -> np.ndarray:
+    """:func:`pareto_mask` of two minimised objectives in O(n log n): sorted by the first, a point
+    is non-dominated when its second beats every point with a smaller first and ties the best of
+    the points with an equal first (so duplicates of a front point all stay)."""
+    if len(loss) == 0:
+        return np.zeros(0, dtype=bool)
+    order = np.lexsort((loss[:, 1], loss[:, 0]))
+    first, second = loss[order, 0], loss[order, 1]
+    starts = np.flatnonzero(np.r_[True, first[1:] != first[:-1]])  # each run of equal firsts
+    group_best = np.minimum.reduceat(second, starts)  # sorted: the first of each run
+    before = np.r_[np.nan, np.minimum.accumulate(group_best)[:-1]]  # best second of smaller firsts (none: NaN)
+    sizes = np.diff(np.r_[starts, len(first)])
+    keep = (second == np.repeat(group_best, sizes)) & ~(np.repeat(before, sizes) <= second)
+    mask = np.empty(len(loss), dtype=bool)
+    mask[order] = keep
+    return mask
 
 
 def front_rows(df: pd.DataFrame, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
@@ -127,20 +152,25 @@ def reference_values(metrics: Sequence[str], values: np.ndarray,
     return ref
 
 
-def _hypervolume_of_losses(loss: np.ndarray) -> float:
-    from optuna._hypervolume import compute_hypervolume
+def _inside(loss: np.ndarray) -> np.ndarray:
+    """The rows that add volume: finite and better than the reference point (1) in every objective."""
+    return np.isfinite(loss).all(axis=1) & np.all(loss < 1.0, axis=1)
 
-    loss = loss[~np.isnan(loss).any(axis=1)]
-    loss = loss[np.all(loss < 1.0, axis=1)]
+
+def _hypervolume_of_losses(loss: np.ndarray) -> float:
+    """Volume dominated by the rows of ``loss`` (minimised) up to the reference point 1 (moocore)."""
+    import moocore
+
+    loss = loss[_inside(loss)]  # moocore must never see an infinity (a log-scaled cost of 0)
     if len(loss) == 0:
         return 0.0
     front = np.unique(loss[pareto_mask(loss, ["min"] * loss.shape[1])], axis=0)
-    return float(compute_hypervolume(front, np.ones(loss.shape[1]), assume_pareto=True))
+    return float(moocore.hypervolume(front, ref=np.ones(loss.shape[1])))
 
 
 def hypervolume(values: np.ndarray, metrics: Sequence[str], modes: Sequence[str],
                 full_precision: Mapping[str, float] | None = None) -> float:
-    """Hypervolume of ``values`` under the module's reference-point rule (Optuna computes it)."""
+    """Hypervolume of ``values`` under the module's reference-point rule (moocore computes it)."""
     return _hypervolume_of_losses(normalise(values, metrics, modes, full_precision))
 
 
@@ -173,4 +203,13 @@ def hypervolume_history(values: np.ndarray, metrics: Sequence[str], modes: Seque
     reference point.
     """
     loss = normalise(values, metrics, modes, full_precision)
-    return [_hypervolume_of_losses(loss[:k]) for k in range(1, len(loss) + 1)]
+    inside = _inside(loss)
+    history, front, hv = [], np.zeros((0, loss.shape[1])), 0.0
+    for point, counts in zip(loss, inside):
+        # Incremental: only a point that no front point weakly dominates changes the volume, and
+        # then only the front is measured again (all prefixes at once cost O(n^2) volumes).
+        if counts and not np.all(front <= point, axis=1).any():
+            front = np.vstack([front[~np.all(point <= front, axis=1)], point])
+            hv = _hypervolume_of_losses(front)
+        history.append(hv)
+    return history

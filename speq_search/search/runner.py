@@ -18,7 +18,7 @@ from pathlib import Path
 
 from speq_search.errors import ConfigError
 from speq_search.search.folder import RunLock, experiment_root, storage_root
-from speq_search.search.results import _atomic_write_text, write_outputs
+from speq_search.search.results import TrialTable, _atomic_write_text, write_outputs
 from speq_search.spaces import SearchSpec, dump_space, fields_of, parse_space
 
 # Fields that change the full-precision model: when one is searched, each trial gets its
@@ -278,6 +278,7 @@ class _Progress:
         self.spec, self.run_dir, self.experiment, self.reference = spec, run_dir, experiment, reference
         self.log, self.total, self.failures, self.t0 = log, total, 0, time.time()
         self.last_line = ""
+        self.table = TrialTable()  # rows kept between refreshes: each reads only the trials that changed
 
     def update(self, trials, trial, failed: bool) -> None:
         if failed:
@@ -287,7 +288,8 @@ class _Progress:
         self.refresh(running)
 
     def refresh(self, running: int = 0) -> dict:
-        summary, _, df_front = write_outputs(self.run_dir, self.spec, self.experiment, self.reference, plots=False)
+        summary, _, df_front = write_outputs(self.run_dir, self.spec, self.experiment, self.reference, plots=False,
+                                             table=self.table)
         self.failures = max(self.failures, summary["n_failed"])
         over = f", {summary['n_infeasible']} over budget" if summary["n_infeasible"] else ""
         finished = summary["n_completed"] + summary["n_infeasible"] + summary["n_failed"] + summary["n_stopped"]
@@ -548,7 +550,7 @@ def _execute(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts: RunOpt
             _active_progress = None
     summary = write_outputs(run_dir, spec, experiment, meta["reference"],
                             extra={"run_dir": str(run_dir), "resumed": restore},
-                            chance_acc=meta.get("chance_acc")).summary
+                            chance_acc=meta.get("chance_acc"), table=progress.table).summary
     if summary.get("n_at_chance"):
         log(f"warning: {summary['n_at_chance']} of {summary['n_completed']} completed trials are at chance level "
             f"(val_acc < {1.5 * summary['chance_acc']:.3f}): check the learning rate, the bits and the data")
