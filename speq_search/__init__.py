@@ -29,6 +29,7 @@ _EXPORTS = {
     "verify_onnx": ("speq_search.export", "verify_onnx"),
     "create_model": ("speq_search.models", "create_model"),
     "list_models": ("speq_search.models", "list_models"),
+    "load_plugins": ("speq_search.plugins", "load_plugins"),
     "register_model": ("speq_search.models", "register_model"),
     "ActQuantizer": ("speq_search.quant", "ActQuantizer"),
     "QuantConv2d": ("speq_search.quant", "QuantConv2d"),
@@ -55,6 +56,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see
     from speq_search.errors import ConfigError
     from speq_search.export import export_onnx, export_run, verify_onnx
     from speq_search.models import create_model, list_models, register_model
+    from speq_search.plugins import load_plugins
     from speq_search.quant import (
         ActQuantizer,
         QuantConv2d,
@@ -112,6 +114,7 @@ __all__ = [
     "layer_costs",
     "list_datasets",
     "list_models",
+    "load_plugins",
     "load_trained",
     "model_costs",
     "quantize_model",

@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run folder to write (must be new unless --resume)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+                       help="import a module or .py file that registers models or data sets (repeatable)")
 
     run = sub.add_parser("run", help="multi-objective search over bits and SPEQ settings (Ray Tune + Optuna)",
                          description="Search a space file with Ray Tune and an Optuna sampler. Writes RUN_DIR = "
@@ -114,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="an existing Ray cluster: auto or ray://host:port")
     run.add_argument("--storage-path", help="where Ray keeps the experiment (shared folder or cloud URL on a cluster)")
     run.add_argument("--verbose", action="store_true", help="show Ray's logs and each trial's epochs")
+    run.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+                     help="import a module or .py file that registers models or data sets, here and on every "
+                     "worker (repeatable)")
 
     sources_help = ("run folders of `speq-search run`, Ray Tune experiment folders, or Optuna storage URLs "
                     "(sqlite:///study.db[#study])")
@@ -183,7 +188,7 @@ def _train(args: argparse.Namespace) -> int:
         raise ConfigError("--out", str(out), "a new folder (this one holds a run: add --resume to continue it)")
     if args.resume:
         given = [flag for flag, key, _, _ in _TRAIN_FLAGS if getattr(args, key) is not None]
-        given += ["--config"] * bool(args.config) + ["--set"] * bool(args.set)
+        given += ["--config"] * bool(args.config) + ["--set"] * bool(args.set) + ["--plugin"] * bool(args.plugin)
         if given:
             raise ConfigError("--resume", given[0], "no other settings (a resumed run continues as its config.yaml "
                               "says)")
@@ -198,6 +203,11 @@ def _train(args: argparse.Namespace) -> int:
         changes.update(_parse_set(args.set))
         if args.quiet:
             changes["progress"] = False
+        if args.plugin:
+            from speq_search.plugins import check_plugins, load_plugins
+
+            load_plugins(args.plugin, "--plugin")  # a failing one is named as the flag that gave it
+            changes["plugins"] = [*cfg.plugins, *check_plugins(args.plugin, "--plugin")]
         cfg = cfg.replace(**changes)
     run(cfg, out, resume=args.resume)
     print(f"wrote {out}/metrics.json")
@@ -220,7 +230,7 @@ def _run(args: argparse.Namespace) -> int:
     opts = RunOptions(address=args.address, storage_path=args.storage_path, verbose=args.verbose)
     if args.resume:
         ignored = [flag for flag in ("space", "name", *_RUN_FLAGS) if getattr(args, flag) is not None] + (
-            ["set"] if args.set else [])
+            ["set"] if args.set else []) + (["plugin"] if args.plugin else [])
         if ignored:
             raise ConfigError("--resume", "--" + ignored[0].replace("_", "-"), "no other search settings (a resumed "
                               "search runs as its space.yaml says; --address and --verbose may be given)")
@@ -229,7 +239,11 @@ def _run(args: argparse.Namespace) -> int:
     else:
         overrides = {key: getattr(args, flag) for flag, key in _RUN_FLAGS.items() if getattr(args, flag) is not None}
         overrides.update(_parse_set(args.set))
-        spec = load_space(args.space, overrides)
+        if args.plugin:
+            from speq_search.plugins import load_plugins
+
+            load_plugins(args.plugin, "--plugin")
+        spec = load_space(args.space, overrides, plugins=args.plugin)
         name = check_run_name(args.name, "--name") if args.name else f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         ensure_writable(args.out_dir, "--out-dir")
         if (Path(args.out_dir) / name / "run.json").exists():  # say it in the command line's terms

@@ -211,8 +211,12 @@ class TrainConfig:
     fp_cache_dir: str | None = None
     cost_model: str | None = None  # a latency/energy table: a shipped name (int-accel) or a YAML path
     progress: bool = True
+    plugins: tuple[str, ...] = ()  # modules or .py files that register models and data sets (speq_search.plugins)
 
     def __post_init__(self) -> None:
+        from speq_search.plugins import check_plugins
+
+        object.__setattr__(self, "plugins", check_plugins(self.plugins))
         _integer(self, "seed", "seed", 0, 2**31 - 1)
         _choice("device", self.device, DEVICES)
         if isinstance(self.compile, bool):  # YAML 1.1 reads a bare on/off as true/false
@@ -225,7 +229,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (YAML-safe)."""
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["plugins"] = list(self.plugins)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -237,6 +243,10 @@ class TrainConfig:
         if unknown:
             key = sorted(unknown)[0]
             raise ConfigError(key, d[key], one_of(key, top, _FIELD_SECTIONS))
+        if d.get("plugins"):
+            from speq_search.plugins import load_plugins
+
+            load_plugins(d["plugins"])  # before the sections: they check model and data set names
         kwargs: dict[str, Any] = {}
         for key, value in d.items():
             if key in _SECTIONS:
@@ -262,6 +272,10 @@ class TrainConfig:
         d = load_yaml(path, "config")
         if d is None:
             raise ConfigError("config", str(path), "a YAML mapping of config sections (the file is empty)")
+        if isinstance(d, dict) and d.get("plugins"):
+            from speq_search.plugins import resolve_relative
+
+            d["plugins"] = resolve_relative(d["plugins"], Path(path).resolve().parent)
         return cls.from_dict(d)
 
 

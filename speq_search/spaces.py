@@ -41,6 +41,7 @@ import copy
 import dataclasses
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -297,8 +298,9 @@ def resolve_space_path(name_or_path: str | None) -> Path:
 
 
 def load_space(name_or_path: str | None = None, overrides: dict[str, Any] | None = None,
-               paths_relative_to_file: bool = True) -> SearchSpec:
-    """Load and validate a space file; ``overrides`` are dotted keys (``train.optim.epochs``).
+               paths_relative_to_file: bool = True, plugins: Sequence[str] = ()) -> SearchSpec:
+    """Load and validate a space file; ``overrides`` are dotted keys (``train.optim.epochs``);
+    ``plugins`` are added to the file's (``--plugin``; relative to the working directory).
 
     A relative ``train.data.data_dir`` in the file is relative to the file's folder (so a
     space finds its data from any working directory; the shipped ones point at the repository's
@@ -314,13 +316,23 @@ def load_space(name_or_path: str | None = None, overrides: dict[str, Any] | None
         folder = Path(data["data_dir"]).expanduser()
         if not folder.is_absolute():
             data["data_dir"] = str((path.resolve().parent / folder).resolve())
+    if paths_relative_to_file and raw.get("plugins"):
+        from speq_search.plugins import resolve_relative
+
+        raw["plugins"] = resolve_relative(raw["plugins"], path.resolve().parent)
+    if plugins:
+        from speq_search.plugins import check_plugins
+
+        given = raw.get("plugins") or []
+        raw["plugins"] = [*([given] if isinstance(given, str) else given), *check_plugins(plugins, "--plugin")]
     return parse_space(raw, overrides)
 
 
 def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpec:
     """Validate a space given as a dict (see the module docstring for the format)."""
     raw = copy.deepcopy(raw)
-    known = {"name", "description", "train", "params", "objectives", "search", "per_layer", "constraints", "warm_start"}
+    known = {"name", "description", "train", "params", "objectives", "search", "per_layer", "constraints", "warm_start",
+             "plugins"}
     for key in raw:
         if key not in known:
             raise ConfigError(key, raw[key], "a top-level key among " + ", ".join(sorted(known)))
@@ -332,6 +344,13 @@ def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpe
     train_raw = raw["train"] or {}
     if not isinstance(train_raw, dict):
         raise ConfigError("train", train_raw, "a mapping of TrainConfig sections (data, model, quant, speq, optim)")
+    if raw.get("plugins") is not None:  # a space's plugins travel with its train config, to every trial
+        from speq_search.plugins import check_plugins
+
+        plugins = check_plugins(raw.pop("plugins"), "plugins")
+        train_raw = dict(train_raw, plugins=[*check_plugins(train_raw.get("plugins"), "train.plugins"),
+                                             *[p for p in plugins if p not in (train_raw.get("plugins") or [])]])
+        raw["train"] = train_raw
     try:
         from speq_search.config import TrainConfig  # torch: only where a space is parsed
 
@@ -491,12 +510,12 @@ def _override(raw: dict, dotted: str, value: Any) -> None:
     """Set ``raw[a][b][c] = value`` for ``a.b.c``; the validation that follows names bad keys."""
     parts = dotted.split(".")
     if parts[0] not in ("train", "params", "objectives", "search", "name", "description", "per_layer", "constraints",
-                        "warm_start") or (
+                        "warm_start", "plugins") or (
             len(parts) == 1 and parts[0] in ("train", "params", "search")):
         raise ConfigError(f"--set {dotted}", value, "train.<section>.<field>, params.<name>.<key>, search.<field>, name")
     if parts[0] == "train" and len(parts) == 2 and parts[1] in ALIASES:  # train.epochs -> train.optim.epochs
         parts = ["train", *ALIASES[parts[1]].split(".")]
-    if len(parts) == 1 and parts[0] in ("constraints", "warm_start", "per_layer"):
+    if len(parts) == 1 and parts[0] in ("constraints", "warm_start", "per_layer", "plugins"):
         raw[parts[0]] = value
         return
     node = raw

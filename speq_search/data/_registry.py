@@ -67,6 +67,7 @@ def register_dataset(name: str, description: str):
 
 def list_datasets() -> dict[str, str]:
     """``{name: one-line description}`` of every registered data set."""
+    _load_entry_points()
     return dict(sorted(_DESCRIPTIONS.items()))
 
 
@@ -79,6 +80,7 @@ def create_dataset(
     **kwargs,
 ) -> Splits:
     """Load data set ``name``; ``train_size`` keeps a stratified, seeded training subset."""
+    _load_entry_points()
     if name not in _DATASETS:
         raise ConfigError("dataset", name, " | ".join(sorted(_DATASETS)))
     if not 0.0 < val_fraction < 1.0:
@@ -156,3 +158,9 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator | None, pad: in
     batch = torch.arange(n)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+def _load_entry_points() -> None:
+    from speq_search.plugins import load_entry_points  # installed packages' plugins, once per process
+
+    load_entry_points()

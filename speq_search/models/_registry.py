@@ -25,11 +25,13 @@ def register_model(name: str, description: str = ""):
 
 def list_models() -> dict[str, str]:
     """``{name: one-line description}`` of every registered model."""
+    _load_entry_points()
     return dict(sorted(_DESCRIPTIONS.items()))
 
 
 def create_model(name: str, num_classes: int = 10, in_channels: int = 1, width: float = 1.0, **kwargs) -> nn.Module:
     """Build the model registered as ``name``; an unknown name lists the known ones."""
+    _load_entry_points()
     if name not in _MODELS:
         raise ConfigError("model", name, " | ".join(sorted(_MODELS)))
     if not (isinstance(width, (int, float)) and 0 < width <= 16):
@@ -43,3 +45,9 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 1, width: 
 def scaled(channels: int, width: float, minimum: int = 4) -> int:
     """Channel count times ``width``, rounded, never below ``minimum``."""
     return max(minimum, int(round(channels * width)))
+
+
+def _load_entry_points() -> None:
+    from speq_search.plugins import load_entry_points  # installed packages' plugins, once per process
+
+    load_entry_points()

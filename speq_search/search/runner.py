@@ -99,6 +99,12 @@ class _RaySession:
             # An over-budget trial reports its costs and no accuracy (it is never trained).
             os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
         runtime_env = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0", "PYTHONUNBUFFERED": "1"}}
+        from speq_search.plugins import runtime_env_for
+
+        plugins = runtime_env_for(self.spec.train.plugins)  # ship the plugins to every worker
+        if plugins:
+            runtime_env["py_modules"] = plugins["py_modules"]
+            runtime_env["env_vars"].update(plugins["env_vars"])
         if ray.is_initialized():  # the caller's own Ray (Python API): use it as it is
             return self
         if opts.address:

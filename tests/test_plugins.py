@@ -1,0 +1,170 @@
+"""Plugins: a model and a data set defined in a file outside the package, from the CLI, a config, a
+space file, an installed package's entry points, and on Ray workers that are separate processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from speq_search import plugins
+from speq_search.cli import main
+from speq_search.config import TrainConfig
+
+PLUGIN = '''
+"""A user's model and data set, outside speq_search."""
+import os
+
+import torch
+from torch import nn
+
+from speq_search import register_dataset, register_model
+from speq_search.data import Split, Splits
+
+with open({log!r}, "a") as f:  # who imported this file, and from where
+    f.write(f"{{os.getpid()}} {{__file__}}\\n")
+
+
+@register_model("tiny-plugin-mlp", "a two-layer perceptron from a plugin")
+def tiny_plugin_mlp(num_classes=10, in_channels=1, width=1.0, input_size=4):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * input_size * input_size, 16), nn.ReLU(),
+                         nn.Linear(16, num_classes))
+
+
+@register_dataset("plugin-blobs", "two separable classes of 4x4 images, from a plugin")
+def plugin_blobs(data_dir=None, download=False, val_fraction=0.1, **_):
+    gen = torch.Generator().manual_seed(0)
+
+    def split(n):
+        y = torch.arange(n) % 2
+        x = torch.randn(n, 1, 4, 4, generator=gen) * 0.5 + (y.float() * 2 - 1).view(-1, 1, 1, 1)
+        return Split(x, y)
+
+    return Splits(split(256), split(64), split(64), num_classes=2)
+'''
+
+
+@pytest.fixture
+def plugin_file(tmp_path, monkeypatch):
+    """A plugin file in a folder outside the package; forgotten again after the test."""
+    folder = tmp_path / "user code"
+    folder.mkdir()
+    log = tmp_path / "imports.log"
+    path = folder / "my_plugin_models.py"
+    path.write_text(PLUGIN.format(log=str(log)))
+    yield path, log
+    _forget("my_plugin_models")
+
+
+def _forget(module: str) -> None:
+    from speq_search.data import _registry as data_registry
+    from speq_search.models import _registry as model_registry
+
+    for name in list(plugins._loaded):
+        if module in name:
+            del plugins._loaded[name]
+    sys.modules.pop(module, None)
+    for reg in (model_registry._MODELS, model_registry._DESCRIPTIONS):
+        reg.pop("tiny-plugin-mlp", None)
+    for reg in (data_registry._DATASETS, data_registry._DESCRIPTIONS):
+        reg.pop("plugin-blobs", None)
+
+
+def test_train_with_a_plugin_file_from_the_cli(plugin_file, tmp_path, capsys):
+    path, log = plugin_file
+    out = tmp_path / "run"
+    args = ["train", "--plugin", str(path), "--dataset", "plugin-blobs", "--model", "tiny-plugin-mlp", "--epochs", "1",
+            "--fp-epochs", "1", "--w-bits", "4", "--a-bits", "4", "--compile", "off", "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["val_acc"] > 0.9  # two separable blobs: the plugin's model learned the plugin's data
+    saved = TrainConfig.load(out / "config.yaml")  # the run folder names its plugin, so it reloads alone
+    assert saved.plugins == (str(path.resolve()),) and saved.model.name == "tiny-plugin-mlp"
+
+
+def test_a_config_file_names_its_plugin_relative_to_itself(plugin_file, tmp_path):
+    path, _ = plugin_file
+    config = path.parent / "train.yaml"
+    config.write_text("plugins: [./my_plugin_models.py]\ndata: {dataset: plugin-blobs}\nmodel: {name: tiny-plugin-mlp}\n")
+    cfg = TrainConfig.load(config)
+    assert cfg.plugins == (str(path.resolve()),) and cfg.data.dataset == "plugin-blobs"
+
+
+def test_a_plugin_that_fails_to_import_is_one_line_naming_it(tmp_path, capsys):
+    broken = tmp_path / "broken_plugin.py"
+    broken.write_text("import not_a_module_anywhere\n")
+    for spec in (str(broken), "no_such_package.models", str(tmp_path / "missing.py")):
+        assert main(["train", "--plugin", spec, "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "error: --plugin" in err and spec in err, err
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_entry_points_of_an_installed_package_register_on_first_use(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    (site / "entry_plugin_pkg").mkdir(parents=True)
+    (site / "entry_plugin_pkg" / "__init__.py").write_text(
+        "from torch import nn\nfrom speq_search import register_model\n\n"
+        "@register_model('entry-point-model', 'from an entry point')\n"
+        "def build(num_classes=10, in_channels=1, width=1.0, input_size=8):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * input_size ** 2, num_classes))\n")
+    dist = site / "entry_plugin_pkg-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: entry-plugin-pkg\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[speq_search.models]\nentry = entry_plugin_pkg\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(plugins, "_entry_points_loaded", False)
+    from speq_search.models import _registry, create_model, list_models
+
+    try:
+        assert "entry-point-model" in list_models()
+        assert create_model("entry-point-model", num_classes=3)(__import__("torch").zeros(2, 1, 8, 8)).shape == (2, 3)
+    finally:
+        _registry._MODELS.pop("entry-point-model", None)
+        _registry._DESCRIPTIONS.pop("entry-point-model", None)
+        sys.modules.pop("entry_plugin_pkg", None)
+
+
+def test_runtime_env_ships_file_plugins_and_local_packages_not_installed_ones(tmp_path, monkeypatch):
+    local = tmp_path / "local_pkg"
+    local.mkdir()
+    (local / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = plugins.runtime_env_for([str(tmp_path / "a_plugin.py"), "local_pkg", "yaml"])
+    assert env["py_modules"] == [str((tmp_path / "a_plugin.py").resolve()), str(local)]  # yaml is installed
+    assert env["env_vars"][plugins.SHIPPED_ENV] == "a_plugin"
+    assert plugins.runtime_env_for(["yaml"]) == {}
+
+
+def test_a_search_runs_a_plugin_on_workers_that_received_it_through_the_runtime_env(plugin_file, tmp_path):
+    """Two trials on a local Ray instance: the workers are other processes, and they import the plugin
+    from the copy Ray's py_modules gave them, not from the file's own path."""
+    path, log = plugin_file
+    space = tmp_path / "space.yaml"
+    space.write_text(textwrap.dedent(f"""
+        name: plugin-search
+        plugins: [{path.name}]
+        train:
+          data: {{dataset: plugin-blobs}}
+          model: {{name: tiny-plugin-mlp}}
+          optim: {{epochs: 1, fp_epochs: 1}}
+          compile: "off"
+        params:
+          w_bits: {{type: choice, values: [2, 8]}}
+        objectives: [{{metric: val_acc, mode: max}}, {{metric: bitops, mode: min}}]
+        search: {{num_samples: 2, max_concurrent: 2, seed: 0}}
+    """))
+    space_in_plugin_folder = path.parent / "space.yaml"  # `plugins:` is relative to the space file
+    space_in_plugin_folder.write_text(space.read_text())
+    run_dir = tmp_path / "runs" / "p"
+    assert main(["run", str(space_in_plugin_folder), "--out-dir", str(tmp_path / "runs"), "--name", "p"]) == 0
+    trials = (run_dir / "trials.csv").read_text()
+    assert trials.count("COMPLETED") == 2
+    imports = [line.split(" ", 1) for line in log.read_text().splitlines()]
+    workers = [(pid, where) for pid, where in imports if int(pid) != os.getpid()]
+    assert workers, imports  # the trials ran in other processes, which imported the plugin themselves
+    assert all(Path(where) != path for _, where in workers), workers  # from Ray's copy
