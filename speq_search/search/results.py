@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from speq_search.analysis.load import completed_trials, error_reason, read_results, trial_dirs, trial_id_of
+from speq_search.analysis.load import completed_trials, error_reason, read_results, trial_id_of
 from speq_search.analysis.pareto import front_rows, hypervolume, reference_values
 from speq_search.spaces import SearchSpec
 
@@ -29,6 +29,8 @@ OPTIONAL_COLUMNS = ("layer_bits", "latency_ms", "energy", "feasible", "constrain
 
 # The files a trial's row is read from; a row is read again only when one of them changed.
 _TRIAL_FILES = ("params.json", "result.json", "error.txt", "stopped")
+# Statuses a trial never leaves within one search (FailureConfig(max_failures=0): no retries).
+_FINAL = ("COMPLETED", "FAILED", "INFEASIBLE", "STOPPED")
 
 
 class TrialTable:
@@ -37,7 +39,9 @@ class TrialTable:
     A search rewrites its files after every finished trial; reading every trial's
     ``result.json`` each time made that O(trials) reads per trial, seconds per trial at a
     thousand. A trial folder is read again only when the size or modification time of one of
-    its files changed, so a refresh costs one ``stat`` per file plus the changed trials.
+    its files changed, and a trial that has finished (completed, failed, over budget, stopped) is
+    not looked at again: a refresh costs a few ``stat`` calls per running trial, plus writing the
+    files.
     """
 
     def __init__(self) -> None:
@@ -47,15 +51,20 @@ class TrialTable:
     def rows(self, experiment: Path, spec: SearchSpec) -> list[tuple[float, dict]]:
         """``(order key, row)`` of every trial folder now in ``experiment``."""
         out = []
-        for trial_dir in trial_dirs(experiment):
-            folder = str(trial_dir)
-            signature = tuple(_stat(f"{folder}/{name}") for name in _TRIAL_FILES)
-            cached = self._rows.get(trial_dir.name)
-            if cached is None or cached[0] != signature:
-                self.reads += 1
-                cached = (signature, *_read_trial(trial_dir, spec))
-                self._rows[trial_dir.name] = cached
-            out.append((cached[1], cached[2]))
+        with os.scandir(experiment) as entries:
+            for entry in entries:
+                cached = self._rows.get(entry.name)
+                if cached is not None and cached[2]["status"] in _FINAL:  # Ray never retries a trial
+                    out.append((cached[1], cached[2]))
+                    continue
+                if not entry.is_dir() or not os.path.exists(f"{entry.path}/params.json"):
+                    continue
+                signature = tuple(_stat(f"{entry.path}/{name}") for name in _TRIAL_FILES)
+                if cached is None or cached[0] != signature:
+                    self.reads += 1
+                    cached = (signature, *_read_trial(Path(entry.path), spec))
+                    self._rows[entry.name] = cached
+                out.append((cached[1], cached[2]))
         return out
 
 
