@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	  echo "no C++ compiler or Python headers: torch.compile stays off" >&2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dev,png,export]"
+	$(BIN)/pip install -q -e ".[dev,png,export,mlflow]"
 	touch $(STAMP)
 
 venv: $(STAMP)

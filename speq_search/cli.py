@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="an existing Ray cluster: auto or ray://host:port")
     run.add_argument("--storage-path", help="where Ray keeps the experiment (shared folder or cloud URL on a cluster)")
     run.add_argument("--verbose", action="store_true", help="show Ray's logs and each trial's epochs")
+    run.add_argument("--logger", action="append", default=[], metavar="NAME",
+                     help="track the trials in tensorboard, mlflow or wandb (repeatable)")
+    run.add_argument("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else RUN_DIR/mlruns)")
     run.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
                      help="import a module or .py file that registers models or data sets, here and on every "
                      "worker (repeatable)")
@@ -227,10 +230,11 @@ def _run(args: argparse.Namespace) -> int:
     from speq_search.search.folder import ensure_writable
     from speq_search.spaces import check_run_name, load_space
 
-    opts = RunOptions(address=args.address, storage_path=args.storage_path, verbose=args.verbose)
+    opts = RunOptions(address=args.address, storage_path=args.storage_path, verbose=args.verbose,
+                      loggers=tuple(args.logger), mlflow_uri=args.mlflow_uri)
     if args.resume:
         ignored = [flag for flag in ("space", "name", *_RUN_FLAGS) if getattr(args, flag) is not None] + (
-            ["set"] if args.set else []) + (["plugin"] if args.plugin else [])
+            ["set"] if args.set else []) + (["plugin"] if args.plugin else []) + (["logger"] if args.logger else [])
         if ignored:
             raise ConfigError("--resume", "--" + ignored[0].replace("_", "-"), "no other search settings (a resumed "
                               "search runs as its space.yaml says; --address and --verbose may be given)")

@@ -34,6 +34,8 @@ class RunOptions:
     storage_path: str | None = None  # where Ray keeps the experiment (shared storage on a cluster)
     verbose: bool = False
     log: object = field(default=None)  # callable(str)
+    loggers: tuple[str, ...] = ()  # experiment tracking: tensorboard, mlflow, wandb (search/tracking.py)
+    mlflow_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else RUN_DIR/mlruns
 
 
 def _log(opts: RunOptions):
@@ -358,6 +360,7 @@ def _tuner(spec: SearchSpec, run_dir: Path, experiment_name: str, storage: str, 
         grid_size,
         make_sampler,
     )
+    from speq_search.search.tracking import logger_callbacks
     from speq_search.search.trainable import speq_trainable
 
     s = spec.search
@@ -391,7 +394,8 @@ def _tuner(spec: SearchSpec, run_dir: Path, experiment_name: str, storage: str, 
                                     scheduler=scheduler, num_samples=num_samples, reuse_actors=True),
         run_config=tune.RunConfig(
             name=experiment_name, storage_path=storage, verbose=0, stop=progress.stopper,
-            callbacks=[progress.callback], checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[progress.callback, *logger_callbacks(opts.loggers, run_dir, spec.name, opts.mlflow_uri, _log(opts))],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=0)),
     )
 
@@ -406,6 +410,9 @@ def run_search(spec: SearchSpec, run_dir: str | Path, opts: RunOptions | None = 
     opts = opts or RunOptions()
     run_dir = Path(run_dir).resolve()
     storage = storage_root(opts.storage_path)  # a cloud URI or an unwritable folder fails before anything starts
+    from speq_search.search.tracking import check_loggers
+
+    opts.loggers = check_loggers(opts.loggers, opts.mlflow_uri)  # so does a logger that cannot log
     log = _log(opts)
     if not opts.address:
         _check_resources(spec, _local_resources(), None, log)  # before the float model trains
