@@ -60,7 +60,8 @@ def plugin_file(tmp_path, monkeypatch):
     _forget("my_plugin_models")
 
 
-def _forget(module: str) -> None:
+def _forget(module: str, model: str = "tiny-plugin-mlp", dataset: str = "plugin-blobs") -> None:
+    """Undo a plugin's import and registrations, so that other tests see the registries as shipped."""
     from speq_search.data import _registry as data_registry
     from speq_search.models import _registry as model_registry
 
@@ -69,9 +70,9 @@ def _forget(module: str) -> None:
             del plugins._loaded[name]
     sys.modules.pop(module, None)
     for reg in (model_registry._MODELS, model_registry._DESCRIPTIONS):
-        reg.pop("tiny-plugin-mlp", None)
+        reg.pop(model, None)
     for reg in (data_registry._DATASETS, data_registry._DESCRIPTIONS):
-        reg.pop("plugin-blobs", None)
+        reg.pop(dataset, None)
 
 
 def test_train_with_a_plugin_file_from_the_cli(plugin_file, tmp_path, capsys):
@@ -168,3 +169,25 @@ def test_a_search_runs_a_plugin_on_workers_that_received_it_through_the_runtime_
     workers = [(pid, where) for pid, where in imports if int(pid) != os.getpid()]
     assert workers, imports  # the trials ran in other processes, which imported the plugin themselves
     assert all(Path(where) != path for _, where in workers), workers  # from Ray's copy
+
+
+def test_the_readme_example_plugin_and_space_work_as_written(tmp_path, monkeypatch):
+    import re
+
+    from speq_search.spaces import load_space
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Your own model and data", 1)[1].split("\n### ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    space = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "my_models.py").write_text(code)
+    (tmp_path / "my-space.yaml").write_text(space)
+    monkeypatch.chdir(tmp_path)
+    try:
+        spec = load_space(str(tmp_path / "my-space.yaml"))
+        assert spec.train.plugins == (str(tmp_path / "my_models.py"),) and spec.train.model.name == "my-mlp"
+        assert main(["train", "--plugin", "my_models.py", "--dataset", "my-blobs", "--model", "my-mlp", "--epochs", "1",
+                     "--fp-epochs", "1", "--compile", "off", "--quiet", "--out", str(tmp_path / "mine")]) == 0
+        assert (tmp_path / "mine" / "metrics.json").exists()
+    finally:
+        _forget("my_models", "my-mlp", "my-blobs")
