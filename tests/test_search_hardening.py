@@ -223,6 +223,12 @@ def test_the_private_ray_apis_the_search_layer_uses_are_still_there():
     assert callable(Config.initialize) and callable(AuthenticationTokenLoader.instance().reset_cache)
     generator = SearchGenerator(optuna_searcher_for_test())
     assert generator._experiment is None and set(generator.get_state()) >= {"experiment", "counter"}
+    # SpeqOptunaSearch overrides OptunaSearch._setup_study and reads its study and trials.
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = optuna_searcher_for_test()
+    assert callable(OptunaSearch._setup_study) and isinstance(searcher._ot_study, optuna.Study)
+    assert isinstance(searcher._ot_trials, dict) and isinstance(searcher._completed_trials, set)
 
 
 def optuna_searcher_for_test():
