@@ -387,8 +387,10 @@ def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpe
 
     search = _parse_search(raw["search"] or {})
     if search.sampler == "grid":
-        for p in params:
-            p.grid_values()  # raises for continuous parameters
+        size = math.prod(len(p.grid_values()) for p in params)  # raises for continuous parameters
+        # Every point, or the first num_samples of them when the space or --num-samples asks for fewer.
+        given = (raw["search"] or {}).get("num_samples") is not None
+        search = dataclasses.replace(search, num_samples=min(size, search.num_samples) if given else size)
     constraints_raw = raw.get("constraints") or []
     if not isinstance(constraints_raw, list):
         raise ConfigError("constraints", constraints_raw, "a list of 'METRIC <= NUMBER' budgets")

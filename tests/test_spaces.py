@@ -78,6 +78,17 @@ def test_grid_needs_discrete_parameters():
         parse_space(_with("search.sampler", "grid"))
 
 
+def test_a_grid_runs_every_point_or_the_fewer_num_samples_asks_for():
+    grid = dict(BASE, params={"w_bits": {"type": "choice", "values": [2, 3, 4, 8]},
+                              "a_bits": {"type": "choice", "values": [2, 4, 8]}}, search={"sampler": "grid"})
+    assert parse_space(grid).search.num_samples == 12  # not the default 16: the grid's size
+    assert parse_space(grid, {"search.num_samples": 5}).search.num_samples == 5
+    assert parse_space(grid, {"search.num_samples": 40}).search.num_samples == 12
+    spec = parse_space(grid, {"search.num_samples": 5})
+    assert parse_space(spec.to_dict()).search.num_samples == 5  # the resolved space keeps it (resume)
+    assert load_space("default").search.num_samples == 16 and load_space("default", {"search.num_samples": 2}).search.num_samples == 2
+
+
 def test_set_overrides_are_validated_like_the_file():
     spec = parse_space(BASE, {"train.epochs": 3, "search.num_samples": 7, "train.speq.p_high": 0.3})
     assert spec.train.optim.epochs == 3 and spec.search.num_samples == 7 and spec.train.speq.p_high == 0.3

@@ -357,7 +357,6 @@ def _tuner(spec: SearchSpec, run_dir: Path, experiment_name: str, storage: str, 
         RunStudyStorage,
         SpeqOptunaSearch,
         distribution,
-        grid_size,
         make_sampler,
     )
     from speq_search.search.tracking import logger_callbacks
@@ -380,7 +379,7 @@ def _tuner(spec: SearchSpec, run_dir: Path, experiment_name: str, storage: str, 
                                 storage=RunStudyStorage(run_dir / "study.db"), seed=s.seed,
                                 constraints=spec.violations if spec.constraints else None,
                                 warm_start=list(spec.warm_start) + ([seed] if seed else []))
-    num_samples = grid_size(spec) if s.sampler == "grid" else s.num_samples
+    num_samples = s.num_samples  # a grid's is resolved by the space: every point, or fewer if asked
     if s.scheduler == "asha":
         scheduler = ASHAScheduler(metric=metrics[0], mode=modes[0], time_attr="training_iteration",
                                   max_t=spec.train.optim.epochs, grace_period=s.grace_period,
@@ -544,7 +543,9 @@ def _execute(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts: RunOpt
     name = meta.get("experiment_name", "ray")
     experiment = experiment_root(run_dir, meta) / name
     storage = str(experiment.parent)
-    total = grid_size(spec) if spec.search.sampler == "grid" else spec.search.num_samples
+    total = spec.search.num_samples
+    if spec.search.sampler == "grid" and total < grid_size(spec):
+        log(f"grid of {grid_size(spec)} points: running {total} of them (search.num_samples)")
     global _active_progress
     with _RaySession(spec, opts), resuming_in(run_dir, experiment):
         progress = _active_progress = _Progress(spec, run_dir, experiment, meta["reference"], log, total)
