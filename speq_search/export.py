@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speq_search.errors import ConfigError
+from speq_search.quant.convert import set_submodule
 from speq_search.quant.modules import QUANT_LAYERS, ActQuantizer, QuantConv2d, QuantLinear
 from speq_search.quant.primitives import FULL_PRECISION, sawb_clip
 
@@ -246,18 +247,13 @@ def deploy_model(model: nn.Module, fold_batchnorm: bool = False) -> tuple[nn.Mod
     for name, layer in [(n, m) for n, m in model.named_modules() if isinstance(m, QUANT_LAYERS)]:
         bn_name = pairs.get(name)
         bn = model.get_submodule(bn_name) if bn_name else None
-        _set_submodule(model, name, _DeployLayer(layer, bn))
+        set_submodule(model, name, _DeployLayer(layer, bn))
         plan.layers[name] = {"w_bits": layer.weight_quant.bits, "a_bits": layer.act_quant.bits}
         if bn_name:
-            _set_submodule(model, bn_name, nn.Identity())
+            set_submodule(model, bn_name, nn.Identity())
             plan.folded[name] = bn_name
     model.requires_grad_(False)
     return model, plan
-
-
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
 # ----------------------------------------------------------------------------- export
@@ -421,9 +417,6 @@ class ExportSource:
     metrics: dict = field(default_factory=dict)  # what the run reported (size_bytes, test_acc...), where known
 
 
-_BUDGET = r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*<=\s*([-+0-9.eE]+)\s*"
-
-
 def resolve_source(source: str | Path, trial: str | None = None, budget: str | None = None) -> ExportSource:
     """The model folder ``source`` names: a ``train`` run folder, or a search run folder (or a Ray
     experiment folder) with ``trial`` (a trial id) or ``budget`` (``"METRIC<=NUMBER"``: the best
@@ -469,14 +462,10 @@ def resolve_source(source: str | Path, trial: str | None = None, budget: str | N
 
 
 def _pick_under_budget(run, budget: str):
-    import re
-
     from speq_search.analysis.report import budget_picks
+    from speq_search.spaces import parse_bound
 
-    match = re.fullmatch(_BUDGET, budget)
-    if not match:
-        raise ConfigError("--budget", budget, "'METRIC<=NUMBER', e.g. 'avg_bits<=3' or 'size_bytes<=4096'")
-    metric, bound = match.group(1), float(match.group(2))
+    metric, _, bound = parse_bound(budget, "--budget", ops=("<=",))
     if not run.objectives:
         raise ConfigError("SOURCE", run.source, "a run whose objectives are known (a folder of `speq-search run`), "
                           "or --trial ID")

@@ -444,19 +444,26 @@ def _per_layer_params(section: Any, train: TrainConfig) -> tuple[Param, ...]:
     return tuple(params)
 
 
+def parse_bound(text: Any, field: str, ops: tuple[str, ...] = ("<=", ">=")) -> tuple[str, str, float]:
+    """``"METRIC <= NUMBER"`` as ``(metric, op, bound)``: a space's constraints, ``export --budget``;
+    anything else is a one-line error naming ``field``."""
+    match = re.fullmatch(r"\s*([a-z_]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*", text) if isinstance(text, str) else None
+    if not match or match.group(2) not in ops:
+        raise ConfigError(field, text, " or ".join(f"'METRIC {op} NUMBER'" for op in ops) + ", e.g. 'size_bytes <= 4096'")
+    metric, op, bound = match.groups()
+    try:
+        return metric, op, float(bound)
+    except ValueError:
+        raise ConfigError(f"{field}.bound", bound, "a number") from None
+
+
 def _parse_constraint(i: int, spec: Any, train: TrainConfig) -> Constraint:
     where = f"constraints[{i}]"
-    match = re.fullmatch(r"\s*([a-z_]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*", spec) if isinstance(spec, str) else None
-    if not match:
-        raise ConfigError(where, spec, "'METRIC <= NUMBER' or 'METRIC >= NUMBER', e.g. 'size_bytes <= 4096'")
-    metric, op, bound = match.groups()
+    metric, op, bound = parse_bound(spec, where)
     if metric not in COST_METRICS:
         raise ConfigError(f"{where}.metric", metric, "a cost known before training: " + ", ".join(COST_METRICS))
     _check_table_metric(metric, train, where)
-    try:
-        return Constraint(metric, op, float(bound))
-    except ValueError:
-        raise ConfigError(f"{where}.bound", bound, "a number") from None
+    return Constraint(metric, op, bound)
 
 
 def _check_table_metric(metric: str, train: TrainConfig, where: str) -> None:

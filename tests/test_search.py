@@ -298,7 +298,8 @@ def test_export_a_trial_and_the_best_under_a_budget(tiny_run, tmp_path, capsys):
 @pytest.mark.parametrize("args,field,hint", [
     (["--trial", "0000dead"], "--trial", "the id of a completed trial"),
     (["--budget", "avg_bits<=0.5"], "--budget", "the cheapest has avg_bits"),
-    (["--budget", "avg_bits < 3"], "--budget", "'METRIC<=NUMBER'"),
+    (["--budget", "avg_bits < 3"], "--budget", "'METRIC <= NUMBER'"),
+    (["--budget", "avg_bits >= 3"], "--budget", "'METRIC <= NUMBER'"),
     ([], "--trial/--budget", "one of them for a search run"),
 ])
 def test_export_from_a_search_bad_input_exits_2(tiny_run, tmp_path, capsys, args, field, hint):

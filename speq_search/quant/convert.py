@@ -95,11 +95,12 @@ def quantize_model(
             layer, bits["w_bits"], bits["a_bits"], signed_input=name in signed,
             weight_quantizer=weight_quantizer, per_channel=per_channel,
         )
-        _set_submodule(model, name, qlayer)
+        set_submodule(model, name, qlayer)
     return model
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` in ``model`` at the dotted ``name`` (replacing what is there)."""
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, module)
