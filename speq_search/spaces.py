@@ -347,9 +347,9 @@ def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpe
     if raw.get("plugins") is not None:  # a space's plugins travel with its train config, to every trial
         from speq_search.plugins import check_plugins
 
-        plugins = check_plugins(raw.pop("plugins"), "plugins")
-        train_raw = dict(train_raw, plugins=[*check_plugins(train_raw.get("plugins"), "train.plugins"),
-                                             *[p for p in plugins if p not in (train_raw.get("plugins") or [])]])
+        given = check_plugins(train_raw.get("plugins"), "train.plugins")  # both resolved, so a file named twice is one
+        added = check_plugins(raw.pop("plugins"), "plugins")
+        train_raw = dict(train_raw, plugins=[*given, *[p for p in added if p not in given]])
         raw["train"] = train_raw
     try:
         from speq_search.config import TrainConfig  # torch: only where a space is parsed
