@@ -1,5 +1,9 @@
 """What the study scripts share: run (or reuse) a grid search, average over seeds, write figures and tables.
 
+This folder (``analysis/``, top level) holds studies: scripts that run searches and write
+their results. The library they use to load runs, find fronts and draw figures is the package
+``speq_search.analysis``, which any user's script can import the same way.
+
 A study's search runs into ``runs/studies/<name>/`` (Ray's experiment and checkpoints: not
 committed); its outputs (PNG, HTML, Markdown table) go to ``analysis/results/<name>/``.
 """
@@ -44,7 +48,7 @@ def w2a2_study(name: str, doc: str, speq: dict, params: dict) -> tuple[argparse.
 def run_grid(name: str, space: dict, reuse: bool) -> pd.DataFrame:
     """Run ``space`` (a grid) into ``runs/studies/name``, or reuse a finished run there; return its trials."""
     from speq_search.search import RunOptions, run_search
-    from speq_search.spaces import parse_space
+    from speq_search.spec import parse_space
 
     run_dir = RUNS / name
     if reuse and (run_dir / "trials.csv").exists():

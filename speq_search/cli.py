@@ -10,7 +10,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from speq_search import schema
 from speq_search.errors import ConfigError
+from speq_search.spec.names import NAMES, flag_of
 from speq_search.yamlio import parse_yaml
 
 EXIT_BAD_INPUT = 2
@@ -23,40 +25,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
 
 
-# (flag, dotted config key, type, help)
-_TRAIN_FLAGS = [
-    ("--dataset", "data.dataset", str, "data set name (see `speq-search datasets`)"),
-    ("--data-dir", "data.data_dir", str, "folder holding the data set files (torchvision layout)"),
-    ("--train-size", "data.train_size", int, "train on a stratified, seeded subset of N examples"),
-    ("--batch-size", "data.batch_size", int, "training batch size"),
-    ("--model", "model.name", str, "model name (see `speq-search models`)"),
-    ("--width", "model.width", float, "width multiplier of the model"),
-    ("--method", "speq.method", str, "fp | qat | kd-kl | speq | kd-fp"),
-    ("--w-bits", "quant.w_bits", int, "weight bits: 2-8, or 32"),
-    ("--a-bits", "quant.a_bits", int, "activation bits: 2-8, or 32"),
-    ("--first-last-bits", "quant.first_last_bits", int, "weight bits of the first and last layer"),
-    ("--weight-quantizer", "quant.weight_quantizer", str, "lsq (learned clip) | sawb (statistics)"),
-    ("--p-high", "speq.p_high", float, "probability that a teacher layer takes --high-bits"),
-    ("--high-bits", "speq.high_bits", int, "the teacher's high activation precision (32: no rounding)"),
-    ("--kd-weight", "speq.kd_weight", float, "weight of the distillation loss (0: plain QAT)"),
-    ("--ce-weight", "speq.ce_weight", float, "weight of the cross-entropy loss"),
-    ("--temperature", "speq.temperature", float, "softmax temperature of the distillation loss"),
-    ("--kd-loss", "speq.kd_loss", str, "cosine | cosine-logits | kl (default: the method's)"),
-    ("--kd-schedule", "speq.kd_schedule", str, "the distillation weight over training: constant | linear-decay | cosine-decay"),
-    ("--eval-draws", "speq.eval_draws", int, "seeded teacher draws per epoch for the teacher diagnostic (0: skip)"),
-    ("--epochs", "optim.epochs", int, "epochs of quantized training"),
-    ("--fp-epochs", "optim.fp_epochs", int, "epochs of the full-precision model (cached)"),
-    ("--optimizer", "optim.optimizer", str, "sgd | adam"),
-    ("--lr", "optim.lr", float, "learning rate of quantized training (cosine schedule)"),
-    ("--fp-lr", "optim.fp_lr", float, "learning rate of the full-precision phase"),
-    ("--seed", "seed", int, "seed of everything (the data split is fixed)"),
-    ("--device", "device", str, "auto | cpu | cuda"),
-    ("--compile", "compile", str, "torch.compile: auto (by device and run length) | on (whole model) | "
-     "kernels (fake-quant kernels only) | off"),
-    ("--fp-checkpoint", "fp_checkpoint", str, "start from this full-precision checkpoint"),
-    ("--fp-cache-dir", "fp_cache_dir", str, "where trained full-precision models are cached"),
-    ("--cost-model", "cost_model", str, "latency/energy table: int-accel or a YAML file (reports latency_ms or energy)"),
-]
+# The train command's flags: one per short name of a config field (--w-bits sets quant.w_bits).
+_TRAIN_FLAGS = [(flag_of(name), n.field, n.type, n.help) for name, n in NAMES.items()]
 
 
 def _parse_set(items: Sequence[str]) -> dict:
@@ -228,7 +198,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from speq_search.search import RunOptions, resume_search, run_search
     from speq_search.search.folder import ensure_writable
-    from speq_search.spaces import check_run_name, load_space
+    from speq_search.spec import check_run_name, load_space
 
     opts = RunOptions(address=args.address, storage_path=args.storage_path, verbose=args.verbose,
                       loggers=tuple(args.logger), mlflow_uri=args.mlflow_uri)
@@ -312,7 +282,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _sensitivity(args: argparse.Namespace) -> int:
     from speq_search.sensitivity import layer_sensitivity, write_sensitivity_csv
-    from speq_search.spaces import load_space
+    from speq_search.spec import load_space
 
     spec = load_space(args.space, _parse_set(args.set))
     base, scores = layer_sensitivity(spec.train, probe_bits=args.bits,
@@ -354,10 +324,7 @@ def _print_front(summary: dict) -> None:
         print(f"warning: {summary['n_at_chance']} of {summary['n_completed']} completed trials learned nothing "
               f"(validation accuracy near chance, {100 * summary['chance_acc']:.0f} %): their front means nothing")
     if len(front):
-        skip = {"status", "trial_dir", "error", "full_fidelity", "epochs_total", "wall_time_s", "macs", "params",
-                "fp_val_acc", "fp_test_acc", "high_val_acc", "val_loss", "best_epoch", "train_time_s", "layer_bits",
-                "feasible", "constraint_violation", "teacher_val_acc", "teacher_gap", "high_gap", "compile", "compile_s",
-                "step_time_s", "epochs_done"}
+        skip = {"status", *schema.TRIAL_COLUMNS, *schema.hidden_metrics()}
         cols = [c for c in front.columns if c not in skip and front[c].notna().any()]
         cols = objectives + [c for c in cols if c not in objectives]
         # Trials that sampled the same configuration and got the same result are one point: one row.
@@ -415,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "export":
             return _export(args)
         if args.command == "spaces":
-            from speq_search.spaces import shipped_spaces
+            from speq_search.spec import shipped_spaces
 
             return _listing(shipped_spaces())
         if args.command == "models":

@@ -29,9 +29,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from speq_search.config import COMPILE_MODES, check_choice
 from speq_search.errors import ConfigError
-
-COMPILE_MODES = ("auto", "on", "off", "kernels")
 
 # ``auto``'s thresholds, from benchmarks/bench_step.py (BENCHMARKS.md, "Time per training step").
 # On a CPU the compiled kernels save about 15 ns per quantized activation value per step and
@@ -85,8 +84,11 @@ def resolve_compile(mode: str, device: torch.device, steps: int, quantized_value
     else nothing; and nothing on a CPU without a C++ compiler. ``on`` and ``kernels`` without
     one are errors.
     """
-    if mode not in COMPILE_MODES:
-        raise ConfigError("compile", mode, " | ".join(COMPILE_MODES))
+    return resolve_config_compile(check_choice("compile", mode, COMPILE_MODES), device, steps, quantized_values)
+
+
+def resolve_config_compile(mode: str, device: torch.device, steps: int, quantized_values: int = 0) -> str:
+    """:func:`resolve_compile` of a ``TrainConfig.compile`` (checked when the config was made)."""
     if mode == "off":
         return "off"
     kind = "cpu" if device.type == "cpu" else "cuda"

@@ -1,32 +1,56 @@
-"""Configuration: one frozen dataclass per concern, validated on construction.
+"""Configuration: one frozen dataclass per concern, plain data that validates itself.
 
 A :class:`TrainConfig` round-trips through a nested dict (and YAML): every run folder holds
 the resolved ``config.yaml`` it was made from, so ``--config RUN/config.yaml`` repeats it.
+
+This module is a leaf: it imports neither torch nor the quantizers, the method, the model
+registry or a cost table. The choices a field accepts live here, and the modules that use
+them import them from here. A value is checked once, where it enters (a file, the command
+line, a Python call): constructing a section checks every field; :meth:`TrainConfig.replace`
+checks the fields it changes; a search's trial configs are built from values its space
+already checked (``trusted``). The model's name, a cost table and plugins are looked up where
+the model or the table is built (``speq_search.models.build_model``, ``speq_search.costs``).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
-from speq_search.compiling import COMPILE_MODES
 from speq_search.errors import ConfigError, one_of
-from speq_search.quant.modules import WEIGHT_QUANTIZERS
-from speq_search.quant.primitives import check_bits
-from speq_search.speq import KD_LOSSES, KD_SCHEDULES, TEACHER_BN_MODES
+from speq_search.plugins import check_plugins, resolve_relative
 from speq_search.yamlio import load_yaml
 
+FULL_PRECISION = 32  # "no rounding"
+SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8, FULL_PRECISION)
+WEIGHT_QUANTIZERS = ("lsq", "sawb")  # learned clip | statistics-based clip
 METHODS = ("fp", "qat", "kd-kl", "speq", "kd-fp")
+KD_LOSSES = ("cosine", "cosine-logits", "kl")
+TEACHER_BN_MODES = ("batch", "running")  # how BatchNorm normalises in the teacher pass
+KD_SCHEDULES = ("constant", "linear-decay", "cosine-decay")
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
+COMPILE_MODES = ("auto", "on", "off", "kernels")  # see speq_search.compiling
 
 
-def _number(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, integer: bool = False) -> None:
+def check_bits(bits: Any, field: str = "bits") -> int:
+    """Return ``bits`` if supported (2 to 8, or 32), else raise a :class:`ConfigError` naming ``field``."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in SUPPORTED_BITS:
+        raise ConfigError(field, bits, "an integer from 2 to 8, or 32 (full precision)")
+    return bits
+
+
+def check_number(field: str, value: Any, lo: float, hi: float, *, lo_open: bool = False,
+                 integer: bool = False) -> Any:
+    """Return ``value`` if a number in range (an integral float as an int when ``integer``)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok and integer:
         ok = float(value).is_integer()
@@ -35,17 +59,18 @@ def _number(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = Fals
     if not ok:
         kind = "an integer" if integer else "a number"
         lo_txt = f"> {lo}" if lo_open else f">= {lo}"
-        raise ConfigError(name, value, f"{kind} {lo_txt} and <= {hi}")
+        raise ConfigError(field, value, f"{kind} {lo_txt} and <= {hi}")
+    return int(value) if integer else value
 
 
-def _integer(obj: Any, attr: str, name: str, lo: float, hi: float) -> None:
-    """Validate an integer field; an integral float (``epochs: 1.0``) is taken and stored as an int."""
-    value = getattr(obj, attr)
-    _number(name, value, lo, hi, integer=True)
-    object.__setattr__(obj, attr, int(value))
+def check_choice(field: str, value: Any, options: tuple[str, ...]) -> Any:
+    """Return ``value`` if one of ``options``."""
+    if value not in options:
+        raise ConfigError(field, value, " | ".join(options))
+    return value
 
 
-def _bits_mapping(name: str, value: Any) -> None:
+def _bits_mapping(name: str, value: Any) -> dict:
     """``{layer name or pattern: {w_bits: b, a_bits: b}}``."""
     if not isinstance(value, dict):
         raise ConfigError(name, value, "a mapping {layer name or pattern: {w_bits: B, a_bits: B}}")
@@ -54,15 +79,54 @@ def _bits_mapping(name: str, value: Any) -> None:
             raise ConfigError(f"{name}.{key}", bits, "a mapping with w_bits and/or a_bits")
         for kind, b in bits.items():
             check_bits(b, f"{name}.{key}.{kind}")
+    return value
 
 
-def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
-    if value not in options:
-        raise ConfigError(name, value, " | ".join(options))
+def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda v: None if v is None else check(v)
+
+
+def _path(name: str) -> Callable[[Any], Any]:
+    def check(v):
+        if v is not None and not isinstance(v, str):
+            raise ConfigError(name, v, "a path (a string)")
+        return v
+    return check
+
+
+class _Section:
+    """What every config dataclass shares: per-field checks, checks across fields, ``evolve``.
+
+    ``_checks`` maps a field to the function that checks (and normalises) its value;
+    ``_check_relations`` checks what no single field can.
+    """
+
+    _checks: ClassVar[dict[str, Callable[[Any], Any]]] = {}
+
+    def __post_init__(self) -> None:
+        for name, check in self._checks.items():
+            object.__setattr__(self, name, check(getattr(self, name)))
+        self._check_relations()
+
+    def _check_relations(self) -> None:
+        pass
+
+    def evolve(self, changes: dict[str, Any], trusted: bool = False, prefix: str = ""):
+        """A copy with ``changes``: only the changed fields are checked (none when ``trusted``:
+        the values were checked where they entered), then the checks across fields."""
+        known = {f.name for f in dataclasses.fields(self)}
+        new = copy.copy(self)
+        for key, value in changes.items():
+            if key not in known:
+                raise ConfigError(prefix + key, value, one_of(key, known))
+            check = self._checks.get(key)
+            object.__setattr__(new, key, value if trusted or check is None else check(value))
+        new._check_relations()
+        return new
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Section):
     """Which data, how much of it, in which batches."""
 
     dataset: str = "digits"
@@ -72,34 +136,36 @@ class DataConfig:
     val_fraction: float = 0.1
     batch_size: int = 64
 
-    def __post_init__(self) -> None:
-        _integer(self, "batch_size", "data.batch_size", 2, 65536)
-        _number("data.val_fraction", self.val_fraction, 0.0, 0.9, lo_open=True)
-        if self.train_size is not None:
-            _integer(self, "train_size", "data.train_size", 2, 10**9)
-        if self.data_dir is not None and not isinstance(self.data_dir, str):
-            raise ConfigError("data.data_dir", self.data_dir, "a folder path (a string)")
+    _checks: ClassVar = {
+        "batch_size": lambda v: check_number("data.batch_size", v, 2, 65536, integer=True),
+        "val_fraction": lambda v: check_number("data.val_fraction", v, 0.0, 0.9, lo_open=True),
+        "train_size": _optional(lambda v: check_number("data.train_size", v, 2, 10**9, integer=True)),
+        "data_dir": _path("data.data_dir"),
+    }
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """Architecture: a registry name, a width multiplier, builder keywords (depth...)."""
+class ModelConfig(_Section):
+    """Architecture: a registry name, a width multiplier, builder keywords (depth...).
+
+    The name is looked up where the model is built (:func:`speq_search.models.build_model`)."""
 
     name: str = "cnn-small"
     width: float = 1.0
     kwargs: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        _number("model.width", self.width, 0.0, 16.0, lo_open=True)
-        if not isinstance(self.kwargs, dict) or not all(isinstance(k, str) for k in self.kwargs):
-            raise ConfigError("model.kwargs", self.kwargs, "a mapping of builder keywords, e.g. {blocks: [2, 2, 2]}")
-        from speq_search.models import list_models
+    _checks: ClassVar = {
+        "width": lambda v: check_number("model.width", v, 0.0, 16.0, lo_open=True),
+        "kwargs": lambda v: v if isinstance(v, dict) and all(isinstance(k, str) for k in v) else _bad_kwargs(v),
+    }
 
-        _choice("model.name", self.name, tuple(list_models()))
+
+def _bad_kwargs(value: Any):
+    raise ConfigError("model.kwargs", value, "a mapping of builder keywords, e.g. {blocks: [2, 2, 2]}")
 
 
 @dataclass(frozen=True)
-class QuantConfig:
+class QuantConfig(_Section):
     """Target precision; ``overrides`` maps layer-name patterns to per-layer bits."""
 
     w_bits: int = 2
@@ -112,19 +178,19 @@ class QuantConfig:
     # Per-layer search: {layer name or module prefix: {w_bits, a_bits}}; the first/last rule still applies.
     group_bits: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        _bits_mapping("quant.group_bits", self.group_bits)
-        _bits_mapping("quant.overrides", self.overrides)
-        check_bits(self.w_bits, "quant.w_bits")
-        check_bits(self.a_bits, "quant.a_bits")
-        check_bits(self.input_bits, "quant.input_bits")
-        if self.first_last_bits is not None:
-            check_bits(self.first_last_bits, "quant.first_last_bits")
-        _choice("quant.weight_quantizer", self.weight_quantizer, WEIGHT_QUANTIZERS)
+    _checks: ClassVar = {
+        "group_bits": lambda v: _bits_mapping("quant.group_bits", v),
+        "overrides": lambda v: _bits_mapping("quant.overrides", v),
+        "w_bits": lambda v: check_bits(v, "quant.w_bits"),
+        "a_bits": lambda v: check_bits(v, "quant.a_bits"),
+        "input_bits": lambda v: check_bits(v, "quant.input_bits"),
+        "first_last_bits": _optional(lambda v: check_bits(v, "quant.first_last_bits")),
+        "weight_quantizer": lambda v: check_choice("quant.weight_quantizer", v, WEIGHT_QUANTIZERS),
+    }
 
 
 @dataclass(frozen=True)
-class SpeqConfig:
+class SpeqConfig(_Section):
     """The training method and SPEQ's loss and teacher settings."""
 
     method: str = "speq"
@@ -138,18 +204,20 @@ class SpeqConfig:
     kd_schedule: str = "constant"  # the distillation weight over training: constant | linear-decay | cosine-decay
     eval_draws: int = 2  # seeded teacher draws per epoch for the teacher diagnostic (0: skip it)
 
-    def __post_init__(self) -> None:
-        _choice("speq.method", self.method, METHODS)
-        _number("speq.p_high", self.p_high, 0.0, 1.0)
-        check_bits(self.high_bits, "speq.high_bits")
-        _number("speq.kd_weight", self.kd_weight, 0.0, 1000.0)
-        _number("speq.ce_weight", self.ce_weight, 0.0, 1000.0)
-        _number("speq.temperature", self.temperature, 0.0, 100.0, lo_open=True)
-        if self.kd_loss is not None:
-            _choice("speq.kd_loss", self.kd_loss, KD_LOSSES)
-        _choice("speq.teacher_bn", self.teacher_bn, TEACHER_BN_MODES)
-        _choice("speq.kd_schedule", self.kd_schedule, KD_SCHEDULES)
-        _integer(self, "eval_draws", "speq.eval_draws", 0, 64)
+    _checks: ClassVar = {
+        "method": lambda v: check_choice("speq.method", v, METHODS),
+        "p_high": lambda v: check_number("speq.p_high", v, 0.0, 1.0),
+        "high_bits": lambda v: check_bits(v, "speq.high_bits"),
+        "kd_weight": lambda v: check_number("speq.kd_weight", v, 0.0, 1000.0),
+        "ce_weight": lambda v: check_number("speq.ce_weight", v, 0.0, 1000.0),
+        "temperature": lambda v: check_number("speq.temperature", v, 0.0, 100.0, lo_open=True),
+        "kd_loss": _optional(lambda v: check_choice("speq.kd_loss", v, KD_LOSSES)),
+        "teacher_bn": lambda v: check_choice("speq.teacher_bn", v, TEACHER_BN_MODES),
+        "kd_schedule": lambda v: check_choice("speq.kd_schedule", v, KD_SCHEDULES),
+        "eval_draws": lambda v: check_number("speq.eval_draws", v, 0, 64, integer=True),
+    }
+
+    def _check_relations(self) -> None:
         if self.ce_weight == 0 and (self.kd_weight == 0 or self.method in ("fp", "qat")):
             raise ConfigError("speq.ce_weight", 0, "a weight > 0 when there is no distillation term")
         if self.ce_weight == 0 and self.kd_schedule != "constant":
@@ -169,9 +237,14 @@ class SpeqConfig:
             return None
         return "fp" if self.method == "kd-fp" else "self"
 
+    @property
+    def quantized(self) -> bool:
+        """Whether the method trains a quantized network (every method but ``fp``)."""
+        return self.method != "fp"
+
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(_Section):
     """Optimiser and schedule for the quantized phase (``epochs``) and the FP phase."""
 
     optimizer: str = "sgd"
@@ -182,21 +255,40 @@ class OptimConfig:
     fp_epochs: int = 30
     fp_lr: float = 0.05
 
-    def __post_init__(self) -> None:
-        _choice("optim.optimizer", self.optimizer, OPTIMIZERS)
-        _number("optim.lr", self.lr, 0.0, 10.0, lo_open=True)
-        _number("optim.fp_lr", self.fp_lr, 0.0, 10.0, lo_open=True)
-        _number("optim.momentum", self.momentum, 0.0, 1.0)
-        _number("optim.weight_decay", self.weight_decay, 0.0, 1.0)
-        _integer(self, "epochs", "optim.epochs", 1, 100000)
-        _integer(self, "fp_epochs", "optim.fp_epochs", 0, 100000)
+    _checks: ClassVar = {
+        "optimizer": lambda v: check_choice("optim.optimizer", v, OPTIMIZERS),
+        "lr": lambda v: check_number("optim.lr", v, 0.0, 10.0, lo_open=True),
+        "fp_lr": lambda v: check_number("optim.fp_lr", v, 0.0, 10.0, lo_open=True),
+        "momentum": lambda v: check_number("optim.momentum", v, 0.0, 1.0),
+        "weight_decay": lambda v: check_number("optim.weight_decay", v, 0.0, 1.0),
+        "epochs": lambda v: check_number("optim.epochs", v, 1, 100000, integer=True),
+        "fp_epochs": lambda v: check_number("optim.fp_epochs", v, 0, 100000, integer=True),
+    }
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "quant": QuantConfig, "speq": SpeqConfig, "optim": OptimConfig}
 
 
+def _section(name: str, cls: type, value: Any):
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(name, value, f"a mapping with keys {', '.join(f.name for f in dataclasses.fields(cls))}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in value:
+        if key not in known:
+            raise ConfigError(f"{name}.{key}", value[key], one_of(key, known))
+    return cls(**value)
+
+
+def _compile_mode(value: Any) -> str:
+    if isinstance(value, bool):  # YAML 1.1 reads a bare on/off as true/false
+        value = "on" if value else "off"
+    return check_choice("compile", value, COMPILE_MODES)
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Section):
     """Everything one training run needs; ``fp_checkpoint`` skips the FP phase."""
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -213,19 +305,21 @@ class TrainConfig:
     progress: bool = True
     plugins: tuple[str, ...] = ()  # modules or .py files that register models and data sets (speq_search.plugins)
 
-    def __post_init__(self) -> None:
-        from speq_search.plugins import check_plugins
+    _checks: ClassVar = {
+        "plugins": check_plugins,
+        "seed": lambda v: check_number("seed", v, 0, 2**31 - 1, integer=True),
+        "device": lambda v: check_choice("device", v, DEVICES),
+        "compile": _compile_mode,
+        "fp_checkpoint": _path("fp_checkpoint"),
+        "fp_cache_dir": _path("fp_cache_dir"),
+        "cost_model": _path("cost_model"),
+        **{name: functools.partial(_section, name, cls) for name, cls in _SECTIONS.items()},
+    }
 
-        object.__setattr__(self, "plugins", check_plugins(self.plugins))
-        _integer(self, "seed", "seed", 0, 2**31 - 1)
-        _choice("device", self.device, DEVICES)
-        if isinstance(self.compile, bool):  # YAML 1.1 reads a bare on/off as true/false
-            object.__setattr__(self, "compile", "on" if self.compile else "off")
-        _choice("compile", self.compile, COMPILE_MODES)
-        if self.cost_model is not None:
-            from speq_search.costs import load_cost_table
-
-            load_cost_table(self.cost_model)  # a missing or malformed table fails here, naming the field
+    @property
+    def quantized(self) -> bool:
+        """Whether this run trains a quantized network (every method but ``fp``)."""
+        return self.speq.quantized
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (YAML-safe)."""
@@ -234,33 +328,44 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Build from a nested dict; unknown keys are errors that name them."""
+    def from_dict(cls, d: dict[str, Any], suggestions: dict[str, str] | None = None) -> TrainConfig:
+        """Build from a nested dict; unknown keys are errors that name them (a near miss of a
+        section's field is suggested as ``suggestions[field]``, default ``section.field``)."""
         if not isinstance(d, dict):
             raise ConfigError("config", type(d).__name__, "a mapping of sections: " + ", ".join(_SECTIONS))
         top = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - top
         if unknown:
             key = sorted(unknown)[0]
-            raise ConfigError(key, d[key], one_of(key, top, _FIELD_SECTIONS))
-        if d.get("plugins"):
-            from speq_search.plugins import load_plugins
+            raise ConfigError(key, d[key], one_of(key, top, suggestions or FIELD_SECTIONS))
+        return cls(**d)
 
-            load_plugins(d["plugins"])  # before the sections: they check model and data set names
-        kwargs: dict[str, Any] = {}
-        for key, value in d.items():
-            if key in _SECTIONS:
-                kwargs[key] = _section(key, _SECTIONS[key], value)
-            else:
-                kwargs[key] = value
-        return cls(**kwargs)
+    def replace(self, *, trusted: bool = False, **changes: Any) -> TrainConfig:
+        """A copy with dotted-key changes, e.g. ``replace(**{"quant.w_bits": 4})``; a key below a
+        mapping field (``model.kwargs.blocks``, ``quant.overrides.fc``) sets one entry of it.
 
-    def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with dotted-key changes, e.g. ``replace(**{"quant.w_bits": 4})``."""
-        d = self.to_dict()
+        Only the changed fields are checked; ``trusted=True`` checks none (values a search space
+        already checked) but still the checks across fields."""
+        top: dict[str, Any] = {}
+        sections: dict[str, dict[str, Any]] = {}
         for dotted, value in changes.items():
-            set_dotted(d, dotted, value)
-        return TrainConfig.from_dict(d)
+            head, _, rest = dotted.partition(".")
+            if not rest:
+                top[head] = value
+                continue
+            if head not in _SECTIONS:
+                raise ConfigError(head, dotted, "a section of the config: " + ", ".join(_SECTIONS))
+            name, _, below = rest.partition(".")
+            section = sections.setdefault(head, {})
+            if below:  # an entry of a mapping field
+                current = section.get(name, getattr(getattr(self, head), name, None))
+                if not isinstance(current, dict):
+                    raise ConfigError(f"{head}.{name}", dotted, "a mapping field (kwargs, overrides, group_bits)")
+                value = set_dotted(copy.deepcopy(current), below, value, create=True)
+            section[name] = value
+        for head, section_changes in sections.items():
+            top[head] = getattr(self, head).evolve(section_changes, trusted, prefix=head + ".")
+        return self.evolve(top, trusted)
 
     def save(self, path: str | Path) -> None:
         """Write as YAML."""
@@ -273,51 +378,43 @@ class TrainConfig:
         if d is None:
             raise ConfigError("config", str(path), "a YAML mapping of config sections (the file is empty)")
         if isinstance(d, dict) and d.get("plugins"):
-            from speq_search.plugins import resolve_relative
-
             d["plugins"] = resolve_relative(d["plugins"], Path(path).resolve().parent)
         return cls.from_dict(d)
-
-
-def _section(name: str, cls: type, value: Any):
-    if isinstance(value, cls):
-        return value
-    if not isinstance(value, dict):
-        raise ConfigError(name, value, f"a mapping with keys {', '.join(f.name for f in dataclasses.fields(cls))}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in value:
-        if key not in known:
-            raise ConfigError(f"{name}.{key}", value[key], one_of(key, known))
-    try:
-        return cls(**value)
-    except TypeError as err:
-        raise ConfigError(name, value, str(err)) from None
 
 
 def _section_fields() -> dict[str, str]:
     """Every section's field as ``{field: "section.field"}`` (a top-level near miss such as
     ``epoch`` is suggested as ``optim.epochs``)."""
-    out: dict[str, str] = {}
-    for f in dataclasses.fields(TrainConfig):
-        if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory):
-            for g in dataclasses.fields(f.default_factory):
-                out.setdefault(g.name, f"{f.name}.{g.name}")
-    return out
+    return {g.name: f"{name}.{g.name}" for name, cls in reversed(_SECTIONS.items()) for g in dataclasses.fields(cls)}
 
 
-def set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``d["a"]["b"] = value`` for ``dotted = "a.b"``; unknown keys are errors."""
+def get_dotted(node: Any, dotted: str) -> Any:
+    """``node.a.b`` (attributes or mapping keys) for ``dotted = "a.b"``; ``KeyError`` if absent."""
+    for part in dotted.split("."):
+        if isinstance(node, dict):
+            node = node[part]
+        elif dataclasses.is_dataclass(node) and part in {f.name for f in dataclasses.fields(node)}:
+            node = getattr(node, part)
+        else:
+            raise KeyError(dotted)
+    return node
+
+
+def set_dotted(d: dict[str, Any], dotted: str, value: Any, create: bool = False,
+               field: str | None = None) -> dict[str, Any]:
+    """Set ``d["a"]["b"] = value`` for ``dotted = "a.b"`` and return ``d``; missing mappings on the
+    way are made when ``create``, else errors (named ``field``, default the key)."""
     parts = dotted.split(".")
     node = d
     for i, part in enumerate(parts[:-1]):
+        if node.get(part) is None and create:
+            node[part] = {}
         if not isinstance(node.get(part), dict):
-            raise ConfigError(".".join(parts[: i + 1]), dotted, "a section of the config: " + ", ".join(
-                k for k, v in node.items() if isinstance(v, dict)))
+            raise ConfigError(field or ".".join(parts[: i + 1]), value,
+                              f"a key below a mapping ({'.'.join(parts[: i + 1])} is not one)")
         node = node[part]
-    last = parts[-1]
-    if last not in node and not (len(parts) > 1 and parts[-2] in ("overrides", "kwargs")):
-        raise ConfigError(dotted, value, one_of(last, node))
-    node[last] = value
+    node[parts[-1]] = value
+    return d
 
 
-_FIELD_SECTIONS = _section_fields()
+FIELD_SECTIONS = _section_fields()

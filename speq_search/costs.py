@@ -7,7 +7,7 @@ assignment is counted the same way. A plain ``nn.Conv2d``/``nn.Linear`` counts a
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,6 +16,7 @@ from torch import nn
 from speq_search.errors import ConfigError
 from speq_search.quant.modules import QUANT_LAYERS
 from speq_search.quant.primitives import FULL_PRECISION
+from speq_search.schema import Costs, encode_layer_bits
 from speq_search.yamlio import load_yaml
 
 
@@ -32,22 +33,6 @@ class LayerCost:
     activations: int  # elements of the layer's (quantized) input
     macs: int
     scales: int  # stored weight scales (one per output channel, or one) plus the activation clip
-
-
-@dataclass(frozen=True)
-class Costs:
-    """What every run reports besides accuracy (see README "Costs")."""
-
-    avg_w_bits: float  # weighted by weight count
-    avg_a_bits: float  # weighted by activation count
-    avg_bits: float  # mean of the two: one axis for "how many bits"
-    size_bytes: int  # weights at their bits + scales + other parameters at 32 bits
-    bitops: int  # sum over layers of MACs * w_bits * a_bits
-    macs: int
-    params: int  # every parameter of the model, learned clips included
-
-    def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
 
 
 def layer_costs(model: nn.Module, example: torch.Tensor) -> list[LayerCost]:
@@ -120,11 +105,9 @@ def model_costs(model: nn.Module, example: torch.Tensor, layers: list[LayerCost]
 
 
 def layer_bits_string(layers: list[LayerCost]) -> str:
-    """``name=w/a`` for every layer, ``;``-separated: one compact trials.csv column.
-
-    :func:`speq_search.analysis.load.expand_layer_bits` turns it back into columns.
-    """
-    return ";".join(f"{lc.name}={lc.w_bits}/{lc.a_bits}" for lc in layers)
+    """``name=w/a`` for every layer, ``;``-separated: one compact trials.csv column
+    (:func:`speq_search.schema.encode_layer_bits`)."""
+    return encode_layer_bits((lc.name, lc.w_bits, lc.a_bits) for lc in layers)
 
 
 def report_costs(model: nn.Module, example: torch.Tensor, cost_model: str | None = None) -> dict:

@@ -43,7 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speq_search import schema
 from speq_search.errors import ConfigError
+from speq_search.files import atomic_write
 from speq_search.quant.convert import set_submodule
 from speq_search.quant.modules import QUANT_LAYERS, ActQuantizer, QuantConv2d, QuantLinear
 from speq_search.quant.primitives import FULL_PRECISION, sawb_clip
@@ -118,7 +120,7 @@ def weight_codes(layer: QuantConv2d | QuantLinear) -> tuple[torch.Tensor, torch.
     if bits >= FULL_PRECISION:
         raise ValueError("a 32-bit weight has no integer codes")
     w = layer.weight.detach()
-    clip = wq.clip.detach() if wq.method == "lsq" else sawb_clip(w, bits, wq._dims)
+    clip = wq.clip.detach() if wq.weight_quantizer == "lsq" else sawb_clip(w, bits, wq._dims)
     half = 2 ** (bits - 1)
     step = 2 * clip / (2**bits - 1)  # as fake_quantize_weight computes it
     k = torch.clamp(torch.round(w / step - 0.5), -half, half - 1)
@@ -332,9 +334,7 @@ def export_onnx(
     onnx.helper.set_model_props(proto, {k: str(v) for k, v in props.items()})
     onnx.checker.check_model(proto, full_check=True)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    onnx.save_model(proto, str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: onnx.save_model(proto, str(tmp)))
     return ExportResult(path, opset, path.stat().st_size, plan.layers, plan.folded, weight_types, weight_bytes, plan.note)
 
 
@@ -463,7 +463,7 @@ def resolve_source(source: str | Path, trial: str | None = None, budget: str | N
 
 def _pick_under_budget(run, budget: str):
     from speq_search.analysis.report import budget_picks
-    from speq_search.spaces import parse_bound
+    from speq_search.spec import parse_bound
 
     metric, _, bound = parse_bound(budget, "--budget", ops=("<=",))
     if not run.objectives:
@@ -473,7 +473,7 @@ def _pick_under_budget(run, budget: str):
     if picks["trial_id"].isna().all():
         raise ConfigError("--budget", budget, f"a budget some completed trial meets ({picks['note'].iloc[0]})")
     row = picks.iloc[0]
-    score = next((m for m, _ in run.objectives if m.endswith("_acc")), run.objectives[0][0])
+    score = next((m for m, _ in run.objectives if schema.is_score(m)), run.objectives[0][0])
     return row, f" (the best {score} under {metric} <= {bound:g}: {row[score]:.4g} at {metric} {row[metric]:.4g})"
 
 
@@ -489,13 +489,13 @@ def _trial_choices(ids: list[str], given: str) -> str:
 
 def _trial_model_folder(run, trial_id: str) -> Path:
     """The newest checkpoint folder of a trial (what Ray keeps in the run's storage), else its ``train`` folder."""
-    from speq_search.analysis.load import trial_dirs, trial_id_of
+    from speq_search.schema import trial_folders, trial_id_of
 
     experiment = run.experiment or (Path(run.source) if run.kind == "ray" else None)
     if experiment is None or not Path(experiment).is_dir():
         raise ConfigError("SOURCE", run.source, "a search run folder that still holds its Ray experiment (trial folders "
                           "with checkpoints)")
-    for trial_dir in trial_dirs(Path(experiment)):
+    for trial_dir in trial_folders(Path(experiment)):
         if trial_id_of(trial_dir) != trial_id:
             continue
         candidates = sorted(trial_dir.glob("checkpoint_*"), reverse=True) + [trial_dir / "train"]

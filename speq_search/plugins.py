@@ -82,12 +82,12 @@ def _import(name: str, field: str) -> ModuleType:
             return importlib.import_module(stem)  # a Ray worker: the copy py_modules put on its path
         if not path.is_file():
             raise ConfigError(field, name, "an existing .py file (or a module name)")
-        spec = importlib.util.spec_from_file_location(stem, path)
-        module = importlib.util.module_from_spec(spec)
+        module_spec = importlib.util.spec_from_file_location(stem, path)
+        module = importlib.util.module_from_spec(module_spec)
         # Registered under its file's name, the name it has on a worker that received it by py_modules.
         sys.modules[stem] = module
         try:
-            spec.loader.exec_module(module)
+            module_spec.loader.exec_module(module)
         except BaseException:
             sys.modules.pop(stem, None)
             raise
@@ -130,8 +130,8 @@ def runtime_env_for(plugins: Sequence[str]) -> dict:
             names.append(Path(name).stem)
             continue
         top = name.split(".")[0]
-        spec = importlib.util.find_spec(top)
-        origin = Path(spec.origin) if spec is not None and spec.origin else None
+        module_spec = importlib.util.find_spec(top)
+        origin = Path(module_spec.origin) if module_spec is not None and module_spec.origin else None
         if origin is None or any(part in ("site-packages", "dist-packages") for part in origin.parts):
             continue  # installed: the workers have it (same environment)
         shipped.append(str(origin.parent if origin.name == "__init__.py" else origin))

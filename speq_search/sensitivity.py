@@ -33,24 +33,24 @@ class LayerSensitivity:
 def layer_sensitivity(cfg: TrainConfig, probe_bits: int = 2, base_bits: int = 8,
                       log: Callable[[str], None] = lambda msg: None) -> tuple[float, list[LayerSensitivity]]:
     """``(base accuracy, one score per quantizable layer)`` for ``cfg``'s model and data."""
+    from speq_search.config import check_bits
     from speq_search.quant import quantizable_layers
-    from speq_search.quant.primitives import check_bits
     from speq_search.train import build_model, evaluate, full_precision_model, load_data, prepare_student, resolve_device
 
-    check_bits(probe_bits, "probe_bits")
+    check_bits(probe_bits, "probe_bits")  # checked here, where they enter: the configs below trust them
     check_bits(base_bits, "base_bits")
     device = resolve_device(cfg.device)
     splits = load_data(cfg)
     fp_model, _ = full_precision_model(cfg, splits, device, log)
     fp_model.to(device)
-    base_cfg = cfg.replace(**{"quant.w_bits": base_bits, "quant.a_bits": base_bits, "quant.group_bits": {},
+    base_cfg = cfg.replace(trusted=True, **{"quant.w_bits": base_bits, "quant.a_bits": base_bits, "quant.group_bits": {},
                               "quant.overrides": {}, "speq.method": "qat"})
     base_acc, _ = evaluate(prepare_student(base_cfg, fp_model, splits, device), splits.val, device)
     names = [n for n, _ in quantizable_layers(build_model(cfg, splits))]
     example = splits.train.x[:1]
     scores = []
     for i, name in enumerate(names):
-        probe = base_cfg.replace(**{"quant.overrides": {name: {"w_bits": probe_bits, "a_bits": probe_bits}}})
+        probe = base_cfg.replace(trusted=True, **{"quant.overrides": {name: {"w_bits": probe_bits, "a_bits": probe_bits}}})
         student = prepare_student(probe, fp_model, splits, device)
         acc, _ = evaluate(student, splits.val, device)
         lc = next(lc for lc in layer_costs(student.cpu(), example) if lc.name == name)

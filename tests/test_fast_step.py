@@ -30,7 +30,7 @@ from speq_search.quant.primitives import (
     sawb_clip,
 )
 from speq_search.speq import stochastic_precision
-from speq_search.train import _epoch, load_data, make_optimizer, make_step, prepare_student, run
+from speq_search.train import load_data, make_optimizer, make_step, prepare_student, run, train_epoch
 
 BITS = (2, 3, 4, 5, 8, 32)
 CPU = torch.device("cpu")
@@ -105,7 +105,7 @@ def test_fast_weight_quantizers_equal_the_reference(bits, per_channel, kind):
 @pytest.mark.parametrize("bits", BITS)
 def test_sawb_weight_quantizer_equals_the_reference(bits):
     w = torch.randn(8, 4, 3, 3, requires_grad=True)
-    q = WeightQuantizer(w.detach(), bits, method="sawb")
+    q = WeightQuantizer(w.detach(), bits, weight_quantizer="sawb")
     expected = w if bits >= 32 else fake_quantize_weight(w, sawb_clip(w, bits, (1, 2, 3)), bits)
     torch.testing.assert_close(q(w), expected)
     q(w).sum().backward()  # SAWB's clip is a statistic: the weight's gradient is straight-through
@@ -253,7 +253,7 @@ def test_an_epoch_reads_the_device_only_every_few_steps(monkeypatch):
         monkeypatch.setattr(torch.Tensor, name, lambda self, _o=original, _n=name: (reads.append(_n), _o(self))[1])
     import speq_search.train as train
 
-    totals, times = _epoch(student, splits, optimizer, scheduler, step, torch.Generator().manual_seed(0), 16, CPU,
+    totals, times = train_epoch(student, splits, optimizer, scheduler, step, torch.Generator().manual_seed(0), 16, CPU,
                            "test", False)
     steps = len(splits.train) // 16
     assert len(times) == steps and totals["n"] == steps * 16
@@ -299,7 +299,7 @@ def test_compile_on_without_a_compiler_is_refused_in_one_line(tmp_path, capsys, 
 
 
 def test_yaml_on_and_off_mean_the_compile_modes(tmp_path):
-    from speq_search.spaces import load_space
+    from speq_search.spec import load_space
 
     assert load_space("default", {"train.compile": False}).train.compile == "off"
     cfg_file = tmp_path / "c.yaml"

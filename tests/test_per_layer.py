@@ -15,8 +15,9 @@ from speq_search.errors import ConfigError
 from speq_search.models import create_model
 from speq_search.quant import act_quantizers, layer_bits, quantizable_layers, quantize_model
 from speq_search.sensitivity import group_sensitivity, layer_sensitivity, sensitivity_seed
-from speq_search.spaces import parse_space, per_layer_groups
+from speq_search.spec import parse_space, per_layer_groups
 from speq_search.speq import stochastic_precision
+from speq_search.train import planned_costs
 
 SPACE = {
     "name": "pl",
@@ -93,7 +94,7 @@ def test_group_bits_reach_the_model_and_first_last_rules_win():
     bits = layer_bits(quantize_for(cfg, create_model("cnn-small")))
     assert bits["features.4"] == {"w_bits": 2, "a_bits": 2}
     assert bits["features.8"]["a_bits"] == 2
-    net = quantize_model(create_model("cnn-small"), 4, 4, group_bits={"features": {"w_bits": 2, "a_bits": 2},
+    net = quantize_model(create_model("cnn-small"), w_bits=4, a_bits=4, group_bits={"features": {"w_bits": 2, "a_bits": 2},
                                                                       "features.8": {"w_bits": 3},
                                                                       "layer9": {"w_bits": 2}})
     bits = layer_bits(net)
@@ -175,7 +176,7 @@ def test_uniform_warm_start_and_constraints():
 # --- the teacher respects per-layer targets ---------------------------------------------------------
 
 def test_teacher_draws_between_each_layers_own_target_and_high_bits():
-    net = quantize_model(create_model("cnn-small"), 4, 4, group_bits={"features.4": {"a_bits": 2},
+    net = quantize_model(create_model("cnn-small"), w_bits=4, a_bits=4, group_bits={"features.4": {"a_bits": 2},
                                                                       "features.8": {"a_bits": 6}})
     targets = [q.bits for q in act_quantizers(net)]
     assert targets == [8, 2, 6, 4]
@@ -214,7 +215,7 @@ def _table(tmp_path, **changes):
 
 def test_cost_table_by_hand(tmp_path):
     table = load_cost_table(_table(tmp_path))
-    net = quantize_model(_shapes_net(), 4, 8, first_last_bits=None, input_bits=8,
+    net = quantize_model(_shapes_net(), w_bits=4, a_bits=8, first_last_bits=None, input_bits=8,
                          overrides={"1": {"w_bits": 3, "a_bits": 2}, "4": {"w_bits": 8, "a_bits": 32}})
     layers = layer_costs(net, torch.randn(1, 2, 4, 4))
     # conv 2->4 3x3 on 4x4: 16*4*18 = 1152 MACs, 72 weights at w4 (36 bytes), a8 -> 2.0
@@ -250,7 +251,7 @@ def test_shipped_table_and_train_config_field():
     assert table.mac_cost("conv", 3, 2) == table.mac_cost("conv", 4, 2)
     assert table.mac_cost("conv", 2, 2) < table.mac_cost("conv", 8, 8) < table.mac_cost("depthwise", 8, 8)
     with pytest.raises(ConfigError) as err:
-        TrainConfig().replace(cost_model="missing.yaml")
+        planned_costs(TrainConfig().replace(cost_model="missing.yaml"))
     assert err.value.field == "cost_model"
 
 

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from speq_search.errors import ConfigError
-from speq_search.spaces import SHIPPED_DIR, load_space, parse_space, shipped_spaces
+from speq_search.spec import SHIPPED_DIR, load_space, parse_space, shipped_spaces
 
 BASE = {
     "name": "t",
@@ -116,7 +116,7 @@ def test_kd_schedule_is_searchable_by_its_short_name():
 
 
 def test_resolved_space_round_trips(tmp_path):
-    from speq_search.spaces import dump_space
+    from speq_search.spec import dump_space
 
     spec = parse_space(BASE)
     dump_space(spec, tmp_path / "space.yaml")

@@ -94,7 +94,7 @@ def test_teacher_in_train_mode_uses_batch_statistics_by_default(qnet):
     x = torch.randn(8, 1, 8, 8) * 3 + 1
     with torch.no_grad(), stochastic_precision(qnet, 0.0, 8):
         batch_stats = qnet(x)
-    with torch.no_grad(), stochastic_precision(qnet, 0.0, 8, bn_mode="running"):
+    with torch.no_grad(), stochastic_precision(qnet, 0.0, 8, teacher_bn="running"):
         running_stats = qnet(x)
     qnet.eval()
     assert torch.allclose(running_stats, qnet(x))

@@ -5,8 +5,8 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-import speq_search.train as train_module
 from speq_search import TrainConfig, load_trained
 from speq_search import run_training as train
 from speq_search.cli import main
@@ -99,8 +99,8 @@ def test_kd_weight_zero_is_plain_qat(tmp_path, tiny_cfg):
 
 
 def test_nan_loss_raises_training_diverged(tmp_path, tiny_cfg, monkeypatch):
-    real = train_module.F.cross_entropy
-    monkeypatch.setattr(train_module.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
+    real = F.cross_entropy
+    monkeypatch.setattr(F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(TrainingDiverged, match="nan"):
         train(tiny_cfg.replace(fp_cache_dir=str(tmp_path / "fresh")), tmp_path / "nan", log=lambda m: None)
 

@@ -1,4 +1,8 @@
-"""Analysis of searches: load results, Pareto fronts, hypervolume, figures, reports (reads files, never a live Tuner)."""
+"""Analysis of searches: load results, Pareto fronts, hypervolume, figures, reports (reads files, never a live Tuner).
+
+The library. The studies that use it (scripts that run searches and write figures and tables
+into ``analysis/results/``) live in the repository's top-level ``analysis/`` folder.
+"""
 
 from speq_search.analysis.load import LoadError, Run, expand_layer_bits, learning_curves, load_run, load_runs
 from speq_search.analysis.pareto import (

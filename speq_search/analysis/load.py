@@ -14,20 +14,18 @@ directions), when the source knows.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from speq_search import schema
 from speq_search.errors import ConfigError, near_miss
+from speq_search.schema import STATUSES, decode_layer_bits, read_results, trial_folders
 
-STATUSES = ("COMPLETED", "FAILED", "STOPPED", "INCOMPLETE", "INFEASIBLE")
-_OPTUNA_STATUS = {"COMPLETE": "COMPLETED", "FAIL": "FAILED", "PRUNED": "STOPPED", "RUNNING": "INCOMPLETE",
-                  "WAITING": "INCOMPLETE"}
-# Ray's trial folders: <trainable>_<8 hex>_<n>_<params>_<date> (Ray >= 2.10), once <5 hex>_<5 digits>.
-_TRIAL_ID = re.compile(r"_([0-9a-f]{8})_\d+_|_([0-9a-f]{5}_\d{5})_")
+_OPTUNA_STATUS = {"COMPLETE": schema.COMPLETED, "FAIL": schema.FAILED, "PRUNED": schema.STOPPED,
+                  "RUNNING": schema.INCOMPLETE, "WAITING": schema.INCOMPLETE}
 
 
 @dataclass
@@ -56,7 +54,7 @@ class Run:
 def completed_trials(df: pd.DataFrame) -> pd.DataFrame:
     """Rows a front may hold: status COMPLETED (so not failed, stopped early or over budget) and,
     where the column exists, full fidelity."""
-    done = df[df["status"] == "COMPLETED"] if "status" in df else df
+    done = df[df["status"] == schema.COMPLETED] if "status" in df else df
     if "full_fidelity" in done:
         done = done[done["full_fidelity"].fillna(True).astype(bool)]
     return done
@@ -66,40 +64,9 @@ class LoadError(ConfigError):
     """A source that is not a run, lacks a column, or holds no trials."""
 
 
-def read_results(path: Path) -> list[dict]:
-    """Rows of a Ray ``result.json`` (JSON lines); a half-written last line is skipped."""
-    rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if line:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-    return rows
-
-
-def error_reason(trial_dir: Path) -> str:
-    """The last line of a trial's ``error.txt`` (``ExceptionType: message``), or ``""``."""
-    err = trial_dir / "error.txt"
-    if not err.exists():
-        return ""
-    lines = [ln.strip() for ln in err.read_text(errors="replace").splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else "error"
-
-
-def trial_id_of(trial_dir: Path, last: dict | None = None) -> str:
-    """A trial's id: as its last result says, else as its folder name says, else the folder name."""
-    if last and last.get("trial_id"):
-        return str(last["trial_id"])
-    match = _TRIAL_ID.search(trial_dir.name)
-    return next(g for g in match.groups() if g) if match else trial_dir.name
-
-
 def trial_dirs(experiment: Path) -> list[Path]:
-    """The trial folders of a Ray Tune experiment."""
-    return sorted(p for p in Path(experiment).iterdir() if p.is_dir() and (p / "params.json").exists())
+    """The trial folders of a Ray Tune experiment (:func:`speq_search.schema.trial_folders`)."""
+    return trial_folders(experiment)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -208,26 +175,13 @@ def _read_json(path: Path) -> dict:
 def _load_ray(path: Path, name: str | None, objectives) -> Run:
     rows, param_names = [], []
     for trial_dir in trial_dirs(path):
-        params = _flatten(json.loads((trial_dir / "params.json").read_text() or "{}"))
+        trial = schema.read_trial_folder(trial_dir)
+        params = _flatten(trial.params)
         param_names += [p for p in params if p not in param_names]
-        results = read_results(trial_dir / "result.json")
-        last = results[-1] if results else {}
-        error = error_reason(trial_dir)
-        if error:
-            status = "FAILED"
-        elif not results:
-            status = "INCOMPLETE"
-        elif last.get("feasible") is False:
-            status = "INFEASIBLE"
-        elif last.get("full_fidelity") is False:
-            status = "STOPPED"
-        else:
-            status = "COMPLETED"
-        trial_id = trial_id_of(trial_dir, last)
-        metrics = {k: v for k, v in last.items() if isinstance(v, (int, float, str, bool)) and k not in params
+        metrics = {k: v for k, v in trial.last.items() if isinstance(v, (int, float, str, bool)) and k not in params
                    and k not in ("config", "trial_id", "date", "hostname", "node_ip", "pid", "checkpoint_dir_name")}
-        rows.append({"trial_id": trial_id, "status": status, **params, **metrics, "error": error,
-                     "trial_dir": trial_dir.name, "_t": last.get("timestamp", trial_dir.stat().st_mtime)})
+        rows.append({"trial_id": trial.trial_id, "status": trial.status(live=False), **params, **metrics, "error": trial.error,
+                     "trial_dir": trial_dir.name, "_t": trial.order_key})
     df = pd.DataFrame(rows).sort_values(["_t", "trial_id"]).drop(columns="_t").reset_index(drop=True)
     label = name or path.name
     return Run(label, str(path), "ray", _finish(df, label, str(path)), param_names, list(objectives or []),
@@ -261,8 +215,8 @@ def _load_optuna(url: str, name: str | None, objectives) -> Run:
     for t in study.get_trials(deepcopy=False):
         param_names += [p for p in t.params if p not in param_names]
         status = _OPTUNA_STATUS.get(t.state.name, t.state.name)
-        if status == "COMPLETED" and any(c > 0 for c in t.constraints.values()):
-            status = "INFEASIBLE"
+        if status == schema.COMPLETED and any(c > 0 for c in t.constraints.values()):
+            status = schema.INFEASIBLE
         values = dict(zip(metric_names, t.values)) if t.values else {m: np.nan for m in metric_names}
         user = {k: v for k, v in t.user_attrs.items() if isinstance(v, (int, float, str, bool))}
         rows.append({"trial_id": str(t.number), "status": status, **t.params, **user, **values})
@@ -295,11 +249,9 @@ def expand_layer_bits(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     if "layer_bits" in df:
         for _, r in df.dropna(subset=["layer_bits"]).iterrows():
-            for item in str(r["layer_bits"]).split(";"):
-                layer, _, bits = item.partition("=")
-                w, _, a = bits.partition("/")
-                rows.append({"run": r.get("run", ""), "trial_id": r["trial_id"], "layer": layer, "w_bits": int(w),
-                             "a_bits": int(a)})
+            for layer, w, a in decode_layer_bits(r["layer_bits"]):
+                rows.append({"run": r.get("run", ""), "trial_id": r["trial_id"], "layer": layer, "w_bits": w,
+                             "a_bits": a})
     return pd.DataFrame(rows, columns=["run", "trial_id", "layer", "w_bits", "a_bits"])
 
 
@@ -323,5 +275,5 @@ def learning_curves(run: Run, metric: str = "val_acc") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "trial_id", "epoch", metric])
 
 
-__all__ = ["STATUSES", "LoadError", "Run", "completed_trials", "error_reason", "expand_layer_bits", "learning_curves", "load_run",
+__all__ = ["STATUSES", "LoadError", "Run", "completed_trials", "expand_layer_bits", "learning_curves", "load_run",
            "load_runs", "read_results", "require_columns", "trial_dirs"]

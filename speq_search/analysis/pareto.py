@@ -25,8 +25,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-BIT_METRICS = ("avg_bits", "avg_w_bits", "avg_a_bits")
-MODEL_COST_METRICS = ("size_bytes", "bitops", "macs", "params")
+from speq_search import schema
 
 
 def to_minimization(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
@@ -120,11 +119,11 @@ def normalise(values: np.ndarray, metrics: Sequence[str], modes: Sequence[str],
     full_precision = full_precision or {}
     for j, (metric, mode) in enumerate(zip(metrics, modes)):
         col = values[:, j]
-        if metric.endswith("_acc"):
+        if schema.is_score(metric):
             out[:, j] = 1.0 - col
-        elif metric in BIT_METRICS:
+        elif metric in schema.bit_metrics():
             out[:, j] = col / 32.0
-        elif metric in MODEL_COST_METRICS and full_precision.get(metric):
+        elif metric in schema.model_cost_metrics() and full_precision.get(metric):
             out[:, j] = col / float(full_precision[metric])
         else:
             top = np.nanmax(np.abs(col)) if np.isfinite(col).any() else 1.0
@@ -140,11 +139,11 @@ def reference_values(metrics: Sequence[str], values: np.ndarray,
     full_precision = full_precision or {}
     ref = []
     for j, metric in enumerate(metrics):
-        if metric.endswith("_acc"):
+        if schema.is_score(metric):
             ref.append(0.0)
-        elif metric in BIT_METRICS:
+        elif metric in schema.bit_metrics():
             ref.append(32.0)
-        elif metric in MODEL_COST_METRICS and full_precision.get(metric):
+        elif metric in schema.model_cost_metrics() and full_precision.get(metric):
             ref.append(float(full_precision[metric]))
         else:
             col = values[:, j]

@@ -23,10 +23,10 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from speq_search import schema
 from speq_search.analysis.load import completed_trials, expand_layer_bits
 from speq_search.analysis.pareto import hypervolume_history, pareto_mask
 
-COST_AXES = ("avg_bits", "avg_w_bits", "avg_a_bits", "size_bytes", "bitops", "macs", "params", "latency_ms", "energy")
 _SKIP_HOVER = {"run", "status", "error", "trial_dir", "full_fidelity", "epochs_total", "wall_time_s"}
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 
@@ -59,28 +59,20 @@ class FrontFigureData(NamedTuple):
     group: str | None = None  # the column the fronts are split by (the legend's title)
 
 
-# What a metric is, with its unit, for axis and colour-bar titles.
-AXIS_TITLES = {
-    "val_acc": "validation accuracy (%)", "test_acc": "test accuracy (%)", "fp_val_acc": "float model validation accuracy (%)",
-    "epoch_val_acc": "validation accuracy of the epoch (%)", "val_loss": "validation loss (cross-entropy)",
-    "bitops": "BitOps per image", "macs": "MACs per image", "size_bytes": "model size (bytes)", "params": "parameters",
-    "avg_bits": "average bits (mean of weights and activations)", "avg_w_bits": "average weight bits",
-    "avg_a_bits": "average activation bits", "latency_ms": "latency per image (ms, cost table)",
-    "energy": "energy per image (cost-table units)", "step_time_s": "time per training step (s)",
-    "train_time_s": "training time (s)", "w_bits": "weight bits", "a_bits": "activation bits",
-    "p_high": "teacher's high-precision probability (p_high)", "high_bits": "teacher's high bits",
-}
+# Titles of the parameters an axis may show (metrics have theirs in speq_search.schema).
+PARAM_TITLES = {"w_bits": "weight bits", "a_bits": "activation bits",
+                "p_high": "teacher's high-precision probability (p_high)", "high_bits": "teacher's high bits"}
 GROUP_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "star", "hexagon", "x")
 
 
 def axis_title(metric: str) -> str:
     """``"validation accuracy (%)"`` for ``val_acc``; other names as they are."""
-    return AXIS_TITLES.get(metric, metric)
+    return PARAM_TITLES.get(metric) or schema.title(metric)
 
 
 def _percent_axis(metric: str) -> dict:
     """Accuracies are stored as fractions and shown as percentages."""
-    return {"tickformat": ".1%"} if metric.endswith("_acc") else {}
+    return {"tickformat": ".1%"} if schema.is_score(metric) else {}
 
 
 def _hover(rows: pd.DataFrame, cols: Sequence[str]) -> list[str]:
@@ -165,7 +157,7 @@ def render_fronts(data: FrontFigureData, title: str = ""):
         # Drawn below the points, so that trials above the float model stay visible.
         fig.add_hline(y=acc, layer="below", line={"dash": "dash", "color": "black" if len(data.reference) == 1
                                                   else PALETTE[k]},
-                      annotation_text=f"{label}: {100 * acc:.2f} %" if data.y.endswith("_acc") else f"{label}: {acc:.4g}",
+                      annotation_text=f"{label}: {100 * acc:.2f} %" if schema.is_score(data.y) else f"{label}: {acc:.4g}",
                       annotation_position="bottom right")
     legend_title = data.group or ("" if single else "run")
     fig.update_layout(title=title or f"{axis_title(data.y)} against {axis_title(data.x)}",
@@ -226,12 +218,12 @@ def render_parallel(data: ParallelData, title: str = "Parameters and objectives"
         dim = {"label": c, "values": v}
         if t:
             dim.update(tickvals=t[0], ticktext=t[1])
-        elif c.endswith("_acc"):
+        elif schema.is_score(c):
             dim["tickformat"] = ".1%"
         dims.append(dim)
     color = {"color": data.color, "colorscale": "Viridis", "showscale": True,
              "colorbar": {"title": {"text": axis_title(data.color_label)}}}
-    if data.color_label.endswith("_acc"):
+    if schema.is_score(data.color_label):
         color["colorbar"]["tickformat"] = ".1%"
     fig = go.Figure(go.Parcoords(dimensions=dims, line=color))
     fig.update_layout(title=title, template="plotly_white")
@@ -253,7 +245,7 @@ def importance_data(run, seed: int = 0) -> pd.DataFrame:
     """
     import optuna
 
-    from speq_search.spaces import COST_METRICS, fields_of
+    from speq_search.spec import fields_of
 
     done = run.completed.dropna(subset=[m for m, _ in run.objectives])
     params = [p for p in run.params if p in done and done[p].notna().all() and done[p].nunique() > 1]
@@ -283,7 +275,7 @@ def importance_data(run, seed: int = 0) -> pd.DataFrame:
 
     rows = []
     for i, (metric, _) in enumerate(run.objectives):
-        cost_params = [p for p in params if changes_costs(p)] if metric in COST_METRICS else params
+        cost_params = [p for p in params if changes_costs(p)] if metric in schema.cost_metrics() else params
         if not cost_params:
             continue
         imp = optuna.importance.get_param_importances(
@@ -526,7 +518,7 @@ def write_figure(fig, path: Path, png: bool = True, strict: bool = False) -> str
     return f"wrote {path} and {path.with_suffix('.png').name}" if why is None else f"wrote {path}; PNG skipped: {why}"
 
 
-__all__ = ["COST_AXES", "FrontFigureData", "FrontInfo", "ImageExportError", "ParallelData", "browser_available",
+__all__ = ["FrontFigureData", "FrontInfo", "ImageExportError", "ParallelData", "browser_available",
            "browser_path", "export_image",
            "front_data", "front_figure", "hypervolume_data", "image_session", "importance_data", "parallel_data",
            "render_curves", "render_fronts", "render_hypervolume", "render_importance",

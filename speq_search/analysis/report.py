@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from speq_search import schema
 from speq_search.analysis import plots
 from speq_search.analysis.load import LoadError, Run, learning_curves, require_columns
 from speq_search.analysis.pareto import best_under_budgets, box_hypervolume, front_rows, hypervolume, reference_values
@@ -27,8 +28,8 @@ FEW_TRIALS = 10  # fewer completed trials than this: the importance table says i
 def default_axes(runs: Sequence[Run]) -> tuple[str, str]:
     """The first run's cost and accuracy objectives (else ``avg_bits`` and ``val_acc``)."""
     objectives = runs[0].objectives if runs else []
-    x = next((m for m, _ in objectives if not m.endswith("_acc")), "avg_bits")
-    y = next((m for m, _ in objectives if m.endswith("_acc")), "val_acc")
+    x = next((m for m, _ in objectives if not schema.is_score(m)), "avg_bits")
+    y = next((m for m, _ in objectives if schema.is_score(m)), "val_acc")
     return x, y
 
 
@@ -37,7 +38,7 @@ def _mode(runs: Sequence[Run], metric: str) -> str:
         for m, d in run.objectives:
             if m == metric:
                 return d
-    return "max" if metric.endswith("_acc") else "min"
+    return schema.default_mode(metric)
 
 
 def make_figure(runs: Sequence[Run], df: pd.DataFrame, kind: str = "front", x: str | None = None,
@@ -75,7 +76,7 @@ def make_figure(runs: Sequence[Run], df: pd.DataFrame, kind: str = "front", x: s
         if curves.empty:
             raise LoadError("run", runs[0].source, "a run with a Ray experiment folder (per-epoch results)")
         labels, colors = {}, {}
-        cost = next((m for r in runs for m, _ in r.objectives if not m.endswith("_acc")), None)
+        cost = next((m for r in runs for m, _ in r.objectives if not schema.is_score(m)), None)
         prefix = len(runs) > 1
         for r in runs:
             params = [p for p in r.params if p in r.trials][:6]
@@ -134,13 +135,13 @@ def format_value(column: str, v) -> str:
     if pd.isna(v):
         return ""
     base = column.split(" (")[0]  # "val_acc (run a)" in a comparison
-    if base.endswith("_acc") and 0 <= v <= 1:
+    if schema.is_score(base) and 0 <= v <= 1:
         return f"{100 * v:.2f} %"
     if base == "size_bytes":
         return f"{v / 1024:.1f} KiB"
     if base in ("bitops", "macs"):
         return f"{v / 1e9:.2f} G" if abs(v) >= 1e9 else f"{v / 1e6:.2f} M"
-    if base in ("avg_bits", "avg_w_bits", "avg_a_bits"):
+    if base in schema.bit_metrics():
         return f"{v:.2f}"
     if v.is_integer() and abs(v) < 1e15:
         return str(int(v))
@@ -237,7 +238,7 @@ def budget_picks(run: Run, budget_metric: str, budgets: Sequence[float]) -> pd.D
     metrics = [m for m, _ in run.objectives]
     done = run.completed.dropna(subset=metrics)
     require_columns(done, [budget_metric], "budget metric")
-    score = next((m for m in metrics if m.endswith("_acc")), metrics[0])
+    score = next((m for m in metrics if schema.is_score(m)), metrics[0])
     best = best_under_budgets(done, budget_metric, budgets, score, _mode([run], score),
                               others=[o for o in run.objectives if o[0] != score])
     cheapest = float(done[budget_metric].min()) if len(done) else float("nan")
@@ -259,7 +260,7 @@ def comparison_table(reports: Sequence[RunReport]) -> pd.DataFrame:
         both = np.vstack(values)
         ideal = [both[:, j].max() if d == "max" else both[:, j].min() for j, (_, d) in enumerate(objectives[0])]
         worst = [both[:, j].min() if d == "max" else both[:, j].max() for j, (_, d) in enumerate(objectives[0])]
-        log_axes = [j for j, (m, _) in enumerate(objectives[0]) if not m.endswith("_acc") and both[:, j].min() > 0]
+        log_axes = [j for j, (m, _) in enumerate(objectives[0]) if not schema.is_score(m) and both[:, j].min() > 0]
         for row, v in zip(rows, values):
             row["hypervolume (shared box)"] = round(box_hypervolume(v, ideal, worst, log_axes), 4)
     return pd.DataFrame(rows)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from speq_search.errors import ConfigError
+
+if TYPE_CHECKING:
+    from speq_search.config import ModelConfig
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
@@ -40,6 +45,20 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 1, width: 
         return _MODELS[name](num_classes=num_classes, in_channels=in_channels, width=float(width), **kwargs)
     except TypeError as err:  # an unknown architecture keyword
         raise ConfigError(f"model.{name}", kwargs, f"keywords the builder takes ({err})") from None
+
+
+def build_model(cfg: ModelConfig, num_classes: int = 10, in_channels: int = 1,
+                input_size: int | None = None) -> nn.Module:
+    """The model ``cfg`` describes (a :class:`~speq_search.config.ModelConfig`), for this data's
+    shape: the name is looked up here, where the model is built, and an unknown one is an error
+    naming ``model.name``. ``input_size`` goes to builders that take it."""
+    _load_entry_points()
+    if cfg.name not in _MODELS:
+        raise ConfigError("model.name", cfg.name, " | ".join(sorted(_MODELS)))
+    kwargs = dict(cfg.kwargs)
+    if input_size is not None and "input_size" in inspect.signature(_MODELS[cfg.name]).parameters:
+        kwargs.setdefault("input_size", input_size)
+    return create_model(cfg.name, num_classes=num_classes, in_channels=in_channels, width=cfg.width, **kwargs)
 
 
 def scaled(channels: int, width: float, minimum: int = 4) -> int:

@@ -1,4 +1,4 @@
-"""Turn a float model into a quantized one: swap layers, assign bits, calibrate clips."""
+"""Turn a float model into a quantized one: find and group its layers, swap them, assign bits, calibrate clips."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import nn
 
+from speq_search.config import QuantConfig
 from speq_search.errors import ConfigError
 from speq_search.quant.modules import QUANT_LAYERS, ActQuantizer, QuantConv2d, QuantLinear
-from speq_search.quant.primitives import check_bits
-
-_OVERRIDE_KEYS = ("w_bits", "a_bits")
 
 
 def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -25,75 +23,96 @@ def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def _check_overrides(overrides: Mapping[str, Mapping[str, int]] | None, names: list[str]) -> dict:
-    out: dict[str, dict[str, int]] = {}
-    for pattern, bits in (overrides or {}).items():
-        if not isinstance(bits, Mapping) or not bits or set(bits) - set(_OVERRIDE_KEYS):
-            raise ConfigError(f"overrides.{pattern}", bits, "a mapping with w_bits and/or a_bits")
+def _check_overrides(overrides: Mapping[str, Mapping[str, int]], names: list[str]) -> None:
+    """Each pattern matches a layer of this model (the bits were checked with the config)."""
+    for pattern in overrides:
         if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
             raise ConfigError("overrides", pattern, "a name pattern matching a layer of the model: " + ", ".join(names))
-        out[pattern] = {k: check_bits(v, f"overrides.{pattern}.{k}") for k, v in bits.items()}
-    return out
 
 
-def quantize_model(
-    model: nn.Module,
-    w_bits: int = 4,
-    a_bits: int = 4,
-    overrides: Mapping[str, Mapping[str, int]] | None = None,
-    first_last_bits: int | None = 8,
-    group_bits: Mapping[str, Mapping[str, int]] | None = None,
-    input_bits: int = 8,
-    weight_quantizer: str = "lsq",
-    per_channel: bool = True,
-) -> nn.Module:
+def in_group(name: str, group: str) -> bool:
+    """Layer ``name`` belongs to ``group`` (a layer name or a module prefix: ``layer1.0``)."""
+    return name == group or name.startswith(group + ".")
+
+
+GRANULARITIES = ("layer", "block", "stage")
+
+
+def layer_groups(model: nn.Module, granularity: str, first_last_bits: int | None = 8) -> dict[str, dict[str, bool]]:
+    """The groups of a per-layer search: ``{group: {"w_bits": searchable, "a_bits": searchable}}``.
+
+    A group is a layer's name (``layer``), its first two name parts (``block``: ``layer1.0``,
+    ``features.4``) or its first part (``stage``: ``layer1``, ``features``): the keys
+    ``group_bits`` takes (see :func:`in_group`). Its weight bits are searchable unless every
+    layer in it is the first or last one under ``first_last_bits``; its activation bits unless
+    it holds only the first layer (whose input is the image, at ``input_bits``). Order: the model's.
+    """
+    names = [n for n, _ in quantizable_layers(model)]
+    depth = {"layer": None, "block": 2, "stage": 1}[granularity]
+    groups: dict[str, dict[str, bool]] = {}
+    for i, name in enumerate(names):
+        group = ".".join(name.split(".")[:depth]) if depth else name
+        g = groups.setdefault(group, {"w_bits": False, "a_bits": False})
+        fixed_w = first_last_bits is not None and i in (0, len(names) - 1)
+        g["w_bits"] |= not fixed_w
+        g["a_bits"] |= i != 0
+    return groups
+
+
+def quantize_model(model: nn.Module, quant: QuantConfig | None = None, **settings) -> nn.Module:
     """Replace every ``nn.Conv2d``/``nn.Linear`` of ``model`` by its quantized twin, in place.
 
-    Args:
-        w_bits, a_bits: target bits for weights and for each layer's input activation.
-        overrides: ``{name pattern: {"w_bits": b, "a_bits": b}}``, matched with
-            :func:`fnmatch.fnmatchcase` against module names; later patterns win and
-            every pattern wins over the first/last rule. This is how mixed precision is set.
-        first_last_bits: weight bits of the first and the last layer (``None``: no rule).
-        group_bits: ``{layer name or module prefix: {"w_bits": b, "a_bits": b}}``, the per-layer
-            search's bits: applied to a layer whose name equals the key or starts with ``key.``,
-            before the first/last and input rules (which win), and ignored where no layer matches
-            (an architecture search may drop a block). Longer keys win over shorter ones.
-        input_bits: bits of the first layer's input (the image), quantized signed; 32 leaves
-            it unquantized.
-        weight_quantizer: ``"lsq"`` (learned clip) or ``"sawb"`` (statistics-based clip).
-        per_channel: one weight clip per output channel (else one per layer).
+    ``quant`` (a :class:`~speq_search.config.QuantConfig`, checked when it was made) says how;
+    or give its fields as keywords, checked here (``w_bits`` and ``a_bits`` default to 4):
+
+    - ``w_bits``, ``a_bits``: target bits for weights and for each layer's input activation.
+    - ``overrides``: ``{name pattern: {"w_bits": b, "a_bits": b}}``, matched with
+      :func:`fnmatch.fnmatchcase` against module names; later patterns win and every pattern
+      wins over the first/last rule. This is how mixed precision is set.
+    - ``first_last_bits``: weight bits of the first and the last layer (``None``: no rule).
+    - ``group_bits``: ``{layer name or module prefix: {"w_bits": b, "a_bits": b}}``, the per-layer
+      search's bits: applied to a layer in the group (:func:`in_group`), before the first/last
+      and input rules (which win), and ignored where no layer matches (an architecture search
+      may drop a block). Longer keys win over shorter ones.
+    - ``input_bits``: bits of the first layer's input (the image), quantized signed; 32 leaves
+      it unquantized.
+    - ``weight_quantizer``: ``"lsq"`` (learned clip) or ``"sawb"`` (statistics-based clip).
+    - ``per_channel``: one weight clip per output channel (else one per layer).
 
     Layers listed in ``model.signed_input_layers`` (and the first layer) get a signed
     activation quantizer. Returns ``model``.
     """
-    check_bits(w_bits, "w_bits")
-    check_bits(a_bits, "a_bits")
-    check_bits(input_bits, "input_bits")
-    if first_last_bits is not None:
-        check_bits(first_last_bits, "first_last_bits")
+    if quant is None:
+        try:
+            quant = QuantConfig(**{"w_bits": 4, "a_bits": 4, **settings})
+        except ConfigError as err:  # named as the caller named it: the argument, not the config field
+            raise ConfigError(err.field.removeprefix("quant."), err.value, err.accepted) from None
+        except TypeError as err:
+            raise ConfigError("quantize_model", sorted(settings), f"the fields of QuantConfig ({err})") from None
+    elif settings:
+        raise TypeError("quantize_model takes a QuantConfig or its fields as keywords, not both")
     layers = [(n, m) for n, m in quantizable_layers(model) if not isinstance(m, QUANT_LAYERS)]
     if not layers:
         raise ConfigError("model", type(model).__name__, "a model with at least one nn.Conv2d or nn.Linear")
     names = [n for n, _ in layers]
-    checked = _check_overrides(overrides, names)
+    _check_overrides(quant.overrides, names)
     signed = set(getattr(model, "signed_input_layers", ())) | {names[0]}
     for i, (name, layer) in enumerate(layers):
-        bits = {"w_bits": w_bits, "a_bits": a_bits}
-        for group in sorted(group_bits or {}, key=len):
-            if name == group or name.startswith(group + "."):
-                bits.update(group_bits[group])
+        bits = {"w_bits": quant.w_bits, "a_bits": quant.a_bits}
+        for group in sorted(quant.group_bits, key=len):
+            if in_group(name, group):
+                bits.update(quant.group_bits[group])
         if i == 0:
-            bits["a_bits"] = input_bits
-        if first_last_bits is not None and i in (0, len(layers) - 1):
-            bits["w_bits"] = first_last_bits
-        for pattern, values in checked.items():
+            bits["a_bits"] = quant.input_bits
+        if quant.first_last_bits is not None and i in (0, len(layers) - 1):
+            bits["w_bits"] = quant.first_last_bits
+        for pattern, values in quant.overrides.items():
             if fnmatch.fnmatchcase(name, pattern):
                 bits.update(values)
         cls = QuantConv2d if isinstance(layer, nn.Conv2d) else QuantLinear
         qlayer = cls.from_float(
             layer, bits["w_bits"], bits["a_bits"], signed_input=name in signed,
-            weight_quantizer=weight_quantizer, per_channel=per_channel,
+            weight_quantizer=quant.weight_quantizer, per_channel=quant.per_channel,
         )
         set_submodule(model, name, qlayer)
     return model

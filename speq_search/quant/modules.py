@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speq_search.config import check_bits
 from speq_search.quant.kernels import (
     act_fake_quant_traceable,
     act_levels,
@@ -24,7 +25,6 @@ from speq_search.quant.kernels import (
 )
 from speq_search.quant.primitives import (
     FULL_PRECISION,
-    check_bits,
     fake_quantize_signed,
     fake_quantize_unsigned,
     fake_quantize_weight,
@@ -35,8 +35,6 @@ from speq_search.quant.primitives import (
     sawb_coefficients,
 )
 
-WEIGHT_QUANTIZERS = ("lsq", "sawb")
-
 # Subsample for clip calibration: enough for a stable percentile-like estimate, cheap on CPU.
 _CALIBRATION_SAMPLES = 65536
 
@@ -45,8 +43,9 @@ class _Quantizer(nn.Module):
     """What both quantizers share: ``bits``, an int to read and set, kept in step with the tensor
     buffers that are all the forward pass reads (see :mod:`speq_search.quant.kernels`)."""
 
-    levels: torch.Tensor
     _bits_field = "bits"  # the config field named in errors
+
+    levels: torch.Tensor
 
     def __init__(self, device: torch.device | None = None) -> None:
         super().__init__()
@@ -55,14 +54,19 @@ class _Quantizer(nn.Module):
 
     @property
     def bits(self) -> int:
-        """The precision: 2 to 8, or 32 (no rounding)."""
+        """The precision: 2 to 8, or 32 (no rounding); a value set by hand is checked."""
         return self._bits
 
     @bits.setter
     def bits(self, value: int) -> None:
-        self._bits = check_bits(value, self._bits_field)
+        self.set_checked_bits(check_bits(value, self._bits_field))
+
+    def set_checked_bits(self, value: int) -> None:
+        """Set ``bits`` to a value already checked (a QuantConfig's, a SpeqConfig's teacher draw):
+        what quantize_model and the teacher pass do, at every step for the teacher."""
+        self._bits = value
         with torch.no_grad():
-            self._set_buffers(self._bits)
+            self._set_buffers(value)
 
     def _set_buffers(self, bits: int) -> None:
         raise NotImplementedError
@@ -77,7 +81,9 @@ class ActQuantizer(_Quantizer):
 
     ``bits`` is a plain int to read and set; the forward pass reads only the ``levels`` buffer
     it keeps in step (a 0-d tensor, ``0`` at 32 bits), so a compiled model serves every
-    precision without recompiling.
+    precision without recompiling. ``bits`` given to the constructor comes from a
+    :class:`~speq_search.config.QuantConfig` (:func:`~speq_search.quant.quantize_model`
+    checks keywords given by hand); set afterwards by hand, it is checked.
     """
 
     _bits_field = "a_bits"
@@ -86,7 +92,7 @@ class ActQuantizer(_Quantizer):
         super().__init__()
         self.signed = signed
         self.clip = nn.Parameter(torch.tensor(float(init_clip)))
-        self.bits = bits  # at 32 bits the clip stays and the rounding goes
+        self.set_checked_bits(bits)  # at 32 bits the clip stays and the rounding goes
         self.calibrating = False
 
     def _set_buffers(self, bits: int) -> None:
@@ -131,8 +137,10 @@ class ActQuantizer(_Quantizer):
 class WeightQuantizer(_Quantizer):
     """Symmetric uniform weight quantizer, per output channel by default.
 
-    ``method="lsq"`` learns the clip (initialised to the MSE-optimal value, gradient scaled as
-    in LSQ); ``method="sawb"`` computes it from the weights' statistics at every forward.
+    ``weight_quantizer="lsq"`` learns the clip (initialised to the MSE-optimal value, gradient
+    scaled as in LSQ); ``"sawb"`` computes it from the weights' statistics at every forward.
+    The values come checked from a :class:`~speq_search.config.QuantConfig` (see
+    :func:`~speq_search.quant.quantize_model`).
     Like :class:`ActQuantizer`, ``bits`` is an int kept in step with tensor buffers
     (``levels``, and SAWB's coefficients), which are all the forward pass reads.
     """
@@ -140,18 +148,14 @@ class WeightQuantizer(_Quantizer):
     sawb_coefficients: torch.Tensor
     _bits_field = "w_bits"
 
-    def __init__(self, weight: torch.Tensor, bits: int, method: str = "lsq", per_channel: bool = True) -> None:
+    def __init__(self, weight: torch.Tensor, bits: int, weight_quantizer: str = "lsq", per_channel: bool = True) -> None:
         super().__init__(weight.device)
-        from speq_search.errors import ConfigError
-
-        if method not in WEIGHT_QUANTIZERS:
-            raise ConfigError("weight_quantizer", method, " | ".join(WEIGHT_QUANTIZERS))
-        self.method = method
+        self.weight_quantizer = weight_quantizer
         self.per_channel = per_channel
         self._dims = tuple(range(1, weight.dim())) if per_channel else None
         self.register_buffer("sawb_coefficients", torch.zeros(2, device=weight.device), persistent=False)
-        self.bits = bits  # at 32 bits the weight is used unchanged
-        if method == "lsq":
+        self.set_checked_bits(bits)  # at 32 bits the weight is used unchanged
+        if weight_quantizer == "lsq":
             init_bits = min(self.bits, 8)
             clip = mse_optimal_clip(weight, fake_quantize_weight, init_bits, dim=self._dims)
             self.clip = nn.Parameter(clip.detach().clone())
@@ -166,7 +170,7 @@ class WeightQuantizer(_Quantizer):
         compiling = torch.compiler.is_compiling()
         if not compiling and not self.compiled_kernels and self._bits >= FULL_PRECISION:
             return w
-        if self.method == "sawb":
+        if self.weight_quantizer == "sawb":
             clip = sawb_clip_from(w, self.sawb_coefficients, self._dims) if compiling else \
                 sawb_clip(w, self._bits, self._dims)
             scale_numel = 0
@@ -182,7 +186,7 @@ class WeightQuantizer(_Quantizer):
         return fake_quantize_weight(w, clip, self._bits)
 
     def extra_repr(self) -> str:  # noqa: D102
-        return f"bits={self.bits}, method={self.method}, per_channel={self.per_channel}"
+        return f"bits={self.bits}, weight_quantizer={self.weight_quantizer}, per_channel={self.per_channel}"
 
 
 class _QuantMixin:

@@ -9,17 +9,7 @@ from __future__ import annotations
 
 import torch
 
-FULL_PRECISION = 32
-SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8, FULL_PRECISION)
-
-
-def check_bits(bits: int, field: str = "bits") -> int:
-    """Return ``bits`` if supported, else raise a :class:`ConfigError` naming ``field``."""
-    from speq_search.errors import ConfigError
-
-    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in SUPPORTED_BITS:
-        raise ConfigError(field, bits, "an integer from 2 to 8, or 32 for full precision")
-    return bits
+from speq_search.config import FULL_PRECISION, SUPPORTED_BITS, check_bits  # noqa: F401  (the bits live with the config)
 
 
 class _RoundSTE(torch.autograd.Function):

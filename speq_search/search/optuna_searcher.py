@@ -15,11 +15,10 @@ import optuna
 from ray.tune.search import SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from speq_search.spaces import Param, SearchSpec
+from speq_search import schema
+from speq_search.spec import Param, SearchSpec
 
 CURVES_SUFFIX = "-curves"  # the companion study of per-epoch validation accuracy
-_STORED_METRICS = ("val_acc", "test_acc", "avg_w_bits", "avg_a_bits", "avg_bits", "size_bytes", "bitops", "macs",
-                   "params", "fp_val_acc", "fp_test_acc", "epochs_done")
 
 
 _logger = logging.getLogger(__name__)
@@ -218,7 +217,7 @@ class SpeqOptunaSearch(OptunaSearch):
         if self._constraints is not None and state == optuna.trial.TrialState.COMPLETE:
             for name, violation in self._constraints(result).items():
                 trial.set_constraint(name, violation)
-        for key in _STORED_METRICS:  # so that study.db alone can be analysed
+        for key in schema.stored_metrics():  # so that study.db alone can be analysed
             if isinstance((result or {}).get(key), (int, float)):
                 trial.set_user_attr(key, result[key])
         try:

@@ -15,22 +15,11 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from speq_search.analysis.load import completed_trials, error_reason, read_results, trial_id_of
+from speq_search import schema
+from speq_search.analysis.load import completed_trials
 from speq_search.analysis.pareto import front_rows, hypervolume, reference_values
-from speq_search.spaces import SearchSpec
-
-METRIC_COLUMNS = ("val_acc", "test_acc", "val_loss", "high_val_acc", "avg_w_bits", "avg_a_bits", "avg_bits",
-                  "size_bytes", "bitops", "macs", "params", "step_time_s", "train_time_s", "fp_val_acc",
-                  "fp_test_acc", "best_epoch")
-# Reported only by some searches (per-layer bits, a cost table, constraints): columns only when present.
-OPTIONAL_COLUMNS = ("layer_bits", "latency_ms", "energy", "feasible", "constraint_violation", "compile", "compile_s",
-                    "teacher_val_acc", "teacher_gap", "high_gap")
-
-
-# The files a trial's row is read from; a row is read again only when one of them changed.
-_TRIAL_FILES = ("params.json", "result.json", "error.txt", "stopped")
-# Statuses a trial never leaves within one search (FailureConfig(max_failures=0): no retries).
-_FINAL = ("COMPLETED", "FAILED", "INFEASIBLE", "STOPPED")
+from speq_search.files import atomic_write
+from speq_search.spec import SearchSpec
 
 
 class TrialTable:
@@ -54,12 +43,12 @@ class TrialTable:
         with os.scandir(experiment) as entries:
             for entry in entries:
                 cached = self._rows.get(entry.name)
-                if cached is not None and cached[2]["status"] in _FINAL:  # Ray never retries a trial
+                if cached is not None and cached[2]["status"] in schema.FINAL_STATUSES:  # Ray never retries a trial
                     out.append((cached[1], cached[2]))
                     continue
-                if not entry.is_dir() or not os.path.exists(f"{entry.path}/params.json"):
+                if not entry.is_dir() or not schema.is_trial_folder(entry.path):
                     continue
-                signature = tuple(_stat(f"{entry.path}/{name}") for name in _TRIAL_FILES)
+                signature = tuple(_stat(f"{entry.path}/{name}") for name in schema.TRIAL_FILES)
                 if cached is None or cached[0] != signature:
                     self.reads += 1
                     cached = (signature, *_read_trial(Path(entry.path), spec))
@@ -85,46 +74,27 @@ def collect_trials(experiment: str | Path, spec: SearchSpec, table: TrialTable |
     # Order by when each trial last reported: roughly the order the sampler saw them.
     df = pd.DataFrame([r for _, r in sorted(rows, key=lambda t: (t[0], t[1]["trial_id"]))])
     if df.empty:
-        df = pd.DataFrame(columns=["trial_id", "status", *[p.name for p in spec.params], *METRIC_COLUMNS,
-                                   "epochs_done", "epochs_total", "full_fidelity", "wall_time_s", "error", "trial_dir"])
+        df = pd.DataFrame(columns=["trial_id", "status", *[p.name for p in spec.params], *schema.metric_columns(),
+                                   *schema.TRIAL_COLUMNS])
     return df
 
 
 def _read_trial(trial_dir: Path, spec: SearchSpec) -> tuple[float, dict]:
     """``(order key, row)`` of one trial folder."""
-    params = json.loads((trial_dir / "params.json").read_text() or "{}")
-    results = read_results(trial_dir / "result.json")
-    last = results[-1] if results else {}
-    trial_id = trial_id_of(trial_dir, last)
-    error = error_reason(trial_dir)
+    trial = schema.read_trial_folder(trial_dir)
+    last = trial.last
     done = int(last.get("epochs_done", 0))
-    total = int(last.get("epochs_total", 0)) or int(spec.trial_config(params).optim.epochs)
-    if error:
-        status = "FAILED"
-    elif last.get("feasible") is False:
-        status = "INFEASIBLE"
-    elif last.get("full_fidelity") and "test_acc" in last:
-        status = "COMPLETED"
-    elif last.get("done") or (trial_dir / "stopped").exists():
-        status = "STOPPED"
-    else:
-        status = "INCOMPLETE"
-    row = {"trial_id": trial_id, "status": status}
+    total = int(last.get("epochs_total", 0)) or int(spec.trial_config(trial.params).optim.epochs)
+    row = {"trial_id": trial.trial_id, "status": trial.status()}
     for p in spec.params:
-        row[p.name] = params.get(p.name)
-    for key in METRIC_COLUMNS:
+        row[p.name] = trial.params.get(p.name)
+    for key in schema.metric_columns():
         row[key] = last.get(key, np.nan)
-    row.update({key: last[key] for key in OPTIONAL_COLUMNS if key in last})
+    row.update({key: last[key] for key in schema.optional_columns() if key in last})
     row.update({"epochs_done": done, "epochs_total": total, "full_fidelity": bool(last.get("full_fidelity", False)),
-                "wall_time_s": round(float(last.get("time_total_s", np.nan)), 2), "error": error,
+                "wall_time_s": round(float(last.get("time_total_s", np.nan)), 2), "error": trial.error,
                 "trial_dir": trial_dir.name})
-    return trial_dir.stat().st_mtime if not results else last.get("timestamp", 0), row
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    return trial.order_key, row
 
 
 class RunFiles(NamedTuple):
@@ -147,8 +117,8 @@ def write_outputs(run_dir: Path, spec: SearchSpec, experiment: Path, full_precis
     done = completed_trials(df)
     objectives = [(o.metric, o.mode) for o in spec.objectives]
     front = front_rows(done, objectives)
-    _atomic_write_text(run_dir / "trials.csv", df.to_csv(index=False))
-    _atomic_write_text(run_dir / "pareto.csv", front.to_csv(index=False))
+    atomic_write(run_dir / "trials.csv", df.to_csv(index=False))
+    atomic_write(run_dir / "pareto.csv", front.to_csv(index=False))
     metrics = [o.metric for o in spec.objectives]
     modes = [o.mode for o in spec.objectives]
     values = done[metrics].to_numpy(dtype=float) if not done.empty else np.zeros((0, len(metrics)))
@@ -162,10 +132,10 @@ def write_outputs(run_dir: Path, spec: SearchSpec, experiment: Path, full_precis
         "num_samples": spec.search.num_samples,
         "n_trials": int(len(df)),
         "n_completed": int(len(done)),
-        "n_failed": int((df["status"] == "FAILED").sum()),
-        "n_stopped": int((df["status"] == "STOPPED").sum()),
-        "n_incomplete": int((df["status"] == "INCOMPLETE").sum()),
-        "n_infeasible": int((df["status"] == "INFEASIBLE").sum()),
+        "n_failed": int((df["status"] == schema.FAILED).sum()),
+        "n_stopped": int((df["status"] == schema.STOPPED).sum()),
+        "n_incomplete": int((df["status"] == schema.INCOMPLETE).sum()),
+        "n_infeasible": int((df["status"] == schema.INFEASIBLE).sum()),
         "front_size": int(len(front)),
         "reference_point": dict(zip(metrics, reference_values(metrics, values if len(values) else
                                                                np.full((1, len(metrics)), np.nan), full_precision))),
@@ -177,12 +147,12 @@ def write_outputs(run_dir: Path, spec: SearchSpec, experiment: Path, full_precis
         **({"chance_acc": chance_acc, "n_at_chance": _at_chance(done, chance_acc)} if chance_acc else {}),
         **(extra or {}),
     }
-    _atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
+    atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
     if plots and len(front):
         from speq_search.analysis.plots import front_figure, write_figure
 
-        x = next((m for m in metrics if not m.endswith("_acc")), metrics[1])
-        y = next((m for m in metrics if m.endswith("_acc")), metrics[0])
+        x = next((m for m in metrics if not schema.is_score(m)), metrics[1])
+        y = next((m for m in metrics if schema.is_score(m)), metrics[0])
         summary["figure_note"] = write_figure(front_figure(df, spec, x, y, name=Path(run_dir).name),
                                               run_dir / "pareto.html", png=True)
     return RunFiles(summary, df, front)

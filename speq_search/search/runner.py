@@ -5,6 +5,7 @@ This package is the only place that imports Ray.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -16,10 +17,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from speq_search import schema
 from speq_search.errors import ConfigError
+from speq_search.files import atomic_write
 from speq_search.search.folder import RunLock, experiment_root, storage_root
-from speq_search.search.results import TrialTable, _atomic_write_text, write_outputs
-from speq_search.spaces import SearchSpec, dump_space, fields_of, parse_space
+from speq_search.search.results import TrialTable, write_outputs
+from speq_search.spec import SearchSpec, dump_space, fields_of
 
 # Fields that change the full-precision model: when one is searched, each trial gets its
 # own FP model (from the shared cache) instead of the one trained before the trials.
@@ -198,9 +201,7 @@ def _absolute_paths(spec: SearchSpec) -> SearchSpec:
     from speq_search.train import fp_cache_dir
 
     changes["fp_cache_dir"] = str(fp_cache_dir(spec.train).resolve())
-    raw = spec.to_dict()
-    raw["train"] = spec.train.replace(**changes).to_dict()
-    return parse_space(raw)
+    return dataclasses.replace(spec, train=spec.train.replace(**changes))
 
 
 def _prepare_fp(spec: SearchSpec, log) -> tuple[bytes | None, dict, float]:
@@ -215,7 +216,7 @@ def _prepare_fp(spec: SearchSpec, log) -> tuple[bytes | None, dict, float]:
     cfg = spec.train
     splits = load_data(cfg)
     float_costs = model_costs(build_model(cfg, splits), splits.train.x[:1]).as_dict()
-    reference = {k: float_costs[k] for k in ("size_bytes", "bitops", "macs", "params")}
+    reference = {k: float_costs[k] for k in schema.model_cost_metrics()}
     chance = 1.0 / max(int(splits.num_classes), 1)
     searched = [f for p in spec.params for f in fields_of(p.name)]
     if any(f.startswith(_FP_FIELDS) for f in searched):
@@ -331,7 +332,7 @@ def front_line(front, objectives) -> str:
     points = front[metrics].drop_duplicates() if len(front) else front  # tied trials: one point
     if not len(points):
         return "front: none yet"
-    score = next((o for o in objectives if o.metric.endswith("_acc")), objectives[0])
+    score = next((o for o in objectives if schema.is_score(o.metric)), objectives[0])
     cost = next((o.metric for o in objectives if o.metric != score.metric), None)
     best = points.sort_values(score.metric, ascending=score.mode == "min").iloc[0]
     where = f" at {_cost_text(cost, float(best[cost]))}" if cost else ""
@@ -365,7 +366,7 @@ def _tuner(spec: SearchSpec, run_dir: Path, experiment_name: str, storage: str, 
     s = spec.search
     threads = max(1, int(s.cpus_per_trial))
     trainable = tune.with_resources(
-        tune.with_parameters(speq_trainable, spec=spec.to_dict(), fp_state=fp_state, threads=threads,
+        tune.with_parameters(speq_trainable, spec=spec, fp_state=fp_state, threads=threads,
                              verbose=opts.verbose),
         {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial},
     )
@@ -430,7 +431,7 @@ def run_search(spec: SearchSpec, run_dir: str | Path, opts: RunOptions | None = 
                 meta["sensitivity_seed"] = _sensitivity(spec, run_dir, log)
             if fp_state is not None:
                 (run_dir / "fp_model.pt").write_bytes(fp_state)
-            _atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2) + "\n")
+            atomic_write(run_dir / "run.json", json.dumps(meta, indent=2) + "\n")
             return _execute(spec, run_dir, meta, fp_state, opts, restore=False, started=lock.keep)
         except BaseException:
             lock.discard()  # only while no trial has started: _execute disarms it once one may have
@@ -444,7 +445,7 @@ def resume_search(run_dir: str | Path, opts: RunOptions | None = None) -> dict:
     from (and written to) where it is now. A run stopped before Ray saved any state starts
     its trials from the beginning; a missing float model is rebuilt.
     """
-    from speq_search.spaces import load_space
+    from speq_search.spec import load_space
 
     opts = opts or RunOptions()
     run_dir = Path(run_dir).resolve()

@@ -9,29 +9,29 @@ from pathlib import Path
 
 import torch
 
+from speq_search.spec import SearchSpec
+
 
 def _reportable(row: dict) -> dict:
     """Numbers, strings and booleans only (Ray's loggers choke on tensors and None)."""
     return {k: v for k, v in row.items() if isinstance(v, (int, float, str, bool))}
 
 
-def speq_trainable(config: dict, spec: dict, fp_state: bytes | None, threads: int, verbose: bool) -> None:
+def speq_trainable(config: dict, spec: SearchSpec, fp_state: bytes | None, threads: int, verbose: bool) -> None:
     """Train one trial and report every epoch with a checkpoint.
 
-    ``spec`` is the resolved space (a dict: picklable, no closures), ``config`` the values
-    the sampler chose, ``fp_state`` the shared full-precision weights (serialised) when the
-    searched parameters do not change the architecture.
+    ``spec`` is the space the driver parsed (frozen, picklable: not parsed again here),
+    ``config`` the values the sampler chose, ``fp_state`` the shared full-precision weights
+    (serialised) when the searched parameters do not change the architecture.
     """
     from ray import tune
 
     from speq_search.compiling import limit_compile_threads
-    from speq_search.spaces import parse_space
     from speq_search.train import run
 
     torch.set_num_threads(max(1, threads))
     limit_compile_threads(threads)
-    space = parse_space(spec)
-    cfg = space.trial_config(config)
+    cfg = spec.trial_config(config)
     work = Path(tune.get_context().get_trial_dir()) / "train"
     resume = False
     checkpoint = tune.get_checkpoint()
@@ -49,12 +49,12 @@ def speq_trainable(config: dict, spec: dict, fp_state: bytes | None, threads: in
         fp_path.write_bytes(fp_state)
         cfg = cfg.replace(fp_checkpoint=str(fp_path))
     total = cfg.optim.epochs
-    if space.constraints and not resume:
+    if spec.constraints and not resume:
         from speq_search.train import planned_costs
 
         # Costs are known before training: a trial over budget is reported and never trained.
         costs = _reportable(planned_costs(cfg))
-        worst = max(space.violations(costs).values())
+        worst = max(spec.violations(costs).values())
         if worst > 0:
             tune.report({**costs, "feasible": False, "constraint_violation": worst, "epochs_done": 0,
                          "epochs_total": total, "full_fidelity": True})
@@ -65,7 +65,7 @@ def speq_trainable(config: dict, spec: dict, fp_state: bytes | None, threads: in
         metrics["epochs_done"] = row["epoch"]
         metrics["epochs_total"] = total
         metrics["full_fidelity"] = row["epoch"] >= total
-        if space.constraints:
+        if spec.constraints:
             metrics["feasible"] = True
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(work)))
 

@@ -1,0 +1,303 @@
+"""What a run's files say, named once: metrics, trial statuses, Ray's trial folders, ``layer_bits``.
+
+Search (the Ray trainable, the Optuna searcher, the run files), analysis (loading, Pareto
+fronts, plots, reports) and the CLI read these names from here; adding a metric is one entry
+in :data:`METRICS`. Plain Python: importing it loads neither torch nor pandas.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# ----------------------------------------------------------------------------------- costs
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What every run reports about its model besides accuracy (see README "Costs");
+    :func:`speq_search.costs.model_costs` computes it. Each field is a metric of the same name."""
+
+    avg_w_bits: float  # weighted by weight count
+    avg_a_bits: float  # weighted by activation count
+    avg_bits: float  # mean of the two: one axis for "how many bits"
+    size_bytes: int  # weights at their bits + scales + other parameters at 32 bits
+    bitops: int  # sum over layers of MACs * w_bits * a_bits
+    macs: int
+    params: int  # every parameter of the model, learned clips included
+
+    def as_dict(self) -> dict[str, float | int]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------- metrics
+
+# Kinds of metric. A "score" is better when higher (accuracies); "bits" and "model" costs are
+# known before training (budgets may bound them), as are "table" costs when train.cost_model
+# names a table reporting them; the float model's "model" costs are the hypervolume's reference.
+KINDS = ("score", "loss", "bits", "model", "table", "time", "diagnostic", "info")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number a trial reports."""
+
+    name: str
+    kind: str
+    title: str  # axis and colour-bar title, with its unit
+    objective: bool = False  # a search may optimise it (never test_acc: the sampler must not see the test split)
+    column: str = "always"  # in trials.csv: "always", "optional" (only when a trial reports it) or "no"
+    stored: bool = False  # kept in the Optuna study's trial attributes, so study.db alone can be analysed
+    shown: bool = False  # a column of the front table `speq-search run` prints at the end
+
+
+_COST_TITLES = {
+    "avg_w_bits": "average weight bits", "avg_a_bits": "average activation bits",
+    "avg_bits": "average bits (mean of weights and activations)", "size_bytes": "model size (bytes)",
+    "bitops": "BitOps per image", "macs": "MACs per image", "params": "parameters",
+}
+
+
+def _metrics() -> dict[str, Metric]:
+    costs = [Metric(f.name, "bits" if f.name.startswith("avg_") else "model", _COST_TITLES[f.name], objective=True,
+                    stored=True, shown=f.name not in ("macs", "params")) for f in dataclasses.fields(Costs)]
+    listed = [
+        Metric("val_acc", "score", "validation accuracy (%)", objective=True, stored=True, shown=True),
+        Metric("test_acc", "score", "test accuracy (%)", stored=True, shown=True),
+        Metric("val_loss", "loss", "validation loss (cross-entropy)", objective=True),
+        Metric("high_val_acc", "diagnostic", "accuracy with every activation at the teacher's high bits (%)"),
+        *costs,
+        Metric("latency_ms", "table", "latency per image (ms, cost table)", objective=True, column="optional",
+               shown=True),
+        Metric("energy", "table", "energy per image (cost-table units)", objective=True, column="optional", shown=True),
+        Metric("step_time_s", "time", "time per training step (s)", objective=True),
+        Metric("train_time_s", "time", "training time (s)", objective=True),
+        Metric("fp_val_acc", "score", "float model validation accuracy (%)", stored=True),
+        Metric("fp_test_acc", "score", "float model test accuracy (%)", stored=True),
+        Metric("best_epoch", "info", "the selected epoch"),
+        Metric("epoch_val_acc", "score", "validation accuracy of the epoch (%)", column="no"),
+        Metric("epochs_done", "info", "epochs trained", column="no", stored=True),
+        Metric("teacher_val_acc", "diagnostic", "the stochastic teacher's validation accuracy (%)", column="optional"),
+        Metric("teacher_gap", "diagnostic", "teacher minus student accuracy", column="optional"),
+        Metric("high_gap", "diagnostic", "high-bits network minus student accuracy", column="optional"),
+        Metric("compile", "info", "torch.compile mode", column="optional"),
+        Metric("compile_s", "time", "compile time (s)", column="optional"),
+        Metric("layer_bits", "info", "bits per layer (name=w/a;...)", column="optional"),
+        Metric("feasible", "info", "within the space's budgets", column="optional"),
+        Metric("constraint_violation", "info", "how far over budget (relative)", column="optional"),
+    ]
+    return {m.name: m for m in listed}
+
+
+METRICS: dict[str, Metric] = _metrics()
+"""Every metric a trial reports, by name. The tuples below are read from it when called."""
+
+
+def _names(keep) -> tuple[str, ...]:
+    return tuple(name for name, m in METRICS.items() if keep(m))
+
+
+def objective_metrics() -> tuple[str, ...]:
+    """Metrics a search may optimise."""
+    return _names(lambda m: m.objective)
+
+
+def cost_metrics() -> tuple[str, ...]:
+    """Costs known before training, which budgets (a space's constraints) may bound."""
+    return _names(lambda m: m.kind in ("bits", "model", "table"))
+
+
+def table_metrics() -> tuple[str, ...]:
+    """Costs that exist only when ``train.cost_model`` names a table reporting them."""
+    return _names(lambda m: m.kind == "table")
+
+
+def bit_metrics() -> tuple[str, ...]:
+    """Average bit-widths: the hypervolume's reference for them is 32 bits."""
+    return _names(lambda m: m.kind == "bits")
+
+
+def model_cost_metrics() -> tuple[str, ...]:
+    """Costs of the float model too: the hypervolume's reference is the float model's."""
+    return _names(lambda m: m.kind == "model")
+
+
+def metric_columns() -> tuple[str, ...]:
+    """Columns of trials.csv every trial has (NaN until reported)."""
+    return _names(lambda m: m.column == "always")
+
+
+def optional_columns() -> tuple[str, ...]:
+    """Columns of trials.csv only some searches have (per-layer bits, a cost table, constraints...)."""
+    return _names(lambda m: m.column == "optional")
+
+
+def hidden_metrics() -> tuple[str, ...]:
+    """Metrics the front table printed after a search leaves out."""
+    return _names(lambda m: not m.shown)
+
+
+def stored_metrics() -> tuple[str, ...]:
+    """Metrics kept in the Optuna study's trial attributes."""
+    return _names(lambda m: m.stored)
+
+
+def is_score(metric: str) -> bool:
+    """Higher is better: an accuracy (``*_acc`` for metrics not listed, e.g. of a foreign Ray run)."""
+    base = metric.split(" (")[0]  # "val_acc (run a)": a column of a comparison
+    m = METRICS.get(base)
+    return m.kind == "score" if m is not None else base.endswith("_acc")
+
+
+def default_mode(metric: str) -> str:
+    """``max`` for a score, ``min`` for everything else."""
+    return "max" if is_score(metric) else "min"
+
+
+def title(metric: str) -> str:
+    """``"validation accuracy (%)"`` for ``val_acc``; names not listed as they are."""
+    m = METRICS.get(metric)
+    return m.title if m is not None else metric
+
+
+# --------------------------------------------------------------------------------- statuses
+COMPLETED, FAILED, STOPPED, INCOMPLETE, INFEASIBLE = "COMPLETED", "FAILED", "STOPPED", "INCOMPLETE", "INFEASIBLE"
+STATUSES = (COMPLETED, FAILED, STOPPED, INCOMPLETE, INFEASIBLE)
+# Statuses a trial never leaves within one search (Ray retries no trial: FailureConfig(max_failures=0)).
+FINAL_STATUSES = (COMPLETED, FAILED, INFEASIBLE, STOPPED)
+
+
+def trial_status(last: dict | None, error: str = "", stopped: bool = False, live: bool = True) -> str:
+    """A trial's status from its last reported result, its error and its ``stopped`` marker.
+
+    - FAILED: it raised (``error.txt``);
+    - INCOMPLETE: nothing reported yet, or (``live``: its search may still run it) still training;
+    - INFEASIBLE: over a budget, so never trained;
+    - COMPLETED: trained every epoch (``full_fidelity``; a trial of another tool, which does not
+      report it: its last result is where it ended);
+    - STOPPED: ended before its last epoch: a scheduler such as ASHA stopped it (``done``, or
+      the marker), or, read after the search (``live=False``), it never got further.
+    """
+    if error:
+        return FAILED
+    if not last:
+        return INCOMPLETE
+    if last.get("feasible") is False:
+        return INFEASIBLE
+    if last.get("full_fidelity", True):
+        return COMPLETED
+    if last.get("done") or stopped or not live:
+        return STOPPED
+    return INCOMPLETE
+
+
+# Columns of trials.csv besides the id, the status, the parameters and the metrics.
+TRIAL_COLUMNS = ("epochs_done", "epochs_total", "full_fidelity", "wall_time_s", "error", "trial_dir")
+
+# ---------------------------------------------------------------------- Ray's trial folders
+# <trainable>_<8 hex>_<n>_<params>_<date> (Ray >= 2.10), once <5 hex>_<5 digits>.
+_TRIAL_ID = re.compile(r"_([0-9a-f]{8})_\d+_|_([0-9a-f]{5}_\d{5})_")
+# The files a trial folder is read from (a trial folder is one with params.json).
+TRIAL_FILES = ("params.json", "result.json", "error.txt", "stopped")
+
+
+def is_trial_folder(path: str | os.PathLike) -> bool:
+    """A folder of a Ray Tune experiment holding one trial (it has ``params.json``)."""
+    return os.path.isdir(path) and os.path.exists(os.path.join(path, "params.json"))
+
+
+def trial_folders(experiment: str | Path) -> list[Path]:
+    """The trial folders of a Ray Tune experiment, by name."""
+    with os.scandir(experiment) as entries:
+        return sorted(Path(e.path) for e in entries if e.is_dir() and is_trial_folder(e.path))
+
+
+def read_results(path: Path) -> list[dict]:
+    """Rows of a Ray ``result.json`` (JSON lines); a half-written last line is skipped."""
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    return rows
+
+
+def error_reason(trial_dir: Path) -> str:
+    """The last line of a trial's ``error.txt`` (``ExceptionType: message``), or ``""``."""
+    err = trial_dir / "error.txt"
+    if not err.exists():
+        return ""
+    lines = [ln.strip() for ln in err.read_text(errors="replace").splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "error"
+
+
+def trial_id_of(trial_dir: Path, last: dict | None = None) -> str:
+    """A trial's id: as its last result says, else as its folder name says, else the folder name."""
+    if last and last.get("trial_id"):
+        return str(last["trial_id"])
+    match = _TRIAL_ID.search(trial_dir.name)
+    return next(g for g in match.groups() if g) if match else trial_dir.name
+
+
+@dataclass(frozen=True)
+class TrialFolder:
+    """One trial folder, read: what it was given, what it reported, how it ended."""
+
+    path: Path
+    params: dict
+    results: list[dict]
+    error: str
+    stopped: bool  # a ``stopped`` marker file
+
+    @property
+    def last(self) -> dict:
+        return self.results[-1] if self.results else {}
+
+    @property
+    def trial_id(self) -> str:
+        return trial_id_of(self.path, self.last)
+
+    def status(self, live: bool = True) -> str:
+        """See :func:`trial_status`."""
+        return trial_status(self.last, self.error, self.stopped, live)
+
+    @property
+    def order_key(self) -> float:
+        """When it last reported (the folder's time before it did): roughly the order the sampler saw."""
+        return self.last.get("timestamp", 0) if self.results else self.path.stat().st_mtime
+
+
+def read_trial_folder(path: str | Path) -> TrialFolder:
+    """Read a trial folder's ``params.json``, ``result.json``, ``error.txt`` and ``stopped`` marker."""
+    path = Path(path)
+    return TrialFolder(path, json.loads((path / "params.json").read_text() or "{}"), read_results(path / "result.json"),
+                       error_reason(path), (path / "stopped").exists())
+
+
+# ------------------------------------------------------------------------------- layer_bits
+
+
+def encode_layer_bits(layers) -> str:
+    """``name=w/a`` per layer, ``;``-separated (one trials.csv column); ``layers`` is a mapping
+    ``{name: (w_bits, a_bits)}`` or an iterable of ``(name, w_bits, a_bits)``."""
+    items = layers.items() if hasattr(layers, "items") else ((n, (w, a)) for n, w, a in layers)
+    return ";".join(f"{name}={w}/{a}" for name, (w, a) in items)
+
+
+def decode_layer_bits(text: str) -> list[tuple[str, int, int]]:
+    """``[(name, w_bits, a_bits), ...]`` from :func:`encode_layer_bits`'s text."""
+    out = []
+    for item in str(text).split(";"):
+        if item:
+            layer, _, bits = item.partition("=")
+            w, _, a = bits.partition("/")
+            out.append((layer, int(w), int(a)))
+    return out

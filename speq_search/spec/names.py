@@ -1,0 +1,140 @@
+"""The names a space file, ``--set`` and the ``train`` command use for config fields.
+
+A searched parameter is a short name (``w_bits``, ``p_high``...), a dotted
+:class:`~speq_search.config.TrainConfig` field (``optim.lr``), an architecture name that sets a
+builder keyword (``depth``, ``hidden``, ``channels``, ``expansion``), ``bits`` (weights and
+activations at once), or one group of a per-layer search (``w_bits@layer1.0``, a
+:class:`GroupBits`). :func:`assignments` says which fields a name sets; the ``train``
+command's flags are the :data:`NAMES` (``--w-bits`` for ``w_bits``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from speq_search.config import TrainConfig
+from speq_search.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Name:
+    """A short name for a config field: in spaces (``params: {w_bits: ...}``, ``--set train.w_bits=4``)
+    and as a ``train`` flag (``--w-bits 4``)."""
+
+    field: str
+    type: type
+    help: str
+
+
+NAMES: dict[str, Name] = {
+    "dataset": Name("data.dataset", str, "data set name (see `speq-search datasets`)"),
+    "data_dir": Name("data.data_dir", str, "folder holding the data set files (torchvision layout)"),
+    "train_size": Name("data.train_size", int, "train on a stratified, seeded subset of N examples"),
+    "batch_size": Name("data.batch_size", int, "training batch size"),
+    "model": Name("model.name", str, "model name (see `speq-search models`)"),
+    "width": Name("model.width", float, "width multiplier of the model"),
+    "method": Name("speq.method", str, "fp | qat | kd-kl | speq | kd-fp"),
+    "w_bits": Name("quant.w_bits", int, "weight bits: 2-8, or 32"),
+    "a_bits": Name("quant.a_bits", int, "activation bits: 2-8, or 32"),
+    "first_last_bits": Name("quant.first_last_bits", int, "weight bits of the first and last layer"),
+    "weight_quantizer": Name("quant.weight_quantizer", str, "lsq (learned clip) | sawb (statistics)"),
+    "p_high": Name("speq.p_high", float, "probability that a teacher layer takes --high-bits"),
+    "high_bits": Name("speq.high_bits", int, "the teacher's high activation precision (32: no rounding)"),
+    "kd_weight": Name("speq.kd_weight", float, "weight of the distillation loss (0: plain QAT)"),
+    "ce_weight": Name("speq.ce_weight", float, "weight of the cross-entropy loss"),
+    "temperature": Name("speq.temperature", float, "softmax temperature of the distillation loss"),
+    "kd_loss": Name("speq.kd_loss", str, "cosine | cosine-logits | kl (default: the method's)"),
+    "teacher_bn": Name("speq.teacher_bn", str, "BatchNorm in the teacher pass: batch | running statistics"),
+    "kd_schedule": Name("speq.kd_schedule", str, "the distillation weight over training: constant | linear-decay | "
+                        "cosine-decay"),
+    "eval_draws": Name("speq.eval_draws", int, "seeded teacher draws per epoch for the teacher diagnostic (0: skip)"),
+    "epochs": Name("optim.epochs", int, "epochs of quantized training"),
+    "fp_epochs": Name("optim.fp_epochs", int, "epochs of the full-precision model (cached)"),
+    "optimizer": Name("optim.optimizer", str, "sgd | adam"),
+    "lr": Name("optim.lr", float, "learning rate of quantized training (cosine schedule)"),
+    "fp_lr": Name("optim.fp_lr", float, "learning rate of the full-precision phase"),
+    "seed": Name("seed", int, "seed of everything (the data split is fixed)"),
+    "device": Name("device", str, "auto | cpu | cuda"),
+    "compile": Name("compile", str, "torch.compile: auto (by device and run length) | on (whole model) | "
+                    "kernels (fake-quant kernels only) | off"),
+    "fp_checkpoint": Name("fp_checkpoint", str, "start from this full-precision checkpoint"),
+    "fp_cache_dir": Name("fp_cache_dir", str, "where trained full-precision models are cached"),
+    "cost_model": Name("cost_model", str, "latency/energy table: int-accel or a YAML file (reports latency_ms or "
+                       "energy)"),
+}
+ALIASES = {name: n.field for name, n in NAMES.items() if n.field != name}  # short name -> dotted field
+SHORT_NAME = {field: name for name, field in ALIASES.items()}  # dotted field -> short name
+ARCH_NAMES = ("depth", "hidden", "channels", "expansion")  # architecture dimensions besides width/model
+
+
+def flag_of(name: str) -> str:
+    """The ``train`` command's flag of a short name: ``--w-bits`` for ``w_bits``."""
+    return "--" + name.replace("_", "-")
+
+
+class GroupBits(NamedTuple):
+    """One group's bits in a per-layer search: an entry of ``quant.group_bits``."""
+
+    group: str  # a layer name or module prefix (layer1.0): see speq_search.quant.layer_groups
+    kind: str  # "w_bits" | "a_bits"
+
+    @property
+    def param(self) -> str:
+        """Its parameter name (a trials.csv column): ``w_bits@layer1.0``."""
+        return f"{self.kind}@{self.group}"
+
+
+def _int_list(value: Any) -> list[int]:
+    """``"256-128"`` or ``256`` -> ``[256, 128]`` / ``[256]`` (choices must be scalars for Optuna)."""
+    if isinstance(value, bool):
+        raise ConfigError("value", value, "an integer or sizes joined by '-', e.g. 256-128")
+    if isinstance(value, int):
+        return [value]
+    try:
+        return [int(v) for v in str(value).split("-")]
+    except ValueError:
+        raise ConfigError("value", value, "an integer or sizes joined by '-', e.g. 256-128") from None
+
+
+def assignments(name: str, value: Any) -> dict[str | GroupBits, Any]:
+    """What setting parameter ``name`` to ``value`` means: dotted TrainConfig fields and values,
+    or one :class:`GroupBits` of a per-layer search."""
+    if name == "bits":
+        return {"quant.w_bits": value, "quant.a_bits": value}
+    if name == "depth":
+        return {"model.kwargs.blocks": [value] * 3}
+    if name in ("hidden", "channels"):
+        return {f"model.kwargs.{name}": _int_list(value)}
+    if name == "expansion":
+        return {"model.kwargs.expansion": value}
+    if "@" in name:  # w_bits@layer1.0: one group of the per-layer search
+        kind, _, group = name.partition("@")
+        return {GroupBits(group, kind): value}
+    return {ALIASES.get(name, name): value}
+
+
+def fields_of(name: str) -> tuple[str, ...]:
+    """The dotted TrainConfig fields a parameter name sets (``quant.group_bits`` for a group's bits)."""
+    return tuple("quant.group_bits" if isinstance(k, GroupBits) else k for k in assignments(name, 1))
+
+
+def field_of(name: str) -> str:
+    """The (first) dotted TrainConfig field a parameter name stands for."""
+    return fields_of(name)[0]
+
+
+def config_changes(train: TrainConfig, values: dict[str, Any]) -> dict[str, Any]:
+    """The dotted changes (for :meth:`TrainConfig.replace`) of setting parameters to ``values``;
+    per-layer values are gathered into one ``quant.group_bits``."""
+    changes: dict[str, Any] = {}
+    group_bits = {group: dict(bits) for group, bits in train.quant.group_bits.items()}
+    for name, value in values.items():
+        for target, v in assignments(name, value).items():
+            if isinstance(target, GroupBits):
+                group_bits.setdefault(target.group, {})[target.kind] = v
+            else:
+                changes[target] = v
+    if group_bits != train.quant.group_bits:
+        changes["quant.group_bits"] = group_bits
+    return changes

@@ -1,0 +1,62 @@
+"""Training: the full-precision phase (cached) and the quantized phase (QAT, KD or SPEQ).
+
+Knows nothing of Ray or Optuna: the search layer calls :func:`run` with a callback.
+
+- :mod:`~speq_search.train.model`: the device, the seeds, the data, the (quantized) model, its costs;
+- :mod:`~speq_search.train.steps`: the optimiser, each method's training step, the epoch loop, evaluation;
+- :mod:`~speq_search.train.fp`: the float model a run starts from, trained once and cached;
+- :mod:`~speq_search.train.checkpoints`: checkpoints and ``metrics.csv``, written whole or not at all;
+- :mod:`~speq_search.train.loop`: :func:`run`, a resumable run epoch by epoch, and :func:`load_trained`.
+"""
+
+from speq_search.train.checkpoints import CHECKPOINT_FORMAT, atomic_torch_save, load_checkpoint
+from speq_search.train.fp import data_fingerprint, fp_cache_dir, fp_cache_key, full_precision_model
+from speq_search.train.loop import load_trained, run
+from speq_search.train.model import (
+    build_model,
+    load_data,
+    planned_costs,
+    prepare_student,
+    quantize_for,
+    resolve_device,
+    seed_everything,
+)
+from speq_search.train.steps import (
+    DIAGNOSTIC_COLUMNS,
+    EVAL_BATCH,
+    READ_EVERY,
+    TrainingDiverged,
+    evaluate,
+    make_optimizer,
+    make_step,
+    teacher_diagnostics,
+    train_epoch,
+)
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "DIAGNOSTIC_COLUMNS",
+    "EVAL_BATCH",
+    "READ_EVERY",
+    "TrainingDiverged",
+    "atomic_torch_save",
+    "build_model",
+    "data_fingerprint",
+    "evaluate",
+    "fp_cache_dir",
+    "fp_cache_key",
+    "full_precision_model",
+    "load_checkpoint",
+    "load_data",
+    "load_trained",
+    "make_optimizer",
+    "make_step",
+    "planned_costs",
+    "prepare_student",
+    "quantize_for",
+    "resolve_device",
+    "run",
+    "seed_everything",
+    "teacher_diagnostics",
+    "train_epoch",
+]

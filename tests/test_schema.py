@@ -1,0 +1,100 @@
+"""One schema: metric names, trial statuses, Ray's trial folders and ``layer_bits`` are named once."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from speq_search import schema
+from speq_search.analysis.load import expand_layer_bits, load_run
+from speq_search.analysis.pareto import normalise
+from speq_search.errors import ConfigError
+from speq_search.search.results import collect_trials
+from speq_search.spec import parse_space
+
+SPACE = {"name": "s", "train": {"optim": {"epochs": 2, "fp_epochs": 1}},
+         "params": {"w_bits": {"type": "choice", "values": [2, 4]}},
+         "objectives": [{"metric": "val_acc", "mode": "max"}, {"metric": "bitops", "mode": "min"}],
+         "search": {"sampler": "random", "num_samples": 2}}
+
+
+def _trial(experiment, name: str, params: dict, results: list[dict], error: str = "") -> None:
+    folder = experiment / name
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps(params))
+    (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in results))
+    if error:
+        (folder / "error.txt").write_text(f"Traceback...\n{error}\n")
+
+
+def test_a_new_metric_is_one_entry(monkeypatch, tmp_path):
+    """Adding a metric touches one place: it becomes an objective, a budget and a trials.csv column."""
+    with pytest.raises(ConfigError, match="objectives\\[1\\].metric"):
+        parse_space(dict(SPACE, objectives=[{"metric": "val_acc", "mode": "max"}, {"metric": "flash_kb", "mode": "min"}]))
+    monkeypatch.setitem(schema.METRICS, "flash_kb", schema.Metric("flash_kb", "model", "flash (KiB)", objective=True))
+
+    spec = parse_space(dict(SPACE, objectives=[{"metric": "val_acc", "mode": "max"}, {"metric": "flash_kb", "mode": "min"}],
+                            constraints=["flash_kb <= 64"]))
+    assert [o.metric for o in spec.objectives] == ["val_acc", "flash_kb"]
+    assert str(spec.constraints[0]) == "flash_kb <= 64"
+    _trial(tmp_path, "speq_trainable_a0000001_1_w_bits=2", {"w_bits": 2},
+           [{"trial_id": "a0000001", "val_acc": 0.9, "flash_kb": 12.5, "full_fidelity": True, "test_acc": 0.9}])
+    rows = collect_trials(tmp_path, spec)
+    assert rows.loc[0, "flash_kb"] == 12.5 and rows.loc[0, "status"] == schema.COMPLETED
+    # a cost of the float model too: normalised by the float model's value, as size and BitOps are
+    assert normalise([[32.0]], ["flash_kb"], ["min"], {"flash_kb": 64.0})[0, 0] == 0.5
+    assert "flash_kb" in schema.metric_columns() and "flash_kb" in schema.hidden_metrics()
+
+
+def test_every_cost_the_library_computes_is_a_metric():
+    computed = {f.name for f in dataclasses.fields(schema.Costs)}
+    assert computed <= set(schema.cost_metrics()) and computed <= set(schema.objective_metrics())
+    assert set(schema.bit_metrics()) | set(schema.model_cost_metrics()) == computed
+    assert "test_acc" not in schema.objective_metrics()  # the sampler never sees the test split
+
+
+@pytest.mark.parametrize("last, error, stopped, live, status", [
+    ({}, "", False, True, "INCOMPLETE"),
+    ({"val_acc": 0.5}, "ValueError: x", False, True, "FAILED"),
+    ({"feasible": False, "full_fidelity": True}, "", False, True, "INFEASIBLE"),
+    ({"full_fidelity": True, "test_acc": 0.9}, "", False, True, "COMPLETED"),
+    ({"full_fidelity": False}, "", False, True, "INCOMPLETE"),
+    ({"full_fidelity": False, "done": True}, "", False, True, "STOPPED"),
+    ({"full_fidelity": False}, "", True, True, "STOPPED"),
+    ({"full_fidelity": False}, "", False, False, "STOPPED"),
+    ({"val_acc": 0.5}, "", False, True, "COMPLETED"),  # a trial of another tool
+])
+def test_trial_status(last, error, stopped, live, status):
+    assert schema.trial_status(last, error, stopped, live) == status
+
+
+def test_the_search_and_the_analysis_read_trial_folders_alike(tmp_path):
+    """The run files (search) and a bare Ray experiment (analysis) give every finished trial the same status."""
+    experiment = tmp_path / "ray"
+    _trial(experiment, "speq_trainable_a0000001_1_w_bits=2_2026-11-30", {"w_bits": 2},
+           [{"val_acc": 0.5, "full_fidelity": False}, {"val_acc": 0.9, "full_fidelity": True, "test_acc": 0.9}])
+    _trial(experiment, "speq_trainable_a0000002_2_w_bits=4_2026-11-30", {"w_bits": 4}, [{"val_acc": 0.5,
+                                                                                       "full_fidelity": False}],
+           error="TrainingDiverged: loss became nan")
+    _trial(experiment, "speq_trainable_a0000003_3_w_bits=4_2026-11-30", {"w_bits": 4},
+           [{"feasible": False, "full_fidelity": True, "bitops": 10}])
+    _trial(experiment, "speq_trainable_a0000004_4_w_bits=2_2026-11-30", {"w_bits": 2},
+           [{"val_acc": 0.4, "full_fidelity": False, "done": True}])
+    search = collect_trials(experiment, parse_space(SPACE)).set_index("trial_id")["status"].to_dict()
+    analysis = load_run(experiment).trials.set_index("trial_id")["status"].to_dict()
+    assert search == analysis == {"a0000001": "COMPLETED", "a0000002": "FAILED", "a0000003": "INFEASIBLE",
+                                  "a0000004": "STOPPED"}
+
+
+def test_layer_bits_round_trip():
+    layers = {"features.0": (8, 8), "layer1.0.conv1": (2, 3), "fc": (8, 32)}
+    text = schema.encode_layer_bits(layers)
+    assert text == "features.0=8/8;layer1.0.conv1=2/3;fc=8/32"
+    assert schema.decode_layer_bits(text) == [(n, w, a) for n, (w, a) in layers.items()]
+    assert schema.encode_layer_bits([("a", 2, 4)]) == "a=2/4"
+    import pandas as pd
+
+    long = expand_layer_bits(pd.DataFrame({"trial_id": ["t"], "layer_bits": [text]}))
+    assert long[["layer", "w_bits", "a_bits"]].values.tolist() == [[n, w, a] for n, (w, a) in layers.items()]
