@@ -1,4 +1,5 @@
-"""What a run's files say, named once: metrics, trial statuses, Ray's trial folders, ``layer_bits``.
+"""What a run's files say, named once: metrics, trial statuses, Ray's trial folders, ``layer_bits``,
+and where a run folder keeps its Ray experiment.
 
 Search (the Ray trainable, the Optuna searcher, the run files), analysis (loading, Pareto
 fronts, plots, reports) and the CLI read these names from here; adding a metric is one entry
@@ -280,6 +281,25 @@ def read_trial_folder(path: str | Path) -> TrialFolder:
     path = Path(path)
     return TrialFolder(path, json.loads((path / "params.json").read_text() or "{}"), read_results(path / "result.json"),
                        error_reason(path), (path / "stopped").exists())
+
+
+# ------------------------------------------------------------------------------ run folders
+IN_RUN_DIR = "."  # run.json's storage_path when the Ray experiment is inside the run folder (moves with it)
+
+
+def experiment_root(run_dir: Path, meta: dict) -> Path:
+    """The folder holding the run's Ray experiment, from run.json (``.`` means the run folder itself).
+
+    Runs made before storage was recorded relative to the folder hold the absolute path of
+    their original place; where that is the run folder's old place, the folder is used.
+    """
+    storage = meta.get("storage_path") or IN_RUN_DIR
+    if storage == IN_RUN_DIR or not Path(storage).is_absolute():
+        return (run_dir / storage).resolve()
+    name = meta.get("experiment_name", "ray")
+    if not (Path(storage) / name).is_dir() and (run_dir / name).is_dir():
+        return run_dir
+    return Path(storage)
 
 
 # ------------------------------------------------------------------------------- layer_bits

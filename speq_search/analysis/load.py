@@ -152,9 +152,7 @@ def _load_run_dir(path: Path, name: str | None, objectives) -> Run:
         objectives = [(o["metric"], o["mode"]) for o in summary.get("objectives") or space.get("objectives") or []]
     experiment = None
     if meta:
-        from speq_search.search.folder import experiment_root
-
-        candidate = experiment_root(path, meta) / meta.get("experiment_name", "ray")
+        candidate = schema.experiment_root(path, meta) / meta.get("experiment_name", "ray")
         experiment = candidate if candidate.is_dir() else None
     study = path / "study.db"
     sensitivity = pd.read_csv(path / "sensitivity.csv") if (path / "sensitivity.csv").exists() else None

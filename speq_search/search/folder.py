@@ -12,11 +12,9 @@ import tempfile
 from pathlib import Path
 
 from speq_search.errors import ConfigError
+from speq_search.schema import IN_RUN_DIR
 
 LOCK_NAME = "run.lock"
-# run.json's storage_path when the Ray experiment lives inside the run folder: relative, so that
-# a moved or copied folder resumes from (and writes into) its new place.
-IN_RUN_DIR = "."
 
 
 class RunLock:
@@ -92,21 +90,6 @@ def storage_root(storage_path: str | None) -> str:
     path = Path(text).expanduser().resolve()
     ensure_writable(path, "storage_path")
     return str(path)
-
-
-def experiment_root(run_dir: Path, meta: dict) -> Path:
-    """The folder holding the run's Ray experiment, from run.json (``.`` means the run folder itself).
-
-    Runs made before storage was recorded relative to the folder hold the absolute path of
-    their original place; where that is the run folder's old place, the folder is used.
-    """
-    storage = meta.get("storage_path") or IN_RUN_DIR
-    if storage == IN_RUN_DIR or not Path(storage).is_absolute():
-        return (run_dir / storage).resolve()
-    name = meta.get("experiment_name", "ray")
-    if not (Path(storage) / name).is_dir() and (run_dir / name).is_dir():
-        return run_dir
-    return Path(storage)
 
 
 def ensure_writable(path: str | Path, field: str) -> None:

@@ -20,7 +20,8 @@ from pathlib import Path
 from speq_search import schema
 from speq_search.errors import ConfigError
 from speq_search.files import atomic_write
-from speq_search.search.folder import RunLock, experiment_root, storage_root
+from speq_search.schema import experiment_root
+from speq_search.search.folder import RunLock, storage_root
 from speq_search.search.results import TrialTable, write_outputs
 from speq_search.spec import SearchSpec, dump_space, fields_of
 
