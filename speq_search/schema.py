@@ -37,7 +37,7 @@ class Costs:
 
 # ---------------------------------------------------------------------------------- metrics
 
-# Kinds of metric. A "score" is better when higher (accuracies); "bits" and "model" costs are
+# Kinds of metric. A "score" is an accuracy, better when higher; "bits" and "model" costs are
 # known before training (budgets may bound them), as are "table" costs when train.cost_model
 # names a table reporting them; the float model's "model" costs are the hypervolume's reference.
 KINDS = ("score", "loss", "bits", "model", "table", "time", "diagnostic", "info")
@@ -70,7 +70,7 @@ def _metrics() -> dict[str, Metric]:
         Metric("val_acc", "score", "validation accuracy (%)", objective=True, stored=True, shown=True),
         Metric("test_acc", "score", "test accuracy (%)", stored=True, shown=True),
         Metric("val_loss", "loss", "validation loss (cross-entropy)", objective=True),
-        Metric("high_val_acc", "diagnostic", "accuracy with every activation at the teacher's high bits (%)"),
+        Metric("high_val_acc", "score", "accuracy with every activation at the teacher's high bits (%)"),
         *costs,
         Metric("latency_ms", "table", "latency per image (ms, cost table)", objective=True, column="optional",
                shown=True),
@@ -82,7 +82,7 @@ def _metrics() -> dict[str, Metric]:
         Metric("best_epoch", "info", "the selected epoch"),
         Metric("epoch_val_acc", "score", "validation accuracy of the epoch (%)", column="no"),
         Metric("epochs_done", "info", "epochs trained", column="no", stored=True),
-        Metric("teacher_val_acc", "diagnostic", "the stochastic teacher's validation accuracy (%)", column="optional"),
+        Metric("teacher_val_acc", "score", "the stochastic teacher's validation accuracy (%)", column="optional"),
         Metric("teacher_gap", "diagnostic", "teacher minus student accuracy", column="optional"),
         Metric("high_gap", "diagnostic", "high-bits network minus student accuracy", column="optional"),
         Metric("compile", "info", "torch.compile mode", column="optional"),

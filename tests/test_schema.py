@@ -48,6 +48,13 @@ def test_a_new_metric_is_one_entry(monkeypatch, tmp_path):
     assert "flash_kb" in schema.metric_columns() and "flash_kb" in schema.hidden_metrics()
 
 
+def test_every_accuracy_is_a_score_and_nothing_else_is():
+    for name, metric in schema.METRICS.items():
+        assert (metric.kind == "score") == name.endswith("_acc"), name
+        assert schema.is_score(name) == (schema.default_mode(name) == "max")
+    assert schema.is_score("val_acc (run a)") and schema.is_score("other_tool_acc") and not schema.is_score("loss")
+
+
 def test_every_cost_the_library_computes_is_a_metric():
     computed = {f.name for f in dataclasses.fields(schema.Costs)}
     assert computed <= set(schema.cost_metrics()) and computed <= set(schema.objective_metrics())

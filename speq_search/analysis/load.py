@@ -64,9 +64,7 @@ class LoadError(ConfigError):
     """A source that is not a run, lacks a column, or holds no trials."""
 
 
-def trial_dirs(experiment: Path) -> list[Path]:
-    """The trial folders of a Ray Tune experiment (:func:`speq_search.schema.trial_folders`)."""
-    return trial_folders(experiment)
+trial_dirs = trial_folders  # the trial folders of a Ray Tune experiment (speq_search.schema)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -47,14 +47,20 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 1, width: 
         raise ConfigError(f"model.{name}", kwargs, f"keywords the builder takes ({err})") from None
 
 
+def check_model_name(name: str) -> str:
+    """``name`` if a model is registered under it, else an error naming ``model.name``."""
+    _load_entry_points()
+    if name not in _MODELS:
+        raise ConfigError("model.name", name, " | ".join(sorted(_MODELS)))
+    return name
+
+
 def build_model(cfg: ModelConfig, num_classes: int = 10, in_channels: int = 1,
                 input_size: int | None = None) -> nn.Module:
     """The model ``cfg`` describes (a :class:`~speq_search.config.ModelConfig`), for this data's
     shape: the name is looked up here, where the model is built, and an unknown one is an error
     naming ``model.name``. ``input_size`` goes to builders that take it."""
-    _load_entry_points()
-    if cfg.name not in _MODELS:
-        raise ConfigError("model.name", cfg.name, " | ".join(sorted(_MODELS)))
+    check_model_name(cfg.name)
     kwargs = dict(cfg.kwargs)
     if input_size is not None and "input_size" in inspect.signature(_MODELS[cfg.name]).parameters:
         kwargs.setdefault("input_size", input_size)

@@ -100,7 +100,9 @@ def _parse_train(raw: dict) -> TrainConfig:
     try:
         train = TrainConfig.from_dict(train_raw, suggestions).replace(progress=False)
         load_plugins(train.plugins, "train.plugins")
-        _build(train)  # the model's name is looked up where it is built
+        from speq_search.models import check_model_name
+
+        check_model_name(train.model.name)  # the registry, not a build: a space is checked without a model
         if train.cost_model is not None:
             from speq_search.costs import load_cost_table
 
@@ -111,7 +113,8 @@ def _parse_train(raw: dict) -> TrainConfig:
 
 
 def _build(train: TrainConfig):
-    """The model of ``train`` with default data shapes (its layers, for grouping; a model change must build)."""
+    """The model of ``train`` with default data shapes: the layers a per-layer search groups, and
+    whether a searched architecture value builds."""
     from speq_search.models import build_model
 
     return build_model(train.model)
