@@ -54,8 +54,11 @@ class Metric:
     column: str = "always"  # in trials.csv: "always", "optional" (only when a trial reports it) or "no"
     stored: bool = False  # kept in the Optuna study's trial attributes, so study.db alone can be analysed
     shown: bool = False  # a column of the front table `speq-search run` prints at the end
+    unit: str = ""  # how a value reads: "bits" (2 decimals), "bytes" (KiB), "BitOps"/"MACs" (M, G), "params" (k)
 
 
+_COST_UNITS = {"avg_w_bits": "bits", "avg_a_bits": "bits", "avg_bits": "bits", "size_bytes": "bytes", "bitops": "BitOps",
+               "macs": "MACs", "params": "params"}
 _COST_TITLES = {
     "avg_w_bits": "average weight bits", "avg_a_bits": "average activation bits",
     "avg_bits": "average bits (mean of weights and activations)", "size_bytes": "model size (bytes)",
@@ -65,7 +68,8 @@ _COST_TITLES = {
 
 def _metrics() -> dict[str, Metric]:
     costs = [Metric(f.name, "bits" if f.name.startswith("avg_") else "model", _COST_TITLES[f.name], objective=True,
-                    stored=True, shown=f.name not in ("macs", "params")) for f in dataclasses.fields(Costs)]
+                    stored=True, shown=f.name not in ("macs", "params"), unit=_COST_UNITS[f.name])
+             for f in dataclasses.fields(Costs)]
     listed = [
         Metric("val_acc", "score", "validation accuracy (%)", objective=True, stored=True, shown=True),
         Metric("test_acc", "score", "test accuracy (%)", stored=True, shown=True),
@@ -157,6 +161,12 @@ def is_score(metric: str) -> bool:
 def default_mode(metric: str) -> str:
     """``max`` for a score, ``min`` for everything else."""
     return "max" if is_score(metric) else "min"
+
+
+def unit(metric: str) -> str:
+    """How a value of ``metric`` reads (see :attr:`Metric.unit`); ``""`` for names not listed."""
+    m = METRICS.get(metric.split(" (")[0])
+    return m.unit if m is not None else ""
 
 
 def title(metric: str) -> str:

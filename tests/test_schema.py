@@ -33,7 +33,8 @@ def test_a_new_metric_is_one_entry(monkeypatch, tmp_path):
     """Adding a metric touches one place: it becomes an objective, a budget and a trials.csv column."""
     with pytest.raises(ConfigError, match="objectives\\[1\\].metric"):
         parse_space(dict(SPACE, objectives=[{"metric": "val_acc", "mode": "max"}, {"metric": "flash_kb", "mode": "min"}]))
-    monkeypatch.setitem(schema.METRICS, "flash_kb", schema.Metric("flash_kb", "model", "flash (KiB)", objective=True))
+    monkeypatch.setitem(schema.METRICS, "flash_kb", schema.Metric("flash_kb", "model", "flash (bytes)", objective=True,
+                                                                  unit="bytes"))
 
     spec = parse_space(dict(SPACE, objectives=[{"metric": "val_acc", "mode": "max"}, {"metric": "flash_kb", "mode": "min"}],
                             constraints=["flash_kb <= 64"]))
@@ -46,6 +47,13 @@ def test_a_new_metric_is_one_entry(monkeypatch, tmp_path):
     # a cost of the float model too: normalised by the float model's value, as size and BitOps are
     assert normalise([[32.0]], ["flash_kb"], ["min"], {"flash_kb": 64.0})[0, 0] == 0.5
     assert "flash_kb" in schema.metric_columns() and "flash_kb" in schema.hidden_metrics()
+    # and it reads in its unit wherever a person reads it: the search's progress line, the report
+    from speq_search.analysis.plots import axis_title
+    from speq_search.analysis.report import format_value
+    from speq_search.search.runner import _cost_text
+
+    assert _cost_text("flash_kb", 2048) == "2.0 KiB" and format_value("flash_kb", 2048) == "2.0 KiB"
+    assert axis_title("flash_kb") == "flash (bytes)"
 
 
 def test_every_accuracy_is_a_score_and_nothing_else_is():

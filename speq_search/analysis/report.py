@@ -137,11 +137,12 @@ def format_value(column: str, v) -> str:
     base = column.split(" (")[0]  # "val_acc (run a)" in a comparison
     if schema.is_score(base) and 0 <= v <= 1:
         return f"{100 * v:.2f} %"
-    if base == "size_bytes":
+    unit = schema.unit(base)
+    if unit == "bytes":
         return f"{v / 1024:.1f} KiB"
-    if base in ("bitops", "macs"):
+    if unit in ("BitOps", "MACs"):
         return f"{v / 1e9:.2f} G" if abs(v) >= 1e9 else f"{v / 1e6:.2f} M"
-    if base in schema.bit_metrics():
+    if unit == "bits":
         return f"{v:.2f}"
     if v.is_integer() and abs(v) < 1e15:
         return str(int(v))

@@ -316,13 +316,14 @@ class _Progress:
 
 
 def _cost_text(metric: str, value: float) -> str:
-    """A cost with its unit, as a person reads it: 15.4 M BitOps, 26.8 KiB, 3.25 avg bits."""
-    if metric in ("bitops", "macs"):
-        label = "BitOps" if metric == "bitops" else "MACs"
-        return f"{value / 1e9:.2f} G {label}" if value >= 1e9 else f"{value / 1e6:.1f} M {label}"
-    if metric == "size_bytes":
+    """A cost with its unit (:func:`speq_search.schema.unit`), as a person reads it: 15.4 M BitOps,
+    26.8 KiB, 3.25 avg bits."""
+    unit = schema.unit(metric)
+    if unit in ("BitOps", "MACs"):
+        return f"{value / 1e9:.2f} G {unit}" if value >= 1e9 else f"{value / 1e6:.1f} M {unit}"
+    if unit == "bytes":
         return f"{value / 1024:.1f} KiB"
-    if metric == "params":
+    if unit == "params":
         return f"{value / 1e3:.1f} k params"
     return f"{value:.4g} {metric.replace('_', ' ')}"
 
