@@ -56,6 +56,10 @@ class Metric:
     shown: bool = False  # a column of the front table `speq-search run` prints at the end
     unit: str = ""  # how a value reads: "bits" (2 decimals), "bytes" (KiB), "BitOps"/"MACs" (M, G), "params" (k)
 
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS or self.column not in ("always", "optional", "no"):
+            raise ValueError(f"metric {self.name}: kind one of {KINDS}, column always | optional | no")
+
 
 _COST_UNITS = {"avg_w_bits": "bits", "avg_a_bits": "bits", "avg_bits": "bits", "size_bytes": "bytes", "bitops": "BitOps",
                "macs": "MACs", "params": "params"}

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speq_search.config import KD_LOSSES, KD_SCHEDULES, TEACHER_BN_MODES, check_bits, check_choice, check_number
+from speq_search.config import KD_LOSSES, KD_SCHEDULES, TEACHER_BN_MODES, check_bits, check_choice
 from speq_search.errors import ConfigError
 from speq_search.quant.convert import act_quantizers
 
@@ -135,10 +135,14 @@ def distillation_loss(
     - ``"cosine-logits"``: ``1 - cos(z_t, z_s)`` (T has no effect: cosine ignores scale);
     - ``"kl"``: ``T**2 * KL(softmax(z_t / T) || softmax(z_s / T))`` (Hinton's KD).
     """
+    _check_distillation(kd_loss, temperature)
+    return _distillation(teacher_logits, student_logits, kd_loss, temperature)
+
+
+def _check_distillation(kd_loss: str, temperature: float) -> None:
     check_choice("kd_loss", kd_loss, KD_LOSSES)
     if temperature <= 0:
         raise ConfigError("temperature", temperature, "a number > 0")
-    return _distillation(teacher_logits, student_logits, kd_loss, temperature)
 
 
 def _distillation(teacher_logits: torch.Tensor, student_logits: torch.Tensor, kd_loss: str,
@@ -212,6 +216,6 @@ def speq_loss(
     kd_loss: str = "cosine",
 ) -> torch.Tensor:
     """``ce_weight * CE(z_s, y) + kd_weight * KD(z_t, z_s)``; no teacher means plain QAT."""
-    check_choice("kd_loss", kd_loss, KD_LOSSES)
-    check_number("temperature", temperature, 0.0, 100.0, lo_open=True)
+    if teacher_logits is not None and kd_weight != 0:  # as distillation_loss checks them
+        _check_distillation(kd_loss, temperature)
     return speq_loss_terms(student_logits, teacher_logits, targets, ce_weight, kd_weight, temperature, kd_loss).total

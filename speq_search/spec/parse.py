@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from speq_search import schema
-from speq_search.config import FIELD_SECTIONS, TrainConfig, get_dotted
+from speq_search.config import FIELD_SECTIONS, TrainConfig, check_choice, check_number, get_dotted
 from speq_search.errors import ConfigError, one_of
 from speq_search.plugins import check_plugins, load_plugins
 from speq_search.spec.files import TOP_KEYS, apply_override
@@ -320,20 +320,12 @@ def _parse_search(entry: dict) -> SearchSettings:
         if isinstance(entry.get(key), str):
             entry[key] = entry[key].lower()
     s = SearchSettings(**entry)
-    if s.sampler not in SAMPLERS:
-        raise ConfigError("search.sampler", s.sampler, " | ".join(SAMPLERS))
-    if s.scheduler not in SCHEDULERS:
-        raise ConfigError("search.scheduler", s.scheduler, " | ".join(SCHEDULERS))
+    changes = {"sampler": check_choice("search.sampler", s.sampler, SAMPLERS),
+               "scheduler": check_choice("search.scheduler", s.scheduler, SCHEDULERS)}
     for key, lo, hi, integer in (("num_samples", 1, 100000, True), ("max_concurrent", 1, 1024, True),
                                  ("seed", 0, 2**31 - 1, True), ("cpus_per_trial", 0.01, 1024, False),
                                  ("gpus_per_trial", 0, 64, False), ("max_failures", 0, 100000, True),
                                  ("grace_period", 1, 100000, True), ("reduction_factor", 2, 100, True)):
-        v = getattr(s, key)
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi
-        if ok and integer:
-            ok = float(v).is_integer()
-        if not ok:
-            raise ConfigError(f"search.{key}", v, f"{'an integer' if integer else 'a number'} from {lo} to {hi}")
-        if integer and isinstance(v, float):  # an integral float (num_samples: 8.0) is the integer it is
-            s = dataclasses.replace(s, **{key: int(v)})
-    return s
+        # an integral float (num_samples: 8.0) is the integer it is
+        changes[key] = check_number(f"search.{key}", getattr(s, key), lo, hi, integer=integer)
+    return dataclasses.replace(s, **changes)
