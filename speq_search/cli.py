@@ -345,7 +345,7 @@ def _print_front(summary: dict) -> None:
 def _listing(entries: dict[str, str]) -> int:
     width = max(len(k) for k in entries)
     for name, desc in entries.items():
-        print(f"{name:<{width}}  {desc}")
+        print(f"{name:<{width}}  {desc or '(no description)'}")
     return 0
 
 

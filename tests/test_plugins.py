@@ -29,13 +29,13 @@ with open({log!r}, "a") as f:  # who imported this file, and from where
     f.write(f"{{os.getpid()}} {{__file__}}\\n")
 
 
-@register_model("tiny-plugin-mlp", "a two-layer perceptron from a plugin")
+@register_model("tiny-plugin-mlp")  # no description and no docstring, as most users write them
 def tiny_plugin_mlp(num_classes=10, in_channels=1, width=1.0, input_size=4):
     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * input_size * input_size, 16), nn.ReLU(),
                          nn.Linear(16, num_classes))
 
 
-@register_dataset("plugin-blobs", "two separable classes of 4x4 images, from a plugin")
+@register_dataset("plugin-blobs")
 def plugin_blobs(data_dir=None, download=False, val_fraction=0.1, **_):
     gen = torch.Generator().manual_seed(0)
 
@@ -69,10 +69,8 @@ def _forget(module: str, model: str = "tiny-plugin-mlp", dataset: str = "plugin-
         if module in name:
             del plugins._loaded[name]
     sys.modules.pop(module, None)
-    for reg in (model_registry._MODELS, model_registry._DESCRIPTIONS):
-        reg.pop(model, None)
-    for reg in (data_registry._DATASETS, data_registry._DESCRIPTIONS):
-        reg.pop(dataset, None)
+    model_registry.MODELS.unregister(model)
+    data_registry.DATASETS.unregister(dataset)
 
 
 def test_train_with_a_plugin_file_from_the_cli(plugin_file, tmp_path, capsys):
@@ -85,6 +83,15 @@ def test_train_with_a_plugin_file_from_the_cli(plugin_file, tmp_path, capsys):
     assert metrics["val_acc"] > 0.9  # two separable blobs: the plugin's model learned the plugin's data
     saved = TrainConfig.load(out / "config.yaml")  # the run folder names its plugin, so it reloads alone
     assert saved.plugins == (str(path.resolve()),) and saved.model.name == "tiny-plugin-mlp"
+
+
+def test_a_plugin_without_docstrings_or_descriptions_registers_and_is_listed(plugin_file, capsys):
+    path, _ = plugin_file
+    plugins.load_plugins([str(path)], "--plugin")
+    from speq_search import list_datasets, list_models
+
+    assert list_models()["tiny-plugin-mlp"] == "" and list_datasets()["plugin-blobs"] == ""
+    assert main(["models"]) == 0 and "tiny-plugin-mlp" in capsys.readouterr().out
 
 
 def test_a_config_file_names_its_plugin_relative_to_itself(plugin_file, tmp_path):
@@ -125,8 +132,7 @@ def test_entry_points_of_an_installed_package_register_on_first_use(tmp_path, mo
         assert "entry-point-model" in list_models()
         assert create_model("entry-point-model", num_classes=3)(__import__("torch").zeros(2, 1, 8, 8)).shape == (2, 3)
     finally:
-        _registry._MODELS.pop("entry-point-model", None)
-        _registry._DESCRIPTIONS.pop("entry-point-model", None)
+        _registry.MODELS.unregister("entry-point-model")
         sys.modules.pop("entry_plugin_pkg", None)
 
 

@@ -15,6 +15,14 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from speq_search.errors import ConfigError
+from speq_search.registry import Registry
+
+
+def _load_entry_points() -> None:
+    from speq_search.plugins import load_entry_points  # installed packages' plugins, once per process
+
+    load_entry_points()
+
 
 # The split seed is fixed: every run, seed and trial sees the same train/val/test partition.
 SPLIT_SEED = 0
@@ -50,25 +58,21 @@ class Splits:
         return self.train.x.shape[-1]
 
 
-_DATASETS: dict[str, Callable[..., Splits]] = {}
-_DESCRIPTIONS: dict[str, str] = {}
+DATASETS: Registry[Callable[..., Splits]] = Registry("data set", "data.dataset", before_lookup=_load_entry_points)
+"""Every data set by name: loaders ``fn(data_dir, download, val_fraction, **kwargs) -> Splits``."""
 
 
-def register_dataset(name: str, description: str):
-    """Register a loader ``fn(data_dir, download, **kwargs) -> Splits``."""
+def register_dataset(name: str, description: str = ""):
+    """Register a loader ``fn(data_dir, download, val_fraction, **kwargs) -> Splits``.
 
-    def decorator(fn):
-        _DATASETS[name] = fn
-        _DESCRIPTIONS[name] = description
-        return fn
-
-    return decorator
+    ``description`` (one line, shown by ``speq-search datasets``) defaults to the first line of
+    the loader's docstring, and may be left out when it has none."""
+    return DATASETS.register(name, description=description)
 
 
 def list_datasets() -> dict[str, str]:
     """``{name: one-line description}`` of every registered data set."""
-    _load_entry_points()
-    return dict(sorted(_DESCRIPTIONS.items()))
+    return DATASETS.describe()
 
 
 def create_dataset(
@@ -80,12 +84,10 @@ def create_dataset(
     **kwargs,
 ) -> Splits:
     """Load data set ``name``; ``train_size`` keeps a stratified, seeded training subset."""
-    _load_entry_points()
-    if name not in _DATASETS:
-        raise ConfigError("dataset", name, " | ".join(sorted(_DATASETS)))
+    loader = DATASETS.get(name, "dataset").obj
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError("val_fraction", val_fraction, "a fraction between 0 and 1")
-    splits = _DATASETS[name](data_dir=data_dir, download=download, val_fraction=val_fraction, **kwargs)
+    splits = loader(data_dir=data_dir, download=download, val_fraction=val_fraction, **kwargs)
     if train_size is not None:
         splits.train = stratified_subset(splits.train, train_size, "train_size")
     return splits
@@ -158,9 +160,3 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator | None, pad: in
     batch = torch.arange(n)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2).contiguous()
-
-
-def _load_entry_points() -> None:
-    from speq_search.plugins import load_entry_points  # installed packages' plugins, once per process
-
-    load_entry_points()

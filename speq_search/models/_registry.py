@@ -9,50 +9,49 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from speq_search.errors import ConfigError
+from speq_search.registry import Registry
 
 if TYPE_CHECKING:
     from speq_search.config import ModelConfig
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
-_DESCRIPTIONS: dict[str, str] = {}
+
+def _load_entry_points() -> None:
+    from speq_search.plugins import load_entry_points  # installed packages' plugins, once per process
+
+    load_entry_points()
+
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", "model.name", before_lookup=_load_entry_points)
+"""Every model by name: builders ``fn(num_classes, in_channels, width, **kwargs) -> nn.Module``."""
 
 
 def register_model(name: str, description: str = ""):
-    """Register a builder ``fn(num_classes, in_channels, width, **kwargs) -> nn.Module``."""
+    """Register a builder ``fn(num_classes, in_channels, width, **kwargs) -> nn.Module``.
 
-    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _MODELS[name] = fn
-        _DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().splitlines()[0]
-        return fn
-
-    return decorator
+    ``description`` (one line, shown by ``speq-search models``) defaults to the first line of
+    the builder's docstring, and may be left out when it has none."""
+    return MODELS.register(name, description=description)
 
 
 def list_models() -> dict[str, str]:
     """``{name: one-line description}`` of every registered model."""
-    _load_entry_points()
-    return dict(sorted(_DESCRIPTIONS.items()))
+    return MODELS.describe()
 
 
 def create_model(name: str, num_classes: int = 10, in_channels: int = 1, width: float = 1.0, **kwargs) -> nn.Module:
     """Build the model registered as ``name``; an unknown name lists the known ones."""
-    _load_entry_points()
-    if name not in _MODELS:
-        raise ConfigError("model", name, " | ".join(sorted(_MODELS)))
+    builder = MODELS.get(name, "model").obj
     if not (isinstance(width, (int, float)) and 0 < width <= 16):
         raise ConfigError("width", width, "a multiplier > 0 and <= 16")
     try:
-        return _MODELS[name](num_classes=num_classes, in_channels=in_channels, width=float(width), **kwargs)
+        return builder(num_classes=num_classes, in_channels=in_channels, width=float(width), **kwargs)
     except TypeError as err:  # an unknown architecture keyword
         raise ConfigError(f"model.{name}", kwargs, f"keywords the builder takes ({err})") from None
 
 
 def check_model_name(name: str) -> str:
     """``name`` if a model is registered under it, else an error naming ``model.name``."""
-    _load_entry_points()
-    if name not in _MODELS:
-        raise ConfigError("model.name", name, " | ".join(sorted(_MODELS)))
-    return name
+    return MODELS.check(name)
 
 
 def build_model(cfg: ModelConfig, num_classes: int = 10, in_channels: int = 1,
@@ -62,7 +61,7 @@ def build_model(cfg: ModelConfig, num_classes: int = 10, in_channels: int = 1,
     naming ``model.name``. ``input_size`` goes to builders that take it."""
     check_model_name(cfg.name)
     kwargs = dict(cfg.kwargs)
-    if input_size is not None and "input_size" in inspect.signature(_MODELS[cfg.name]).parameters:
+    if input_size is not None and "input_size" in inspect.signature(MODELS.get(cfg.name).obj).parameters:
         kwargs.setdefault("input_size", input_size)
     return create_model(cfg.name, num_classes=num_classes, in_channels=in_channels, width=cfg.width, **kwargs)
 
@@ -70,9 +69,3 @@ def build_model(cfg: ModelConfig, num_classes: int = 10, in_channels: int = 1,
 def scaled(channels: int, width: float, minimum: int = 4) -> int:
     """Channel count times ``width``, rounded, never below ``minimum``."""
     return max(minimum, int(round(channels * width)))
-
-
-def _load_entry_points() -> None:
-    from speq_search.plugins import load_entry_points  # installed packages' plugins, once per process
-
-    load_entry_points()
