@@ -184,6 +184,9 @@ COMPLETED, FAILED, STOPPED, INCOMPLETE, INFEASIBLE = "COMPLETED", "FAILED", "STO
 STATUSES = (COMPLETED, FAILED, STOPPED, INCOMPLETE, INFEASIBLE)
 # Statuses a trial never leaves within one search (Ray retries no trial: FailureConfig(max_failures=0)).
 FINAL_STATUSES = (COMPLETED, FAILED, INFEASIBLE, STOPPED)
+# How the search tells each final status to the Optuna study (an infeasible trial is COMPLETE, with
+# placeholder values and its constraint violations, which constrained samplers rank last).
+OPTUNA_STATES = {COMPLETED: "COMPLETE", INFEASIBLE: "COMPLETE", FAILED: "FAIL", STOPPED: "PRUNED"}
 
 
 def trial_status(last: dict | None, error: str = "", stopped: bool = False, live: bool = True) -> str:
@@ -298,6 +301,9 @@ def read_trial_folder(path: str | Path) -> TrialFolder:
 
 
 # ------------------------------------------------------------------------------ run folders
+# The key, in each Ray trial's config (params.json), of the Optuna trial it runs: a resumed search
+# continues an interrupted Optuna trial in a new Ray trial, and the run files list it once.
+TRIAL_KEY = "optuna_trial"
 IN_RUN_DIR = "."  # run.json's storage_path when the Ray experiment is inside the run folder (moves with it)
 
 
@@ -314,6 +320,13 @@ def experiment_root(run_dir: Path, meta: dict) -> Path:
     if not (Path(storage) / name).is_dir() and (run_dir / name).is_dir():
         return run_dir
     return Path(storage)
+
+
+def experiment_folders(run_dir: Path, meta: dict) -> list[Path]:
+    """The run's Ray experiments, oldest first: one per time the search ran (its first run and each
+    resume), as run.json's ``segments`` lists them (runs before segments: ``experiment_name``)."""
+    root = experiment_root(run_dir, meta)
+    return [root / name for name in meta.get("segments") or [meta.get("experiment_name", "ray")]]
 
 
 # ------------------------------------------------------------------------------- layer_bits

@@ -187,7 +187,8 @@ def test_resume_after_interrupt_runs_only_the_missing_trials(tmp_path):
     first = read_run_csv(run_dir / "trials.csv")
     done_before = set(first.loc[first["status"] == "COMPLETED", "trial_id"])
     assert 1 <= len(done_before) < 4
-    assert (tmp_path / "shared" / "ray").is_dir() and not (run_dir / "ray").exists()
+    experiment = json.loads((run_dir / "run.json").read_text())["experiment_name"]  # named after the run
+    assert experiment.startswith("r-") and (tmp_path / "shared" / experiment).is_dir() and not (run_dir / "ray").exists()
     assert main(["run", "--resume", str(run_dir)]) == 0
     final = read_run_csv(run_dir / "trials.csv")
     assert len(final) == 4 and final["trial_id"].is_unique
@@ -212,20 +213,20 @@ def test_spaces_command_lists_shipped_spaces(capsys):
 
 
 @pytest.mark.parametrize("last", ["complete", "error", "partial"])
-def test_searcher_tells_optuna_what_each_trial_was_even_when_the_grid_ends(last):
-    from speq_search.search.optuna_searcher import SpeqOptunaSearch
+def test_searcher_tells_optuna_what_each_trial_was_even_when_the_grid_ends(last, tmp_path):
+    from speq_search.search.searcher import StudySearcher
 
-    grid = optuna.samplers.GridSampler({"t": [1.0, 2.0]}, seed=0)
-    s = SpeqOptunaSearch(space={"t": optuna.distributions.CategoricalDistribution([1.0, 2.0])},
-                         metric=["val_acc", "bitops"], mode=["max", "min"], sampler=grid)
+    grid = parse_space(dict(TINY, params={"temperature": {"type": "choice", "values": [1.0, 2.0]}},
+                            search={"sampler": "grid"}))
+    s = StudySearcher(grid, tmp_path / "study.db")
     s.suggest("x")
     s.suggest("y")
     s.on_trial_complete("x", {"val_acc": 0.9, "bitops": 5, "full_fidelity": True})
     result = {"val_acc": 0.5, "bitops": 3, "full_fidelity": last != "partial"}
     s.on_trial_complete("y", result, error=last == "error")  # the grid's last point: Optuna calls study.stop()
-    states = [t.state.name for t in s._ot_study.trials]
+    states = [t.state.name for t in s.study.trials]
     assert states == ["COMPLETE", {"complete": "COMPLETE", "error": "FAIL", "partial": "PRUNED"}[last]]
-    assert s._ot_study.trials[0].values == [0.9, 5]
+    assert s.study.trials[0].values == [0.9, 5]
 
 
 def test_asha_stopped_trials_are_not_full_fidelity_and_never_on_the_front(tmp_path, tiny_run):
@@ -247,7 +248,7 @@ def test_asha_stopped_trials_are_not_full_fidelity_and_never_on_the_front(tmp_pa
 def test_progress_line_parts():
     import pandas as pd
 
-    from speq_search.search.runner import eta, front_line
+    from speq_search.search.progress import eta, front_line
     from speq_search.spec import Objective
 
     objectives = [Objective("val_acc", "max"), Objective("bitops", "min")]

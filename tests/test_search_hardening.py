@@ -67,7 +67,7 @@ def test_a_search_cleans_up_its_ray_session(finished_run):
 def test_local_ray_instance_refuses_clients_without_the_token():
     import ray
 
-    from speq_search.search.runner import _RaySession
+    from speq_search.search.session import RaySession
 
     code = ("import sys, ray\n"
             "ray.init(address=sys.argv[1], logging_level='ERROR')\n"
@@ -75,7 +75,7 @@ def test_local_ray_instance_refuses_clients_without_the_token():
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
     stale = Path(tempfile.gettempdir()) / "speq-ray-999999999-left"  # a killed search's folder (no such PID)
     stale.mkdir(exist_ok=True)
-    with _RaySession(parse_space(TINY), _quiet()) as session:
+    with RaySession(parse_space(TINY), None, False, lambda msg: None) as session:
         assert not stale.exists()
         assert os.stat(session.temp_dir).st_mode & 0o777 == 0o700  # Ray's own folder inside is 0777
         gcs_port = ray.get_runtime_context().gcs_address.rsplit(":", 1)[1]
@@ -203,39 +203,18 @@ def test_kill_between_the_study_commit_and_ray_snapshot_then_resume_a_moved_fold
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
 
 
-def test_searcher_does_not_tell_a_trial_the_study_already_finished():
-    from speq_search.search.optuna_searcher import SpeqOptunaSearch
+def test_searcher_does_not_tell_a_trial_the_study_already_finished(tmp_path):
+    from speq_search.search.searcher import StudySearcher
 
-    s = SpeqOptunaSearch(space={"t": optuna.distributions.CategoricalDistribution([1.0, 2.0])},
-                         metric=["val_acc", "bitops"], mode=["max", "min"], sampler=optuna.samplers.RandomSampler(0))
-    s.suggest("x")
-    s._ot_study.tell(s._ot_trials["x"], [0.9, 5.0])  # told before a crash
-    s._completed_trials.clear()  # the restored searcher does not know
-    s.on_trial_complete("x", {"val_acc": 0.5, "bitops": 3.0, "full_fidelity": True})  # must not raise
-    assert s._ot_study.trials[0].values == [0.9, 5.0]
-
-
-def test_the_private_ray_apis_the_search_layer_uses_are_still_there():
-    """speq_search.search uses these non-public Ray names (pinned in pyproject): fail loudly if they move."""
-    from ray._raylet import AuthenticationTokenLoader, Config
-    from ray.tune.search import SearchGenerator
-
-    assert callable(Config.initialize) and callable(AuthenticationTokenLoader.instance().reset_cache)
-    generator = SearchGenerator(optuna_searcher_for_test())
-    assert generator._experiment is None and set(generator.get_state()) >= {"experiment", "counter"}
-    # SpeqOptunaSearch overrides OptunaSearch._setup_study and reads its study and trials.
-    from ray.tune.search.optuna import OptunaSearch
-
-    searcher = optuna_searcher_for_test()
-    assert callable(OptunaSearch._setup_study) and isinstance(searcher._ot_study, optuna.Study)
-    assert isinstance(searcher._ot_trials, dict) and isinstance(searcher._completed_trials, set)
-
-
-def optuna_searcher_for_test():
-    from speq_search.search.optuna_searcher import SpeqOptunaSearch
-
-    return SpeqOptunaSearch(space={"t": optuna.distributions.CategoricalDistribution([1.0])}, metric=["a", "b"],
-                            mode=["max", "min"])
+    spec = parse_space(dict(TINY, params={"temperature": {"type": "choice", "values": [1.0, 2.0]}}))
+    s = StudySearcher(spec, tmp_path / "study.db")
+    config = s.suggest("x")
+    s.save(str(tmp_path / "searcher.json"))
+    s.study.tell(config["optuna_trial"], [0.9, 5.0])  # told before a crash
+    restored = StudySearcher(spec, tmp_path / "study.db")  # a searcher that does not know it was told
+    restored.restore(str(tmp_path / "searcher.json"))
+    restored.on_trial_complete("x", {"val_acc": 0.5, "bitops": 3.0, "full_fidelity": True})  # must not raise
+    assert s.study.trials[0].values == [0.9, 5.0]
 
 
 def test_a_search_that_fails_before_its_trials_leaves_no_folder_behind(tmp_path, capsys):

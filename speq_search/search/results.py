@@ -37,14 +37,25 @@ class TrialTable:
         self._rows: dict[str, tuple[tuple, float, dict]] = {}  # folder name -> (signature, order key, row)
         self.reads = 0  # trial folders read so far (what the cache saves is visible)
 
-    def rows(self, experiment: Path, spec: SearchSpec) -> list[tuple[float, dict]]:
-        """``(order key, row)`` of every trial folder now in ``experiment``."""
-        out = []
+    def rows(self, experiments, spec: SearchSpec) -> list[tuple[float, dict]]:
+        """``(order key, row)`` of every trial in ``experiments`` (a Ray experiment folder, or the list of
+        a run's, oldest first). An Optuna trial continued by a later Ray trial (a resumed search) is
+        listed once, as its latest Ray trial."""
+        latest: dict[object, tuple[float, dict]] = {}
+        for i, experiment in enumerate(_as_list(experiments)):
+            if not Path(experiment).is_dir():
+                continue
+            for name, key, row in self._experiment_rows(Path(experiment), spec):
+                latest[row.get("_number", (i, name))] = (key, row)
+        return [(key, {k: v for k, v in row.items() if k != "_number"}) for key, row in latest.values()]
+
+    def _experiment_rows(self, experiment: Path, spec: SearchSpec):
         with os.scandir(experiment) as entries:
-            for entry in entries:
-                cached = self._rows.get(entry.name)
-                if cached is not None and cached[2]["status"] in schema.FINAL_STATUSES:  # Ray never retries a trial
-                    out.append((cached[1], cached[2]))
+            for entry in sorted(entries, key=lambda e: e.name):
+                slot = f"{experiment}/{entry.name}"
+                cached = self._rows.get(slot)
+                if cached is not None and cached[2]["status"] in schema.FINAL_STATUSES:  # finished: never read again
+                    yield entry.name, cached[1], cached[2]
                     continue
                 if not entry.is_dir() or not schema.is_trial_folder(entry.path):
                     continue
@@ -52,9 +63,12 @@ class TrialTable:
                 if cached is None or cached[0] != signature:
                     self.reads += 1
                     cached = (signature, *_read_trial(Path(entry.path), spec))
-                    self._rows[entry.name] = cached
-                out.append((cached[1], cached[2]))
-        return out
+                    self._rows[slot] = cached
+                yield entry.name, cached[1], cached[2]
+
+
+def _as_list(experiments) -> list:
+    return list(experiments) if isinstance(experiments, (list, tuple)) else [experiments]
 
 
 def _stat(path: str) -> tuple[int, int] | None:
@@ -65,12 +79,13 @@ def _stat(path: str) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
-def collect_trials(experiment: str | Path, spec: SearchSpec, table: TrialTable | None = None) -> pd.DataFrame:
-    """One row per trial of the experiment: id, status, parameters, metrics, fidelity, error.
+def collect_trials(experiments, spec: SearchSpec, table: TrialTable | None = None) -> pd.DataFrame:
+    """One row per trial of the run's experiments (a folder or a list, oldest first): id, status,
+    parameters, metrics, fidelity, error.
 
     ``table`` keeps the rows between calls, so that only trials whose files changed are read.
     """
-    rows = (table or TrialTable()).rows(Path(experiment), spec)
+    rows = (table or TrialTable()).rows(experiments, spec)
     # Order by when each trial last reported: roughly the order the sampler saw them.
     df = pd.DataFrame([r for _, r in sorted(rows, key=lambda t: (t[0], t[1]["trial_id"]))])
     if df.empty:
@@ -84,8 +99,11 @@ def _read_trial(trial_dir: Path, spec: SearchSpec) -> tuple[float, dict]:
     trial = schema.read_trial_folder(trial_dir)
     last = trial.last
     done = int(last.get("epochs_done", 0))
-    total = int(last.get("epochs_total", 0)) or int(spec.trial_config(trial.params).optim.epochs)
+    params = {k: v for k, v in trial.params.items() if k != schema.TRIAL_KEY}
+    total = int(last.get("epochs_total", 0)) or int(spec.trial_config(params).optim.epochs)
     row = {"trial_id": trial.trial_id, "status": trial.status()}
+    if isinstance(trial.params.get(schema.TRIAL_KEY), int):
+        row["_number"] = trial.params[schema.TRIAL_KEY]  # the Optuna trial it ran (not a column)
     for p in spec.params:
         row[p.name] = trial.params.get(p.name)
     for key in schema.metric_columns():
@@ -105,7 +123,7 @@ class RunFiles(NamedTuple):
     front: pd.DataFrame
 
 
-def write_outputs(run_dir: Path, spec: SearchSpec, experiment: Path, full_precision: dict, extra: dict | None = None,
+def write_outputs(run_dir: Path, spec: SearchSpec, experiments, full_precision: dict, extra: dict | None = None,
                   plots: bool = True, chance_acc: float | None = None, table: TrialTable | None = None) -> RunFiles:
     """(Re)write trials.csv, pareto.csv, summary.json (and pareto.html) from the experiment.
 
@@ -113,7 +131,7 @@ def write_outputs(run_dir: Path, spec: SearchSpec, experiment: Path, full_precis
     accuracy is below 1.5 x chance (``n_at_chance``): a search of such trials has learned
     nothing, whatever its front looks like. ``table`` (kept by the caller between calls) spares
     reading the trials whose files did not change."""
-    df = collect_trials(experiment, spec, table)
+    df = collect_trials(experiments, spec, table)
     done = completed_trials(df)
     objectives = [(o.metric, o.mode) for o in spec.objectives]
     front = front_rows(done, objectives)

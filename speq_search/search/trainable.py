@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import shutil
 import sys
 from pathlib import Path
 
 import torch
 
+from speq_search import schema
 from speq_search.spec import SearchSpec
 
 
@@ -17,12 +17,15 @@ def _reportable(row: dict) -> dict:
     return {k: v for k, v in row.items() if isinstance(v, (int, float, str, bool))}
 
 
-def speq_trainable(config: dict, spec: SearchSpec, fp_state: bytes | None, threads: int, verbose: bool) -> None:
+def speq_trainable(config: dict, spec: SearchSpec, fp_state: bytes | None, threads: int, verbose: bool,
+                   resume_from: dict | None = None) -> None:
     """Train one trial and report every epoch with a checkpoint.
 
     ``spec`` is the space the driver parsed (frozen, picklable: not parsed again here),
-    ``config`` the values the sampler chose, ``fp_state`` the shared full-precision weights
-    (serialised) when the searched parameters do not change the architecture.
+    ``config`` the values the sampler chose (and the Optuna trial they belong to,
+    :data:`speq_search.schema.TRIAL_KEY`), ``fp_state`` the shared full-precision weights
+    (serialised) when the searched parameters do not change the architecture. ``resume_from``
+    maps an Optuna trial a resumed search continues to the last checkpoint of its earlier Ray trial.
     """
     from ray import tune
 
@@ -31,10 +34,13 @@ def speq_trainable(config: dict, spec: SearchSpec, fp_state: bytes | None, threa
 
     torch.set_num_threads(max(1, threads))
     limit_compile_threads(threads)
-    cfg = spec.trial_config(config)
+    values = {k: v for k, v in config.items() if k != schema.TRIAL_KEY}
+    cfg = spec.trial_config(values)
     work = Path(tune.get_context().get_trial_dir()) / "train"
     resume = False
     checkpoint = tune.get_checkpoint()
+    if checkpoint is None and (resume_from or {}).get(config.get(schema.TRIAL_KEY)):
+        checkpoint = tune.Checkpoint(resume_from[config[schema.TRIAL_KEY]])  # a folder or a storage URI
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             if work.exists():
@@ -71,10 +77,3 @@ def speq_trainable(config: dict, spec: SearchSpec, fp_state: bytes | None, threa
 
     log = (lambda msg: print(msg, file=sys.stderr)) if verbose else (lambda msg: None)
     run(cfg, work, resume=resume, callback=report, log=log)
-
-
-def serialise_state(state_dict: dict) -> bytes:
-    """A state dict as bytes that ``torch.load(weights_only=True)`` reads back."""
-    buf = io.BytesIO()
-    torch.save({"state_dict": state_dict}, buf)
-    return buf.getvalue()

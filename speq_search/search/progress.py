@@ -1,0 +1,113 @@
+"""What a search shows while it runs: a progress line after every finished trial, the run files
+rewritten, and a stop once more trials failed than the space allows."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ray.tune import Callback
+from ray.tune.stopper import Stopper
+
+from speq_search import schema
+from speq_search.search.results import TrialTable, write_outputs
+from speq_search.spec import SearchSpec
+
+
+class Progress:
+    """Counts trials, prints progress, rewrites the run's files; :attr:`callback` and :attr:`stopper`
+    are what the Tuner is given."""
+
+    def __init__(self, spec: SearchSpec, run_dir: Path, experiments: list, reference: dict, log, total: int):
+        self.spec, self.run_dir, self.experiments, self.reference = spec, run_dir, experiments, reference
+        self.log, self.total, self.failures, self.t0 = log, total, 0, time.time()
+        self.last_line = ""
+        self.table = TrialTable()  # rows kept between refreshes: each reads only the trials that changed
+        self.callback, self.stopper = _Callback(self), _Stopper(self)
+
+    def update(self, trials, trial, failed: bool) -> None:
+        """After ``trial`` ended (``failed``: it raised): the files and the progress line."""
+        if failed:
+            self.failures += 1
+        # The trial that just ended still reads RUNNING while its callback runs.
+        running = sum(1 for t in trials if t.status == "RUNNING" and t is not trial)
+        self.refresh(running)
+
+    def refresh(self, running: int = 0) -> dict:
+        """Rewrite trials.csv, pareto.csv and summary.json; print the progress line if it changed."""
+        summary, _, df_front = write_outputs(self.run_dir, self.spec, self.experiments, self.reference, plots=False,
+                                             table=self.table)
+        self.failures = max(self.failures, summary["n_failed"])
+        over = f", {summary['n_infeasible']} over budget" if summary["n_infeasible"] else ""
+        finished = summary["n_completed"] + summary["n_infeasible"] + summary["n_failed"] + summary["n_stopped"]
+        line = (f"{summary['n_completed'] + summary['n_infeasible']}/{self.total} done, {running} running, "
+                f"{summary['n_failed']} failed{over}; {front_line(df_front, self.spec.objectives)}"
+                f"{eta(time.time() - self.t0, finished, self.total)}")
+        if line != self.last_line:  # several trials can end in one step (over-budget ones end at once)
+            self.log(f"[{time.time() - self.t0:6.0f}s] {line}")
+            self.last_line = line
+        if self.stopping:
+            self.log(f"stopping: {self.failures} failed trials exceed search.max_failures="
+                     f"{self.spec.search.max_failures}; finished trials are kept")
+        return summary
+
+    @property
+    def stopping(self) -> bool:
+        """More trials failed than ``search.max_failures`` allows."""
+        return self.failures > self.spec.search.max_failures
+
+
+class _Callback(Callback):
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: D102
+        self.progress.update(trials, trial, failed=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info):  # noqa: D102
+        self.progress.update(trials, trial, failed=True)
+
+
+class _Stopper(Stopper):
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def __call__(self, trial_id, result):  # noqa: D102
+        return False
+
+    def stop_all(self):  # noqa: D102
+        return self.progress.stopping
+
+
+def front_line(front, objectives) -> str:
+    """``front: 3 points, best val_acc 0.9917 at 15.4 M BitOps`` (the accuracy objective first)."""
+    metrics = [o.metric for o in objectives]
+    points = front[metrics].drop_duplicates() if len(front) else front  # tied trials: one point
+    if not len(points):
+        return "front: none yet"
+    score = next((o for o in objectives if schema.is_score(o.metric)), objectives[0])
+    cost = next((o.metric for o in objectives if o.metric != score.metric), None)
+    best = points.sort_values(score.metric, ascending=score.mode == "min").iloc[0]
+    where = f" at {cost_text(cost, float(best[cost]))}" if cost else ""
+    return f"front: {len(points)} point{'s' * (len(points) != 1)}, best {score.metric} {best[score.metric]:.4f}{where}"
+
+
+def cost_text(metric: str, value: float) -> str:
+    """A cost with its unit (:func:`speq_search.schema.unit`), as a person reads it: 15.4 M BitOps,
+    26.8 KiB, 3.25 avg bits."""
+    unit = schema.unit(metric)
+    if unit in ("BitOps", "MACs"):
+        return f"{value / 1e9:.2f} G {unit}" if value >= 1e9 else f"{value / 1e6:.1f} M {unit}"
+    if unit == "bytes":
+        return f"{value / 1024:.1f} KiB"
+    if unit == "params":
+        return f"{value / 1e3:.1f} k params"
+    return f"{value:.4g} {metric.replace('_', ' ')}"
+
+
+def eta(elapsed: float, finished: int, total: int) -> str:
+    """``; about 4 min left`` from the mean time per finished trial (trials run in parallel too)."""
+    if finished <= 0 or finished >= total:
+        return ""
+    left = elapsed / finished * (total - finished)
+    return f"; about {left / 60:.0f} min left" if left >= 90 else f"; about {left:.0f} s left"

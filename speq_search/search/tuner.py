@@ -1,0 +1,55 @@
+"""A Ray Tune ``Tuner`` for one segment of a search: the trainable, the searcher, the scheduler, storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from speq_search.search.searcher import Carried, StudySearcher
+from speq_search.spec import SearchSpec
+
+
+def make_tuner(spec: SearchSpec, run_dir: Path, segment: str, storage: str, fp_state: bytes | None, opts,
+               progress, num_samples: int, carried: list[Carried] = (), warm_start: list[dict] = ()):
+    """The Tuner that runs ``num_samples`` trials into the Ray experiment ``storage/segment``.
+
+    ``carried`` trials (see :class:`~speq_search.search.searcher.Carried`) come first and continue
+    from their checkpoints; ``warm_start`` points are enqueued in the study before anything is asked.
+    """
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from speq_search.search.tracking import logger_callbacks
+    from speq_search.search.trainable import speq_trainable
+
+    s = spec.search
+    threads = max(1, int(s.cpus_per_trial))
+    resume_from = {c.number: c.checkpoint for c in carried if c.checkpoint}
+    trainable = tune.with_resources(
+        tune.with_parameters(speq_trainable, spec=spec, fp_state=fp_state, threads=threads, verbose=opts.verbose,
+                             resume_from=resume_from),
+        {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial},
+    )
+    searcher = StudySearcher(spec, run_dir / "study.db", segment=segment, carried=carried, warm_start=warm_start)
+    log = progress.log
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent),
+                                    scheduler=_scheduler(spec), num_samples=num_samples, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=segment, storage_path=storage, verbose=0, stop=progress.stopper,
+            callbacks=[progress.callback, *logger_callbacks(opts.loggers, run_dir, spec.name, opts.mlflow_uri, log)],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=0)),
+    )
+
+
+def _scheduler(spec: SearchSpec):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    s = spec.search
+    if s.scheduler != "asha":
+        return FIFOScheduler()
+    first = spec.objectives[0]
+    # epochs_done, not training_iteration: a trial a resumed search continues counts on from its checkpoint.
+    return ASHAScheduler(metric=first.metric, mode=first.mode, time_attr="epochs_done",
+                         max_t=spec.train.optim.epochs, grace_period=s.grace_period, reduction_factor=s.reduction_factor)
