@@ -50,7 +50,7 @@ def test_a_new_metric_is_one_entry(monkeypatch, tmp_path):
     # and it reads in its unit wherever a person reads it: the search's progress line, the report
     from speq_search.analysis.plots import axis_title
     from speq_search.analysis.report import format_value
-    from speq_search.search.runner import _cost_text
+    from speq_search.search.progress import cost_text as _cost_text
 
     assert _cost_text("flash_kb", 2048) == "2.0 KiB" and format_value("flash_kb", 2048) == "2.0 KiB"
     assert axis_title("flash_kb") == "flash (bytes)"
