@@ -83,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a field of the space file, e.g. train.epochs=2 or search.num_samples=8")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted search")
-    run.add_argument("--address", help="an existing Ray cluster: auto or ray://host:port")
-    run.add_argument("--storage-path", help="where Ray keeps the experiment (shared folder or cloud URL on a cluster)")
+    run.add_argument("--address", help="run on an existing Ray cluster: auto, or HOST:PORT of its head (start the "
+                     "search on a node of the cluster; Ray Client's ray:// is not supported)")
+    run.add_argument("--storage-path", help="where Ray keeps the experiments and checkpoints: a folder (on a cluster, "
+                     "one every node sees), or s3://bucket/path or gs://bucket/path (default: the run folder)")
     run.add_argument("--verbose", action="store_true", help="show Ray's logs and each trial's epochs")
     run.add_argument("--logger", action="append", default=[], metavar="NAME",
                      help="track the trials in tensorboard, mlflow or wandb (repeatable)")
@@ -351,7 +353,7 @@ def _listing(entries: dict[str, str]) -> int:
 
 # The library names arguments as Python does; the command line names its flags.
 _FLAGS = {"plot": {"kind": "--kind", "x": "--x", "y": "--y", "color": "--color", "group": "--group-by"},
-          "run": {"storage_path": "--storage-path"},
+          "run": {"storage_path": "--storage-path", "address": "--address"},
           "train": {"out": "--out"},
           "export": {"tolerance": "--tolerance", "opset": "--opset"}}
 

@@ -182,8 +182,9 @@ def title(metric: str) -> str:
 # --------------------------------------------------------------------------------- statuses
 COMPLETED, FAILED, STOPPED, INCOMPLETE, INFEASIBLE = "COMPLETED", "FAILED", "STOPPED", "INCOMPLETE", "INFEASIBLE"
 STATUSES = (COMPLETED, FAILED, STOPPED, INCOMPLETE, INFEASIBLE)
-# Statuses a trial never leaves within one search (Ray retries no trial: FailureConfig(max_failures=0)).
-FINAL_STATUSES = (COMPLETED, FAILED, INFEASIBLE, STOPPED)
+# Statuses a trial never leaves within one search. FAILED is not one: Ray retries a trial whose node
+# was lost (search.max_retries), from its last checkpoint.
+FINAL_STATUSES = (COMPLETED, INFEASIBLE, STOPPED)
 # How the search tells each final status to the Optuna study (an infeasible trial is COMPLETE, with
 # placeholder values and its constraint violations, which constrained samplers rank last).
 OPTUNA_STATES = {COMPLETED: "COMPLETE", INFEASIBLE: "COMPLETE", FAILED: "FAIL", STOPPED: "PRUNED"}
@@ -192,7 +193,10 @@ OPTUNA_STATES = {COMPLETED: "COMPLETE", INFEASIBLE: "COMPLETE", FAILED: "FAIL", 
 def trial_status(last: dict | None, error: str = "", stopped: bool = False, live: bool = True) -> str:
     """A trial's status from its last reported result, its error and its ``stopped`` marker.
 
-    - FAILED: it raised (``error.txt``);
+    The last result decides first: a trial that raised once (a lost node: ``error.txt`` stays) and
+    was retried from its checkpoint to its last epoch is COMPLETED.
+
+    - FAILED: it raised (``error.txt``) and its last result is not a final one;
     - INCOMPLETE: nothing reported yet, or (``live``: its search may still run it) still training;
     - INFEASIBLE: over a budget, so never trained;
     - COMPLETED: trained every epoch (``full_fidelity``; a trial of another tool, which does not
@@ -200,7 +204,8 @@ def trial_status(last: dict | None, error: str = "", stopped: bool = False, live
     - STOPPED: ended before its last epoch: a scheduler such as ASHA stopped it (``done``, or
       the marker), or, read after the search (``live=False``), it never got further.
     """
-    if error:
+    final = bool(last) and (last.get("full_fidelity") is True or last.get("feasible") is False)
+    if error and not final:
         return FAILED
     if not last:
         return INCOMPLETE
@@ -307,6 +312,23 @@ TRIAL_KEY = "optuna_trial"
 IN_RUN_DIR = "."  # run.json's storage_path when the Ray experiment is inside the run folder (moves with it)
 
 
+OBJECT_STORES = ("s3://", "gs://")  # through pyarrow's file systems, as Ray Tune itself writes them
+# In a run folder whose experiments live in object storage: each trial's small files (params.json,
+# result.json, error.txt, and remote.json naming its folder in the store), copied as the search runs.
+MIRROR = "experiments"
+
+
+def is_uri(storage: str | None) -> bool:
+    """``storage`` is an object-store location (``s3://bucket/path``, ``gs://...``), not a folder."""
+    return bool(storage) and str(storage).startswith(OBJECT_STORES)
+
+
+def experiment_storage(run_dir: Path, meta: dict) -> str:
+    """Where Ray keeps the run's experiments: an object-store URI, or a folder."""
+    storage = meta.get("storage_path")
+    return storage if is_uri(storage) else str(experiment_root(run_dir, meta))
+
+
 def experiment_root(run_dir: Path, meta: dict) -> Path:
     """The folder holding the run's Ray experiment, from run.json (``.`` means the run folder itself).
 
@@ -323,9 +345,11 @@ def experiment_root(run_dir: Path, meta: dict) -> Path:
 
 
 def experiment_folders(run_dir: Path, meta: dict) -> list[Path]:
-    """The run's Ray experiments, oldest first: one per time the search ran (its first run and each
-    resume), as run.json's ``segments`` lists them (runs before segments: ``experiment_name``)."""
-    root = experiment_root(run_dir, meta)
+    """The run's Ray experiments as folders to read, oldest first: one per time the search ran (its
+    first run and each resume), as run.json's ``segments`` lists them (runs before segments:
+    ``experiment_name``). Experiments in object storage are read from the run folder's copy
+    (:data:`MIRROR`)."""
+    root = run_dir / MIRROR if is_uri(meta.get("storage_path")) else experiment_root(run_dir, meta)
     return [root / name for name in meta.get("segments") or [meta.get("experiment_name", "ray")]]
 
 

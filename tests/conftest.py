@@ -1,9 +1,15 @@
 from __future__ import annotations
 
-import pytest
-import torch
+import os
 
-from speq_search.config import TrainConfig
+# Ray reads this when it is first imported: a single-node local instance, and the test clusters, then
+# bind every server to 127.0.0.1 (tests send traffic to loopback only).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from speq_search.config import TrainConfig  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

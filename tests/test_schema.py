@@ -80,6 +80,10 @@ def test_every_cost_the_library_computes_is_a_metric():
     ({"full_fidelity": False}, "", True, True, "STOPPED"),
     ({"full_fidelity": False}, "", False, False, "STOPPED"),
     ({"val_acc": 0.5}, "", False, True, "COMPLETED"),  # a trial of another tool
+    # a trial that lost its node and was retried to its last epoch: the result decides, not the error.txt left
+    ({"full_fidelity": True, "val_acc": 0.9}, "ActorUnavailableError: node died", False, True, "COMPLETED"),
+    ({"feasible": False, "full_fidelity": True}, "ActorUnavailableError: node died", False, False, "INFEASIBLE"),
+    ({"full_fidelity": False}, "ActorUnavailableError: node died", False, False, "FAILED"),
 ])
 def test_trial_status(last, error, stopped, live, status):
     assert schema.trial_status(last, error, stopped, live) == status

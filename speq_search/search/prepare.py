@@ -16,17 +16,26 @@ from speq_search.spec import SearchSpec, fields_of
 _FP_FIELDS = ("model.", "data.", "optim.fp_", "optim.optimizer", "optim.momentum", "optim.weight_decay", "seed")
 
 
-def absolute_paths(spec: SearchSpec) -> SearchSpec:
-    """Trials run in other folders (and machines): make file paths absolute."""
-    changes = {}
-    if spec.train.data.data_dir:
-        changes["data.data_dir"] = str(Path(spec.train.data.data_dir).expanduser().resolve())
-    if spec.train.fp_checkpoint:
-        changes["fp_checkpoint"] = str(Path(spec.train.fp_checkpoint).expanduser().resolve())
+def absolute_paths(spec: SearchSpec, shared_folder: str | None = None) -> SearchSpec:
+    """Trials run in other folders (and machines): make every path a trial reads absolute.
+
+    ``shared_folder``: on a cluster, the experiments' shared storage folder, where the float-model
+    cache goes unless ``fp_cache_dir`` is set (each node would otherwise train its own copy).
+    """
+    train, changes = spec.train, {}
+    if train.data.data_dir:
+        changes["data.data_dir"] = str(Path(train.data.data_dir).expanduser().resolve())
+    if train.fp_checkpoint:
+        changes["fp_checkpoint"] = str(Path(train.fp_checkpoint).expanduser().resolve())
+    if train.cost_model and Path(train.cost_model).expanduser().is_file():  # a file, not a shipped table's name
+        changes["cost_model"] = str(Path(train.cost_model).expanduser().resolve())
     from speq_search.train import fp_cache_dir
 
-    changes["fp_cache_dir"] = str(fp_cache_dir(spec.train).resolve())
-    return dataclasses.replace(spec, train=spec.train.replace(**changes))
+    if shared_folder and not train.fp_cache_dir:
+        changes["fp_cache_dir"] = str(Path(shared_folder) / "fp-cache")
+    else:
+        changes["fp_cache_dir"] = str(fp_cache_dir(train).resolve())
+    return dataclasses.replace(spec, train=train.replace(**changes))
 
 
 def serialise_state(state_dict: dict) -> bytes:

@@ -3,6 +3,8 @@ rewritten, and a stop once more trials failed than the space allows."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -18,15 +20,32 @@ class Progress:
     """Counts trials, prints progress, rewrites the run's files; :attr:`callback` and :attr:`stopper`
     are what the Tuner is given."""
 
-    def __init__(self, spec: SearchSpec, run_dir: Path, experiments: list, reference: dict, log, total: int):
+    def __init__(self, spec: SearchSpec, run_dir: Path, experiments: list, reference: dict, log, total: int,
+                 mirror: tuple[Path, str] | None = None):
         self.spec, self.run_dir, self.experiments, self.reference = spec, run_dir, experiments, reference
         self.log, self.total, self.failures, self.t0 = log, total, 0, time.time()
+        # Experiments in object storage: (the run folder's copy of this segment, the store's scheme)
+        self.mirror = mirror
         self.last_line = ""
         self.table = TrialTable()  # rows kept between refreshes: each reads only the trials that changed
         self.callback, self.stopper = _Callback(self), _Stopper(self)
 
+    def copy_trial(self, trial) -> None:
+        """Experiments in object storage: copy ``trial``'s small files from where this driver writes them
+        (Ray's staging folder, gone when the search ends) into the run folder (:data:`schema.MIRROR`)."""
+        if self.mirror is None or not trial.local_path:
+            return
+        folder, scheme = self.mirror
+        source, target = Path(trial.local_path), folder / Path(trial.local_path).name
+        target.mkdir(parents=True, exist_ok=True)
+        for name in schema.TRIAL_FILES:
+            if (source / name).exists():
+                shutil.copyfile(source / name, target / name)
+        (target / "remote.json").write_text(json.dumps({"uri": f"{scheme}://{trial.path}"}) + "\n")
+
     def update(self, trials, trial, failed: bool) -> None:
         """After ``trial`` ended (``failed``: it raised): the files and the progress line."""
+        self.copy_trial(trial)
         if failed:
             self.failures += 1
         # The trial that just ended still reads RUNNING while its callback runs.
@@ -60,6 +79,9 @@ class Progress:
 class _Callback(Callback):
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: D102
+        self.progress.copy_trial(trial)  # the curves of running trials (a result behind: Ray's logger writes after)
 
     def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: D102
         self.progress.update(trials, trial, failed=False)

@@ -9,6 +9,7 @@ checkpoint of its earlier one where there is one, and tells the study once.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from speq_search import schema
@@ -48,9 +49,15 @@ def latest_folders(experiments: list[Path]) -> dict[int, schema.TrialFolder]:
 
 
 def last_checkpoint(folder: schema.TrialFolder | None) -> str | None:
-    """The newest checkpoint a trial folder holds that a trial can resume from, else ``None``."""
+    """The newest checkpoint a trial folder holds that a trial can resume from (a folder, or the URI
+    of one in object storage for the run folder's copy of a trial), else ``None``."""
     if folder is None:
         return None
+    if (folder.path / "remote.json").exists():
+        from speq_search.search.folder import remote_checkpoints
+
+        newest = remote_checkpoints(json.loads((folder.path / "remote.json").read_text())["uri"])
+        return newest[0] if newest else None
     for candidate in sorted(folder.path.glob("checkpoint_*"), reverse=True):
         if (candidate / "checkpoint.pt").exists():
             return str(candidate)

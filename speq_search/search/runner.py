@@ -8,6 +8,7 @@ that any number of runs share one storage folder). Resuming reads the study and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 from speq_search import schema
 from speq_search.errors import ConfigError
 from speq_search.files import atomic_write
+from speq_search.search.cluster import check_nodes
 from speq_search.search.folder import RunLock, storage_root
 from speq_search.search.prepare import absolute_paths, prepare_fp, sensitivity_seed, shared_fp_state
 from speq_search.search.resources import check_resources, local_resources
@@ -54,31 +56,49 @@ def run_search(spec: SearchSpec, run_dir: str | Path, opts: RunOptions | None = 
     opts = opts or RunOptions()
     run_dir = Path(run_dir).resolve()
     check_address(opts.address)
-    storage = storage_root(opts.storage_path)  # an unwritable folder fails before anything starts
+    storage = storage_root(opts.storage_path)  # an unwritable folder or bucket fails before anything starts
     opts.loggers = check_loggers(opts.loggers, opts.mlflow_uri)  # so does a logger that cannot log
     log = _log(opts)
     if not opts.address:
         check_resources(spec, local_resources(), None, log)  # before the float model trains
-    spec = absolute_paths(spec)
     with RunLock(run_dir) as lock:
         if (run_dir / "run.json").exists():
             raise ConfigError("name", str(run_dir), "a new run folder (this one holds a search: resume it to "
                               "continue it)")
         try:
-            fp_state, reference, chance = prepare_fp(spec, log)
-            dump_space(spec, run_dir / "space.yaml")
-            meta = {"experiment_name": experiment_name(run_dir, storage), "segments": [],
-                    "storage_path": storage, "address": opts.address, "reference": reference, "chance_acc": chance,
-                    "fp_shared": fp_state is not None, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
-            if spec.per_layer.get("sensitivity"):
-                meta["sensitivity_seed"] = sensitivity_seed(spec, run_dir, log)
-            if fp_state is not None:
-                (run_dir / "fp_model.pt").write_bytes(fp_state)
-            atomic_write(run_dir / "run.json", json.dumps(meta, indent=2) + "\n")
-            return _execute(spec, run_dir, meta, fp_state, opts, [], 0, started=lock.keep)
+            with _cluster_session(spec, opts, log) as session:
+                folder = str(run_dir) if storage == schema.IN_RUN_DIR else storage
+                spec = absolute_paths(spec, folder if session and not schema.is_uri(storage) else None)
+                if session:
+                    check_nodes(folder, spec.train, log)  # before the float model trains
+                meta, fp_state = _start_run(spec, run_dir, storage, opts, log)
+                return _execute(spec, run_dir, meta, fp_state, opts, [], 0, started=lock.keep, session=session)
         except BaseException:
             lock.discard()  # only while no trial has started: _execute disarms it once one may have
             raise
+
+
+def _cluster_session(spec: SearchSpec, opts: RunOptions, log):
+    """On a cluster, the Ray session opens first: the nodes are checked before anything trains."""
+    from speq_search.search.session import RaySession
+
+    return RaySession(spec, opts.address, opts.verbose, log) if opts.address else contextlib.nullcontext()
+
+
+def _start_run(spec: SearchSpec, run_dir: Path, storage: str, opts: RunOptions, log) -> tuple[dict, bytes | None]:
+    """The float model, space.yaml, sensitivity.csv and run.json of a new run; returns run.json's content
+    and the shared float model (serialised; None when each trial trains its own)."""
+    fp_state, reference, chance = prepare_fp(spec, log)
+    dump_space(spec, run_dir / "space.yaml")
+    meta = {"experiment_name": experiment_name(run_dir, storage), "segments": [], "storage_path": storage,
+            "address": opts.address, "reference": reference, "chance_acc": chance, "fp_shared": fp_state is not None,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if spec.per_layer.get("sensitivity"):
+        meta["sensitivity_seed"] = sensitivity_seed(spec, run_dir, log)
+    if fp_state is not None:
+        (run_dir / "fp_model.pt").write_bytes(fp_state)
+    atomic_write(run_dir / "run.json", json.dumps(meta, indent=2) + "\n")
+    return meta, fp_state
 
 
 def resume_search(run_dir: str | Path, opts: RunOptions | None = None) -> dict:
@@ -107,8 +127,11 @@ def resume_search(run_dir: str | Path, opts: RunOptions | None = None) -> dict:
         if not opts.address:
             check_resources(spec, local_resources(), None, log)
         carried, asked = carried_trials(run_dir, spec, schema.experiment_folders(run_dir, meta))
-        fp_state = shared_fp_state(run_dir, spec, meta, log)
-        return _execute(spec, run_dir, meta, fp_state, opts, carried, asked, resumed=True)
+        with _cluster_session(spec, opts, log) as session:
+            if session:
+                check_nodes(schema.experiment_storage(run_dir, meta), spec.train, log)
+            fp_state = shared_fp_state(run_dir, spec, meta, log)
+            return _execute(spec, run_dir, meta, fp_state, opts, carried, asked, resumed=True, session=session)
 
 
 def experiment_name(run_dir: Path, storage: str) -> str:
@@ -143,9 +166,10 @@ def _new_segment(run_dir: Path, meta: dict) -> str:
 
 
 def _execute(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts: RunOptions, carried: list, asked: int,
-             resumed: bool = False, started=None) -> dict:
+             resumed: bool = False, started=None, session=None) -> dict:
     """Run what is missing (``carried`` trials, then new ones up to ``search.num_samples``) as a new
-    segment; ``started()`` is called once trials may have run (the folder is then kept)."""
+    segment, in ``session`` (else a Ray session opened here); ``started()`` is called once trials may
+    have run (the folder is then kept)."""
     from speq_search.search.progress import Progress
     from speq_search.search.session import RaySession
     from speq_search.search.tuner import make_tuner
@@ -160,12 +184,15 @@ def _execute(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts: RunOpt
             log(f"grid of {grid_size(spec)} points: running {total} of them (search.num_samples)")
     segment = _new_segment(run_dir, meta) if to_run else None
     experiments = schema.experiment_folders(run_dir, meta)
-    progress = Progress(spec, run_dir, experiments, meta["reference"], log, total)
+    mirror = None
+    if schema.is_uri(meta.get("storage_path")) and segment:
+        mirror = (experiments[-1], meta["storage_path"].split("://", 1)[0])
+    progress = Progress(spec, run_dir, experiments, meta["reference"], log, total, mirror)
     if to_run:
-        with RaySession(spec, opts.address, opts.verbose, log):
+        with contextlib.nullcontext() if session else RaySession(spec, opts.address, opts.verbose, log):
             warm = [] if resumed else list(spec.warm_start) + ([meta["sensitivity_seed"]] if meta.get("sensitivity_seed")
                                                                else [])
-            tuner = make_tuner(spec, run_dir, segment, str(schema.experiment_root(run_dir, meta)), fp_state, opts,
+            tuner = make_tuner(spec, run_dir, segment, schema.experiment_storage(run_dir, meta), fp_state, opts,
                                progress, to_run, carried, warm)
             if resumed:
                 log(f"resuming {run_dir}: {len(carried)} unfinished trial(s) continue, {to_run - len(carried)} new")

@@ -12,6 +12,7 @@ says where the instance really listens.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import secrets
@@ -23,6 +24,7 @@ from speq_search.errors import ConfigError
 from speq_search.spec import SearchSpec
 
 LOOPBACK = "127.0.0.1"
+OBJECT_STORE_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION")
 
 
 def auth_token() -> str:
@@ -67,6 +69,8 @@ class RaySession:
         from speq_search.plugins import runtime_env_for
 
         env = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0", "PYTHONUNBUFFERED": "1"}}
+        # Where the object store is (not who may use it: credentials stay in each node's own environment).
+        env["env_vars"].update({k: os.environ[k] for k in OBJECT_STORE_SETTINGS if os.environ.get(k)})
         plugins = runtime_env_for(self.spec.train.plugins)  # ship the plugins to every worker
         if plugins:
             env["py_modules"] = plugins["py_modules"]
@@ -85,6 +89,10 @@ class RaySession:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        # Tune's warnings about its own snapshots (their frequency, their syncing) flood a cluster run.
+        import logging
+
+        logging.getLogger("ray.tune").setLevel(logging.ERROR)
 
     def __enter__(self) -> RaySession:
         self._quiet()
@@ -107,8 +115,24 @@ class RaySession:
         import ray
 
         self.log(f"connecting to the Ray cluster at {self.address}")
-        ray.init(address=self.address, log_to_driver=self.verbose, runtime_env=self._runtime_env(),
-                 logging_level="ERROR" if not self.verbose else "INFO")
+        token_hint = ("a cluster whose token this machine has: RAY_AUTH_MODE=token and the cluster's token in "
+                      "RAY_AUTH_TOKEN or ~/.ray/auth_token")
+        with _c_stderr() as captured:  # Ray's C++ client logs every refused attempt there, for about 20 s
+            try:
+                ray.init(address=self.address, log_to_driver=self.verbose, runtime_env=self._runtime_env(),
+                         logging_level="ERROR" if not self.verbose else "INFO")
+                failure = None
+            except ray.exceptions.AuthenticationError as err:
+                failure = f"{token_hint} (Ray: {str(err).split('. ')[0]})"
+            except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
+                failure = ("the address of a running Ray cluster's head, HOST:PORT or auto "
+                           f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})")
+        if failure is not None:
+            if "InvalidAuthToken" in captured.text or "Unauthenticated" in captured.text:
+                failure = f"{token_hint} (the cluster refused this driver: it demands a token)"
+            raise ConfigError("address", self.address, failure)
+        if self.verbose:
+            sys.stderr.write(captured.text)
         self.started = True
         from speq_search.search.resources import check_resources
 
@@ -150,6 +174,29 @@ class RaySession:
             ray.shutdown()
         if self.temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+class _Captured:
+    text = ""
+
+
+@contextlib.contextmanager
+def _c_stderr():
+    """Inside, what is written to this process's standard error file (fd 2, where Ray's C++ code logs)
+    goes to a temporary file; its text is read into the yielded object on exit."""
+    captured = _Captured()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            captured.text = tmp.read().decode(errors="replace")
 
 
 def remove_stale_sessions() -> None:

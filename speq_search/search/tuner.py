@@ -39,8 +39,18 @@ def make_tuner(spec: SearchSpec, run_dir: Path, segment: str, storage: str, fp_s
             name=segment, storage_path=storage, verbose=0, stop=progress.stopper,
             callbacks=[progress.callback, *logger_callbacks(opts.loggers, run_dir, spec.name, opts.mlflow_uri, log)],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=tune.FailureConfig(max_failures=0)),
+            failure_config=tune.FailureConfig(max_failures=max_retries(spec, opts.address))),
     )
+
+
+CLUSTER_RETRIES = 2
+
+
+def max_retries(spec: SearchSpec, address: str | None) -> int:
+    """How often a trial that raised is retried from its last checkpoint: ``search.max_retries``, else
+    0 on a local instance (an error there is the trial's own) and 2 on a cluster (a node can be lost)."""
+    given = spec.search.max_retries
+    return given if given is not None else (CLUSTER_RETRIES if address else 0)
 
 
 def _scheduler(spec: SearchSpec):

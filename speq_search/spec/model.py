@@ -81,6 +81,8 @@ class SearchSettings:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_failures: int = 3
+    max_retries: int | None = None  # retries of a trial that raised (a lost node), from its last checkpoint;
+    # None: 0 on a local instance, 2 on a cluster (see speq_search.search.tuner)
     grace_period: int = 1  # asha: epochs before the first stop decision
     reduction_factor: int = 3  # asha
 

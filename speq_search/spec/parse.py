@@ -328,4 +328,6 @@ def _parse_search(entry: dict) -> SearchSettings:
                                  ("grace_period", 1, 100000, True), ("reduction_factor", 2, 100, True)):
         # an integral float (num_samples: 8.0) is the integer it is
         changes[key] = check_number(f"search.{key}", getattr(s, key), lo, hi, integer=integer)
+    if s.max_retries is not None:
+        changes["max_retries"] = check_number("search.max_retries", s.max_retries, 0, 100, integer=True)
     return dataclasses.replace(s, **changes)
