@@ -476,3 +476,18 @@ def test_report_draws_the_front_against_the_budget_axis_too(tmp_path, run_dir):
     write_report(runs, df, tmp_path / "rep", "avg_bits", log=lambda m: None)
     page = (tmp_path / "rep" / "report.html").read_text()
     assert "<h3>front-avg_bits</h3>" in page and "<h3>front</h3>" in page
+
+
+def test_report_front_table_shows_the_metrics_the_schema_shows(tmp_path):
+    from speq_search import schema
+    from speq_search.analysis.report import write_report
+
+    df = _trials().assign(latency_ms=lambda t: t.bitops / 1e6, macs=600_000)  # a cost table's metric; a hidden one
+    runs, all_trials = load_runs([write_run(tmp_path / "r", df)])
+    write_report(runs, all_trials, tmp_path / "rep", log=lambda m: None)
+    front = (tmp_path / "rep" / "report.md").read_text().split("### Pareto front")[1].split("###")[0]
+    header = [c.strip() for c in front.strip().splitlines()[0].strip("|").split("|")]
+    shown = [c for c in schema.shown_metrics() if c in df and c not in ("val_acc", "bitops")]
+    assert header[:3] == ["trial\\_id", "val\\_acc", "bitops"] and header[3:3 + len(shown)] == [
+        c.replace("_", "\\_") for c in shown]
+    assert "latency\\_ms" in header and "macs" not in header

@@ -49,11 +49,27 @@ def test_a_new_metric_is_one_entry(monkeypatch, tmp_path):
     assert "flash_kb" in schema.metric_columns() and "flash_kb" in schema.hidden_metrics()
     # and it reads in its unit wherever a person reads it: the search's progress line, the report
     from speq_search.analysis.plots import axis_title
-    from speq_search.analysis.report import format_value
+    from speq_search.schema import format_value
     from speq_search.search.runner import _cost_text
 
     assert _cost_text("flash_kb", 2048) == "2.0 KiB" and format_value("flash_kb", 2048) == "2.0 KiB"
     assert axis_title("flash_kb") == "flash (bytes)"
+
+
+def test_one_formatter_reads_each_unit_in_a_table_and_in_a_sentence():
+    from speq_search.search.runner import _cost_text
+
+    table = [("val_acc", 0.982), ("size_bytes", 27443), ("bitops", 15.4e6), ("macs", 2.5e9), ("avg_bits", 3.25),
+             ("params", 12345), ("latency_ms", 1.23456), ("trial_id", "a1"), ("feasible", True), ("bitops", float("nan"))]
+    assert [schema.format_value(m, v) for m, v in table] == [
+        "98.20 %", "26.8 KiB", "15.40 M", "2.50 G", "3.25", "12345", "1.235", "a1", "True", ""]
+    text = {"bitops": (15.4e6, "15.4 M BitOps"), "size_bytes": (27443, "26.8 KiB"), "avg_bits": (3.25, "3.25 avg bits"),
+            "params": (12345, "12.3 k params"), "macs": (2.5e9, "2.50 G MACs"), "latency_ms": (1.5, "1.5 latency ms")}
+    for metric, (value, expected) in text.items():
+        assert schema.format_value(metric, value, style="text") == expected == _cost_text(metric, value)
+    assert "M BitOps" in schema.format_value("bitops (run a)", 2e6, style="text")  # a comparison's column
+    with pytest.raises(ValueError, match="style"):
+        schema.format_value("bitops", 1.0, style="html")
 
 
 def test_every_accuracy_is_a_score_and_nothing_else_is():

@@ -6,6 +6,7 @@ on one figure. Nothing here needs Ray.
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -123,38 +124,16 @@ def md_escape(value: object) -> str:
     return _MD_LINE_START.sub(r"\\\1", _MD_SPECIAL.sub(r"\\\1", text))
 
 
-def format_value(column: str, v) -> str:
-    """A number as a person reads it in that column: accuracy in %, sizes in KiB, BitOps and MACs
-    in M or G, bits with two decimals; one format per column, so a column reads alike."""
-    if isinstance(v, (bool, np.bool_)):
-        return str(v)
-    if isinstance(v, (int, np.integer)):
-        v = float(v)
-    if not isinstance(v, (float, np.floating)):
-        return md_escape(v)
-    if pd.isna(v):
-        return ""
-    base = column.split(" (")[0]  # "val_acc (run a)" in a comparison
-    if schema.is_score(base) and 0 <= v <= 1:
-        return f"{100 * v:.2f} %"
-    unit = schema.unit(base)
-    if unit == "bytes":
-        return f"{v / 1024:.1f} KiB"
-    if unit in ("BitOps", "MACs"):
-        return f"{v / 1e9:.2f} G" if abs(v) >= 1e9 else f"{v / 1e6:.2f} M"
-    if unit == "bits":
-        return f"{v:.2f}"
-    if v.is_integer() and abs(v) < 1e15:
-        return str(int(v))
-    return format(v, ".4g")
+def _cell(column: str, v) -> str:
+    return schema.format_value(column, v) if isinstance(v, numbers.Number) else md_escape(v)
 
 
 def markdown_table(df: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table (pandas' to_markdown needs an extra package); text is
-    escaped, numbers formatted by column (:func:`format_value`)."""
+    escaped, numbers formatted by column (:func:`speq_search.schema.format_value`)."""
     columns = [str(c) for c in df.columns]
     lines = ["| " + " | ".join(md_escape(c) for c in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(format_value(c, v) for c, v in zip(columns, row)) + " |"
+    lines += ["| " + " | ".join(_cell(c, v) for c, v in zip(columns, row)) + " |"
               for row in df.itertuples(index=False)]
     return "\n".join(lines)
 
@@ -268,9 +247,10 @@ def comparison_table(reports: Sequence[RunReport]) -> pd.DataFrame:
 
 
 def _front_columns(rep: RunReport) -> list[str]:
+    """The trial, its objectives, the metrics a front table shows (:func:`speq_search.schema.shown_metrics`), its parameters."""
     metrics = [m for m, _ in rep.run.objectives]
-    extra = [c for c in ("test_acc", "avg_bits", "avg_w_bits", "avg_a_bits", "size_bytes", "bitops") if c in rep.front]
-    return list(dict.fromkeys(["trial_id", *metrics, *extra, *rep.run.params]))
+    shown = [c for c in schema.shown_metrics() if c in rep.front]
+    return list(dict.fromkeys(["trial_id", *metrics, *shown, *rep.run.params]))
 
 
 def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_metric: str = "avg_bits",
