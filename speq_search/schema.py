@@ -251,6 +251,26 @@ def trial_status(last: dict | None, error: str = "", stopped: bool = False, live
     return INCOMPLETE
 
 
+# What an Optuna trial state says of a trial's end, as the last result of a Ray trial would say it.
+# speq-search tells Optuna COMPLETE only at full fidelity (a trial of another tool: where it ended),
+# PRUNED for a trial stopped before its last epoch, FAIL for one that raised.
+_OPTUNA_ENDS = {"COMPLETE": {"full_fidelity": True}, "PRUNED": {"full_fidelity": False, "done": True}}
+
+
+def optuna_trial_status(state: str, constraints: dict[str, float] | None = None) -> str:
+    """A trial's status from its Optuna state's name and its constraint values, by :func:`trial_status`'s rule.
+
+    FAIL is FAILED, PRUNED is STOPPED, RUNNING and WAITING are INCOMPLETE; COMPLETE is COMPLETED,
+    or INFEASIBLE where a constraint value is above 0 (Optuna's feasibility: every value <= 0).
+    """
+    if state == "FAIL":
+        return trial_status(None, error=state)
+    last = dict(_OPTUNA_ENDS.get(state, {}))
+    if state == "COMPLETE" and any(v > 0 for v in (constraints or {}).values()):
+        last["feasible"] = False
+    return trial_status(last, live=True)
+
+
 # Columns of trials.csv besides the id, the status, the parameters and the metrics.
 TRIAL_COLUMNS = ("epochs_done", "epochs_total", "full_fidelity", "wall_time_s", "error", "trial_dir")
 

@@ -119,6 +119,44 @@ def test_the_search_and_the_analysis_read_trial_folders_alike(tmp_path):
                                   "a0000004": "STOPPED"}
 
 
+@pytest.mark.parametrize("state, constraints, status", [
+    ("COMPLETE", {}, "COMPLETED"), ("COMPLETE", {"bitops <= 8": 0.0}, "COMPLETED"),
+    ("COMPLETE", {"bitops <= 8": 0.25}, "INFEASIBLE"), ("FAIL", {}, "FAILED"), ("PRUNED", {}, "STOPPED"),
+    ("PRUNED", {"bitops <= 8": 0.25}, "STOPPED"), ("RUNNING", {}, "INCOMPLETE"), ("WAITING", None, "INCOMPLETE"),
+])
+def test_optuna_trial_status(state, constraints, status):
+    assert schema.optuna_trial_status(state, constraints) == status
+
+
+def test_the_study_and_the_trial_folders_give_each_trial_the_same_status(tmp_path):
+    """A run's study.db (as the search tells it) and its Ray trial folders read alike: completed,
+    failed, infeasible (over budget) and stopped trials."""
+    import optuna
+
+    from speq_search.search.optuna_searcher import SpeqOptunaSearch
+
+    ends = {  # each trial's last result (as its folder holds it) and its error
+        "a0000001": ({"val_acc": 0.9, "bitops": 4, "full_fidelity": True, "test_acc": 0.9}, ""),
+        "a0000002": ({"val_acc": 0.5, "bitops": 4, "full_fidelity": False}, "TrainingDiverged: loss became nan"),
+        "a0000003": ({"feasible": False, "full_fidelity": True, "bitops": 10}, ""),
+        "a0000004": ({"val_acc": 0.4, "bitops": 2, "full_fidelity": False, "done": True}, ""),
+    }
+    experiment = tmp_path / "ray"
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    searcher = SpeqOptunaSearch(space={"w_bits": optuna.distributions.CategoricalDistribution([2, 4])},
+                                metric=["val_acc", "bitops"], mode=["max", "min"], study_name="s",
+                                storage=optuna.storages.RDBStorage(url), sampler=optuna.samplers.RandomSampler(0),
+                                constraints=lambda result: {"bitops <= 8": (result["bitops"] - 8) / 8})
+    for n, (trial_id, (last, error)) in enumerate(ends.items(), start=1):
+        params = searcher.suggest(trial_id)
+        _trial(experiment, f"speq_trainable_{trial_id}_{n}_w_bits={params['w_bits']}_2026-11-30", params,
+               [{"trial_id": trial_id, **last}], error=error)
+        searcher.on_trial_complete(trial_id, last, error=bool(error))
+    folders = load_run(experiment).trials["status"].tolist()
+    study = load_run(url + "#s").trials["status"].tolist()
+    assert folders == study == ["COMPLETED", "FAILED", "INFEASIBLE", "STOPPED"]
+
+
 def test_layer_bits_round_trip():
     layers = {"features.0": (8, 8), "layer1.0.conv1": (2, 3), "fc": (8, 32)}
     text = schema.encode_layer_bits(layers)

@@ -24,9 +24,6 @@ from speq_search import schema
 from speq_search.errors import ConfigError, near_miss
 from speq_search.schema import STATUSES, decode_layer_bits, read_results, trial_folders
 
-_OPTUNA_STATUS = {"COMPLETE": schema.COMPLETED, "FAIL": schema.FAILED, "PRUNED": schema.STOPPED,
-                  "RUNNING": schema.INCOMPLETE, "WAITING": schema.INCOMPLETE}
-
 
 @dataclass
 class Run:
@@ -210,9 +207,7 @@ def _load_optuna(url: str, name: str | None, objectives) -> Run:
     rows, param_names = [], []
     for t in study.get_trials(deepcopy=False):
         param_names += [p for p in t.params if p not in param_names]
-        status = _OPTUNA_STATUS.get(t.state.name, t.state.name)
-        if status == schema.COMPLETED and any(c > 0 for c in t.constraints.values()):
-            status = schema.INFEASIBLE
+        status = schema.optuna_trial_status(t.state.name, t.constraints)
         values = dict(zip(metric_names, t.values)) if t.values else {m: np.nan for m in metric_names}
         user = {k: v for k, v in t.user_attrs.items() if isinstance(v, (int, float, str, bool))}
         rows.append({"trial_id": str(t.number), "status": status, **t.params, **user, **values})
