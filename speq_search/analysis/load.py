@@ -57,6 +57,16 @@ def completed_trials(df: pd.DataFrame) -> pd.DataFrame:
     return done
 
 
+def objective_mode(runs, metric: str) -> str:
+    """``max`` or ``min``: as the first of ``runs`` that has ``metric`` as an objective says, else
+    by the metric's kind (:func:`speq_search.schema.default_mode`)."""
+    for run in runs:
+        for m, d in run.objectives:
+            if m == metric:
+                return d
+    return schema.default_mode(metric)
+
+
 class LoadError(ConfigError):
     """A source that is not a run, lacks a column, or holds no trials."""
 
@@ -267,4 +277,4 @@ def learning_curves(run: Run, metric: str = "val_acc") -> pd.DataFrame:
 
 
 __all__ = ["STATUSES", "LoadError", "Run", "completed_trials", "expand_layer_bits", "learning_curves", "load_run",
-           "load_runs", "read_results", "require_columns", "trial_dirs"]
+           "load_runs", "objective_mode", "read_results", "require_columns", "trial_dirs"]

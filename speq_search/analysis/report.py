@@ -17,8 +17,9 @@ import pandas as pd
 
 from speq_search import schema
 from speq_search.analysis import plots
-from speq_search.analysis.load import LoadError, Run, learning_curves, require_columns
-from speq_search.analysis.pareto import best_under_budgets, box_hypervolume, front_rows, hypervolume, reference_values
+from speq_search.analysis.load import LoadError, Run, learning_curves, objective_mode, require_columns
+from speq_search.analysis.pareto import box_hypervolume, front_rows, hypervolume, reference_values
+from speq_search.analysis.select import budget_picks
 from speq_search.errors import ConfigError
 
 PLOT_KINDS = ("front", "parallel", "importance", "curves", "hypervolume", "sensitivity", "layer-bits")
@@ -34,14 +35,6 @@ def default_axes(runs: Sequence[Run]) -> tuple[str, str]:
     return x, y
 
 
-def _mode(runs: Sequence[Run], metric: str) -> str:
-    for run in runs:
-        for m, d in run.objectives:
-            if m == metric:
-                return d
-    return schema.default_mode(metric)
-
-
 def make_figure(runs: Sequence[Run], df: pd.DataFrame, kind: str = "front", x: str | None = None,
                 y: str | None = None, color: str | None = None, group: str | None = None):
     """The plotly figure ``kind`` of the runs (see :data:`PLOT_KINDS`)."""
@@ -55,7 +48,7 @@ def make_figure(runs: Sequence[Run], df: pd.DataFrame, kind: str = "front", x: s
         require_columns(df, [color], "color", plottable=False)
         require_columns(df, [group], "group", plottable=False)
         group = group or ("run" if len(runs) > 1 else None)
-        data = plots.front_data(df, x, y, _mode(runs, x), _mode(runs, y), group=group, color=color)
+        data = plots.front_data(df, x, y, objective_mode(runs, x), objective_mode(runs, y), group=group, color=color)
         if not any(f.x_front for f in data.fronts):
             raise LoadError("run", ", ".join(r.source for r in runs), f"completed trials with {x} and {y} to draw")
         title = " vs ".join(r.name for r in runs) if len(runs) > 1 else runs[0].name
@@ -205,26 +198,6 @@ def run_report(run: Run, budget_metric: str = "avg_bits", budgets: Sequence[floa
             budgets = default_budgets(done[budget_metric].astype(float))
         best = budget_picks(run, budget_metric, budgets)
     return RunReport(run, front, best, hv, reference, plots.importance_data(run))
-
-
-def budget_picks(run: Run, budget_metric: str, budgets: Sequence[float]) -> pd.DataFrame:
-    """The best completed trial under each budget ``budget_metric <= b``: one row per budget (NaN
-    where none meets it, with a ``note`` naming the cheapest trial's cost).
-
-    The score is the run's accuracy objective (else its first); ties go to the trial not dominated
-    on the other objectives (:func:`best_under_budgets`). The report's budget table and
-    ``speq-search export --budget`` pick by this one rule.
-    """
-    metrics = [m for m, _ in run.objectives]
-    done = run.completed.dropna(subset=metrics)
-    require_columns(done, [budget_metric], "budget metric")
-    score = next((m for m in metrics if schema.is_score(m)), metrics[0])
-    best = best_under_budgets(done, budget_metric, budgets, score, _mode([run], score),
-                              others=[o for o in run.objectives if o[0] != score])
-    cheapest = float(done[budget_metric].min()) if len(done) else float("nan")
-    best["note"] = ["" if cheapest <= b else f"no trial meets it: the cheapest has {budget_metric} {cheapest:.4g}"
-                    for b in best["budget"]]
-    return best
 
 
 def comparison_table(reports: Sequence[RunReport]) -> pd.DataFrame:
