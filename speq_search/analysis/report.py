@@ -26,7 +26,6 @@ from speq_search.analysis.select import budget_picks
 DEFAULT_BUDGETS = (2.0, 3.0, 4.0, 8.0)
 FEW_TRIALS = 10  # fewer completed trials than this: the importance table says its estimate is rough
 
-
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#!|~])")
 _MD_LINE_START = re.compile(r"^(\d+\.|[-+>=])")  # a list, quote or heading underline where a line begins
 
