@@ -191,7 +191,7 @@ def format_value(metric: str, value: object, style: str = "table") -> str:
     """
     if style not in ("table", "text"):
         raise ValueError(f"format_value: style 'table' or 'text', not {style!r}")
-    if isinstance(value, bool) or type(value).__name__ == "bool_" or not isinstance(value, numbers.Real):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy's bool is no Real either
         return str(value)
     v = float(value)
     if v != v:
