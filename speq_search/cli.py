@@ -102,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "follows --out: .html (self-contained), .png, .svg or .pdf (need Chromium; without it "
                           "the HTML is written instead).")
     plot.add_argument("runs", nargs="+", metavar="RUN_DIR", help=sources_help)
-    plot.add_argument("--kind", default="front", help="front | parallel | importance | curves | hypervolume | "
-                      "sensitivity | layer-bits")
+    from speq_search.analysis.figures import FIGURES  # the kinds only: no pandas, no plotly
+
+    plot.add_argument("--kind", default="front", help=f"the figure: {FIGURES.choices()} (default: front)")
     plot.add_argument("--x", help="cost axis: avg_bits, avg_w_bits, avg_a_bits, size_bytes, bitops... "
                       "(default: the run's cost objective)")
     plot.add_argument("--y", help="accuracy axis: val_acc or test_acc (default: the run's accuracy objective)")

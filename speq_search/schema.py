@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 import re
 from dataclasses import dataclass
@@ -150,6 +151,11 @@ def hidden_metrics() -> tuple[str, ...]:
     return _names(lambda m: not m.shown)
 
 
+def shown_metrics() -> tuple[str, ...]:
+    """Metrics a front table shows (the one ``speq-search run`` prints, the report's), in this order."""
+    return _names(lambda m: m.shown)
+
+
 def stored_metrics() -> tuple[str, ...]:
     """Metrics kept in the Optuna study's trial attributes."""
     return _names(lambda m: m.stored)
@@ -171,6 +177,41 @@ def unit(metric: str) -> str:
     """How a value of ``metric`` reads (see :attr:`Metric.unit`); ``""`` for names not listed."""
     m = METRICS.get(metric.split(" (")[0])
     return m.unit if m is not None else ""
+
+
+def format_value(metric: str, value: object, style: str = "table") -> str:
+    """A value of ``metric`` as a person reads it, by the metric's unit (:attr:`Metric.unit`).
+
+    ``style="table"``, in a column headed by the metric, one format per column: an accuracy in
+    % (``98.20 %``), bytes in KiB (``26.8 KiB``), BitOps and MACs in M or G (``15.40 M``), bits
+    with two decimals (``3.25``), a whole number as it is, anything else to 4 digits.
+    ``style="text"``, in a sentence, the unit said: ``15.4 M BitOps``, ``26.8 KiB``,
+    ``12.3 k params``, ``3.25 avg bits`` (the metric's name in words when it has no unit).
+    A NaN is ``""``; what is not a number (a name, a flag) is ``str(value)``.
+    """
+    if style not in ("table", "text"):
+        raise ValueError(f"format_value: style 'table' or 'text', not {style!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy's bool is no Real either
+        return str(value)
+    v = float(value)
+    if v != v:
+        return ""
+    base = metric.split(" (")[0]  # "val_acc (run a)": a column of a comparison
+    kind = unit(base)
+    if is_score(base) and 0 <= v <= 1:
+        return f"{100 * v:.2f} %"
+    if kind == "bytes":
+        return f"{v / 1024:.1f} KiB"
+    if kind in ("BitOps", "MACs"):
+        big, scaled = ("G", v / 1e9) if abs(v) >= 1e9 else ("M", v / 1e6)
+        return f"{scaled:.2f} {big}" if style == "table" else f"{scaled:.{2 if big == 'G' else 1}f} {big} {kind}"
+    if style == "text":
+        return f"{v / 1e3:.1f} k params" if kind == "params" else f"{v:.4g} {base.replace('_', ' ')}"
+    if kind == "bits":
+        return f"{v:.2f}"
+    if v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return format(v, ".4g")
 
 
 def title(metric: str) -> str:
@@ -216,6 +257,26 @@ def trial_status(last: dict | None, error: str = "", stopped: bool = False, live
     if last.get("done") or stopped or not live:
         return STOPPED
     return INCOMPLETE
+
+
+# What an Optuna trial state says of a trial's end, as the last result of a Ray trial would say it.
+# speq-search tells Optuna COMPLETE only at full fidelity (a trial of another tool: where it ended),
+# PRUNED for a trial stopped before its last epoch, FAIL for one that raised.
+_OPTUNA_ENDS = {"COMPLETE": {"full_fidelity": True}, "PRUNED": {"full_fidelity": False, "done": True}}
+
+
+def optuna_trial_status(state: str, constraints: dict[str, float] | None = None) -> str:
+    """A trial's status from its Optuna state's name and its constraint values, by :func:`trial_status`'s rule.
+
+    FAIL is FAILED, PRUNED is STOPPED, RUNNING and WAITING are INCOMPLETE; COMPLETE is COMPLETED,
+    or INFEASIBLE where a constraint value is above 0 (Optuna's feasibility: every value <= 0).
+    """
+    if state == "FAIL":
+        return trial_status(None, error=state)
+    last = dict(_OPTUNA_ENDS.get(state, {}))
+    if state == "COMPLETE" and any(v > 0 for v in (constraints or {}).values()):
+        last["feasible"] = False
+    return trial_status(last, live=True)
 
 
 # Columns of trials.csv besides the id, the status, the parameters and the metrics.

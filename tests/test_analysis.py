@@ -302,7 +302,9 @@ def test_plot_overlay_and_errors(tmp_path, capsys):
 
 
 def test_image_asked_for_without_a_browser_writes_html_and_fails_in_one_line(run_dir, monkeypatch, capsys):
-    monkeypatch.setattr(plots, "browser_path", lambda: None)
+    from speq_search.analysis.figures import files
+
+    monkeypatch.setattr(files, "browser_path", lambda: None)
     assert main(["plot", str(run_dir), "--out", str(run_dir / "front.png")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "plotly_get_chrome" in err and "BROWSER_PATH" in err
@@ -476,3 +478,102 @@ def test_report_draws_the_front_against_the_budget_axis_too(tmp_path, run_dir):
     write_report(runs, df, tmp_path / "rep", "avg_bits", log=lambda m: None)
     page = (tmp_path / "rep" / "report.html").read_text()
     assert "<h3>front-avg_bits</h3>" in page and "<h3>front</h3>" in page
+
+
+def test_report_front_table_shows_the_metrics_the_schema_shows(tmp_path):
+    from speq_search import schema
+    from speq_search.analysis.report import write_report
+
+    df = _trials().assign(latency_ms=lambda t: t.bitops / 1e6, macs=600_000)  # a cost table's metric; a hidden one
+    runs, all_trials = load_runs([write_run(tmp_path / "r", df)])
+    write_report(runs, all_trials, tmp_path / "rep", log=lambda m: None)
+    front = (tmp_path / "rep" / "report.md").read_text().split("### Pareto front")[1].split("###")[0]
+    header = [c.strip() for c in front.strip().splitlines()[0].strip("|").split("|")]
+    shown = [c for c in schema.shown_metrics() if c in df and c not in ("val_acc", "bitops")]
+    assert header[:3] == ["trial\\_id", "val\\_acc", "bitops"] and header[3:3 + len(shown)] == [
+        c.replace("_", "\\_") for c in shown]
+    assert "latency\\_ms" in header and "macs" not in header
+
+
+# --- figures: the registry, infeasible trials ---------------------------------------------------
+
+def _with_infeasible(df: pd.DataFrame) -> pd.DataFrame:
+    """Two trials over a budget (never trained): costs, no accuracy."""
+    over = df.iloc[:2].assign(trial_id=["b0000001", "b0000002"], status="INFEASIBLE", val_acc=np.nan, test_acc=np.nan,
+                              bitops=[200_000_000, 300_000_000], feasible=False, constraint_violation=[0.5, 1.25])
+    return pd.concat([df, over], ignore_index=True)
+
+
+def test_front_data_draws_infeasible_trials_apart_at_their_cost(tmp_path):
+    df = load_run(write_run(tmp_path / "r", _with_infeasible(_trials()))).trials
+    data = plots.front_data(df, "bitops", "val_acc")
+    assert data.infeasible.x == [200_000_000.0, 300_000_000.0]  # at their cost, never on a front
+    assert all("constraint_violation:" in h for h in data.infeasible.hover)
+    (front,) = data.fronts
+    assert len(front.x_front) + len(front.x_dominated) == 13 and max(front.x_front + front.x_dominated) < 200_000_000
+    assert data.log_x and not plots.front_data(_trials(), "bitops", "val_acc").log_x  # the axis holds them too
+    fig = plots.render_fronts(data)
+    (grey,) = [t for t in fig.data if t.name == "infeasible (over budget)"]
+    assert list(grey.x) == data.infeasible.x and grey.yaxis == "y2"  # a strip of its own below the accuracy axis
+    assert fig.layout.xaxis.anchor == "y2" and fig.layout.yaxis2.domain[1] < fig.layout.yaxis.domain[0]
+    grouped = plots.front_data(df, "bitops", "val_acc", group="method")
+    assert sorted(grouped.infeasible.x) == data.infeasible.x and all(h.startswith("method: ") or "method:" in h
+                                                                    for h in grouped.infeasible.hover)
+    assert plots.front_data(_trials(), "bitops", "val_acc").infeasible.x == []  # none: no strip
+    assert "yaxis2" not in plots.render_fronts(plots.front_data(_trials(), "bitops", "val_acc")).to_plotly_json()["layout"]
+
+
+def test_the_plot_command_draws_the_run_figure_with_its_infeasible_trials(tmp_path):
+    run = write_run(tmp_path / "r", _with_infeasible(_trials()))
+    assert main(["plot", str(run), "--out", str(tmp_path / "front.html")]) == 0
+    assert "infeasible (over budget)" in (tmp_path / "front.html").read_text()
+
+
+def test_figure_kinds_are_one_registry_whose_listing_imports_no_pandas():
+    import subprocess
+    import sys
+
+    from speq_search.analysis.figures import FIGURES
+
+    assert FIGURES.names() == ("front", "parallel", "importance", "curves", "hypervolume", "sensitivity", "layer-bits")
+    for entry in FIGURES:
+        assert callable(entry.obj.data_fn) and callable(entry.obj.render_fn) and entry.description
+    code = ("import sys; from speq_search.cli import build_parser; build_parser(); "
+            "from speq_search.analysis.figures import FIGURES; FIGURES.choices(); "
+            "assert not {'pandas', 'plotly', 'numpy'} & set(sys.modules), sorted(sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-1000:]
+
+
+def test_every_kind_draws_from_its_data_and_an_unknown_kind_lists_the_registry(run_dir, capsys):
+    from speq_search.analysis.figures import FIGURES, FigureRequest
+    from speq_search.errors import ConfigError
+
+    runs, df = load_runs([run_dir])
+    request = FigureRequest("bitops", "val_acc")
+    for kind in ("front", "parallel", "importance", "curves", "hypervolume"):
+        figure = FIGURES.get(kind).obj
+        data = figure.data_fn(runs, df, request)
+        assert isinstance(data, tuple) and hasattr(data, "_fields")  # a NamedTuple of what to draw
+        assert len(figure.render_fn(data).data) >= 1
+    with pytest.raises(ConfigError, match="layer_bits column"):  # no per-layer bits in this run
+        FIGURES.get("layer-bits").obj.data_fn(runs, df, request)
+    with pytest.raises(ConfigError, match=r"^kind: .*front \| parallel .*layer-bits \(did you mean front\?\)"):
+        make_figure(runs, df, "fronts")
+    assert main(["plot", str(run_dir), "--kind", "pie"]) == 2
+    assert f"--kind: got 'pie'; accepted: {FIGURES.choices()}" in capsys.readouterr().err
+    from speq_search.cli import build_parser
+
+    (commands,) = [a for a in build_parser()._actions if a.dest == "command"]
+    (kind,) = [a for a in commands.choices["plot"]._actions if a.dest == "kind"]
+    assert FIGURES.choices() in kind.help  # the help is the registry's list
+
+
+def test_curves_data_labels_trials_by_their_parameters_and_colours_them_by_a_cost(run_dir):
+    runs, _ = load_runs([run_dir])
+    data = plots.curves_data(runs)
+    assert data.metric == "val_acc" and len(data.curves) == 13 * 3
+    label = data.labels[("synthetic", "a0000000")]
+    assert label.startswith("w_bits=") and "method=" in label and "p_high=" in label
+    cost, values = data.color_by
+    assert cost == "bitops" and values[("synthetic", "a0000000")] == float(_trials().bitops[0])

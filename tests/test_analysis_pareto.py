@@ -61,6 +61,14 @@ def test_duplicates_share_their_fate(case):
                 assert mask[i] == mask[j]
 
 
+def test_rows_with_an_infinity_are_never_on_the_front_and_dominate_nothing():
+    # A cost of -inf (minimised) would dominate every row, an accuracy of +inf likewise: such a
+    # row is a broken measurement, left out as a NaN row is.
+    values = np.array([[0.9, 1.0], [0.95, -np.inf], [np.inf, 2.0], [0.8, 0.5]])
+    assert pareto_mask(values, ["max", "min"]).tolist() == [True, False, False, True]
+    assert pareto_mask(np.array([[np.inf, 1.0]]), ["max", "min"]).tolist() == [False]
+
+
 def test_hypervolume_two_objectives_by_hand():
     # losses: (1 - acc, bits / 32) = (0.1, 0.125) and (0.2, 0.0625)
     values = np.array([[0.9, 4.0], [0.8, 2.0]])

@@ -49,11 +49,27 @@ def test_a_new_metric_is_one_entry(monkeypatch, tmp_path):
     assert "flash_kb" in schema.metric_columns() and "flash_kb" in schema.hidden_metrics()
     # and it reads in its unit wherever a person reads it: the search's progress line, the report
     from speq_search.analysis.plots import axis_title
-    from speq_search.analysis.report import format_value
+    from speq_search.schema import format_value
     from speq_search.search.progress import cost_text as _cost_text
 
     assert _cost_text("flash_kb", 2048) == "2.0 KiB" and format_value("flash_kb", 2048) == "2.0 KiB"
     assert axis_title("flash_kb") == "flash (bytes)"
+
+
+def test_one_formatter_reads_each_unit_in_a_table_and_in_a_sentence():
+    from speq_search.search.progress import cost_text as _cost_text
+
+    table = [("val_acc", 0.982), ("size_bytes", 27443), ("bitops", 15.4e6), ("macs", 2.5e9), ("avg_bits", 3.25),
+             ("params", 12345), ("latency_ms", 1.23456), ("trial_id", "a1"), ("feasible", True), ("bitops", float("nan"))]
+    assert [schema.format_value(m, v) for m, v in table] == [
+        "98.20 %", "26.8 KiB", "15.40 M", "2.50 G", "3.25", "12345", "1.235", "a1", "True", ""]
+    text = {"bitops": (15.4e6, "15.4 M BitOps"), "size_bytes": (27443, "26.8 KiB"), "avg_bits": (3.25, "3.25 avg bits"),
+            "params": (12345, "12.3 k params"), "macs": (2.5e9, "2.50 G MACs"), "latency_ms": (1.5, "1.5 latency ms")}
+    for metric, (value, expected) in text.items():
+        assert schema.format_value(metric, value, style="text") == expected == _cost_text(metric, value)
+    assert "M BitOps" in schema.format_value("bitops (run a)", 2e6, style="text")  # a comparison's column
+    with pytest.raises(ValueError, match="style"):
+        schema.format_value("bitops", 1.0, style="html")
 
 
 def test_every_accuracy_is_a_score_and_nothing_else_is():
@@ -105,6 +121,44 @@ def test_the_search_and_the_analysis_read_trial_folders_alike(tmp_path):
     analysis = load_run(experiment).trials.set_index("trial_id")["status"].to_dict()
     assert search == analysis == {"a0000001": "COMPLETED", "a0000002": "FAILED", "a0000003": "INFEASIBLE",
                                   "a0000004": "STOPPED"}
+
+
+@pytest.mark.parametrize("state, constraints, status", [
+    ("COMPLETE", {}, "COMPLETED"), ("COMPLETE", {"bitops <= 8": 0.0}, "COMPLETED"),
+    ("COMPLETE", {"bitops <= 8": 0.25}, "INFEASIBLE"), ("FAIL", {}, "FAILED"), ("PRUNED", {}, "STOPPED"),
+    ("PRUNED", {"bitops <= 8": 0.25}, "STOPPED"), ("RUNNING", {}, "INCOMPLETE"), ("WAITING", None, "INCOMPLETE"),
+])
+def test_optuna_trial_status(state, constraints, status):
+    assert schema.optuna_trial_status(state, constraints) == status
+
+
+def test_the_study_and_the_trial_folders_give_each_trial_the_same_status(tmp_path):
+    """A run's study.db (as the search tells it) and its Ray trial folders read alike: completed,
+    failed, infeasible (over budget) and stopped trials."""
+    import optuna
+
+    from speq_search.search.optuna_searcher import SpeqOptunaSearch
+
+    ends = {  # each trial's last result (as its folder holds it) and its error
+        "a0000001": ({"val_acc": 0.9, "bitops": 4, "full_fidelity": True, "test_acc": 0.9}, ""),
+        "a0000002": ({"val_acc": 0.5, "bitops": 4, "full_fidelity": False}, "TrainingDiverged: loss became nan"),
+        "a0000003": ({"feasible": False, "full_fidelity": True, "bitops": 10}, ""),
+        "a0000004": ({"val_acc": 0.4, "bitops": 2, "full_fidelity": False, "done": True}, ""),
+    }
+    experiment = tmp_path / "ray"
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    searcher = SpeqOptunaSearch(space={"w_bits": optuna.distributions.CategoricalDistribution([2, 4])},
+                                metric=["val_acc", "bitops"], mode=["max", "min"], study_name="s",
+                                storage=optuna.storages.RDBStorage(url), sampler=optuna.samplers.RandomSampler(0),
+                                constraints=lambda result: {"bitops <= 8": (result["bitops"] - 8) / 8})
+    for n, (trial_id, (last, error)) in enumerate(ends.items(), start=1):
+        params = searcher.suggest(trial_id)
+        _trial(experiment, f"speq_trainable_{trial_id}_{n}_w_bits={params['w_bits']}_2026-11-30", params,
+               [{"trial_id": trial_id, **last}], error=error)
+        searcher.on_trial_complete(trial_id, last, error=bool(error))
+    folders = load_run(experiment).trials["status"].tolist()
+    study = load_run(url + "#s").trials["status"].tolist()
+    assert folders == study == ["COMPLETED", "FAILED", "INFEASIBLE", "STOPPED"]
 
 
 def test_layer_bits_round_trip():

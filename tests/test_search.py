@@ -280,7 +280,7 @@ def test_export_a_trial_and_the_best_under_a_budget(tiny_run, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from speq_search.analysis.load import load_run
-    from speq_search.analysis.report import budget_picks
+    from speq_search.analysis.select import budget_picks
 
     run_dir, _ = tiny_run
     trials = read_run_csv(run_dir / "trials.csv")

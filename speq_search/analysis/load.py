@@ -24,9 +24,6 @@ from speq_search import schema
 from speq_search.errors import ConfigError, near_miss
 from speq_search.schema import STATUSES, decode_layer_bits, read_results, trial_folders
 
-_OPTUNA_STATUS = {"COMPLETE": schema.COMPLETED, "FAIL": schema.FAILED, "PRUNED": schema.STOPPED,
-                  "RUNNING": schema.INCOMPLETE, "WAITING": schema.INCOMPLETE}
-
 
 @dataclass
 class Run:
@@ -58,6 +55,16 @@ def completed_trials(df: pd.DataFrame) -> pd.DataFrame:
     if "full_fidelity" in done:
         done = done[done["full_fidelity"].fillna(True).astype(bool)]
     return done
+
+
+def objective_mode(runs, metric: str) -> str:
+    """``max`` or ``min``: as the first of ``runs`` that has ``metric`` as an objective says, else
+    by the metric's kind (:func:`speq_search.schema.default_mode`)."""
+    for run in runs:
+        for m, d in run.objectives:
+            if m == metric:
+                return d
+    return schema.default_mode(metric)
 
 
 class LoadError(ConfigError):
@@ -210,9 +217,7 @@ def _load_optuna(url: str, name: str | None, objectives) -> Run:
     rows, param_names = [], []
     for t in study.get_trials(deepcopy=False):
         param_names += [p for p in t.params if p not in param_names]
-        status = _OPTUNA_STATUS.get(t.state.name, t.state.name)
-        if status == schema.COMPLETED and any(c > 0 for c in t.constraints.values()):
-            status = schema.INFEASIBLE
+        status = schema.optuna_trial_status(t.state.name, t.constraints)
         values = dict(zip(metric_names, t.values)) if t.values else {m: np.nan for m in metric_names}
         user = {k: v for k, v in t.user_attrs.items() if isinstance(v, (int, float, str, bool))}
         rows.append({"trial_id": str(t.number), "status": status, **t.params, **user, **values})
@@ -272,4 +277,4 @@ def learning_curves(run: Run, metric: str = "val_acc") -> pd.DataFrame:
 
 
 __all__ = ["STATUSES", "LoadError", "Run", "completed_trials", "expand_layer_bits", "learning_curves", "load_run",
-           "load_runs", "read_results", "require_columns", "trial_dirs"]
+           "load_runs", "objective_mode", "read_results", "require_columns", "trial_dirs"]

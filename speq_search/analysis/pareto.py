@@ -1,9 +1,9 @@
-"""Pareto fronts and hypervolume for any mix of max/min objectives. Pure numpy; no plotting.
+"""Pareto fronts and hypervolume for any mix of max/min objectives: numpy and moocore; no plotting.
 
-Dominance is tested on values turned into "minimise" form. A point is on the front when no
-other point is at least as good in every objective and better in one: duplicates do not
-dominate each other, so both copies of a tied point stay on the front; rows with a NaN in
-any objective are never on it.
+Dominance is tested on values turned into "minimise" form (moocore's ``is_nondominated``). A
+point is on the front when no other point is at least as good in every objective and better in
+one: duplicates do not dominate each other, so both copies of a tied point stay on the front;
+rows with a NaN or an infinity in any objective are never on it.
 
 Reference-point rule (also what ``summary.json`` reports). Every objective is mapped to a
 "loss" in which 0 is ideal and 1 is the reference point:
@@ -36,40 +36,19 @@ def to_minimization(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
 
 
 def pareto_mask(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
-    """Boolean mask of the non-dominated rows of ``values`` (n_points x n_objectives)."""
+    """Boolean mask of the non-dominated rows of ``values`` (n_points x n_objectives).
+
+    moocore's ``is_nondominated`` on the minimisation form, keeping weakly non-dominated
+    duplicates (both copies of a tied front point stay); rows with a NaN or an infinity are
+    left out first, so they are never on the front and dominate nothing.
+    """
     loss = to_minimization(np.atleast_2d(values), modes)
-    n = loss.shape[0]
-    valid = ~np.isnan(loss).any(axis=1)
-    mask = valid.copy()
-    others = loss[valid]
-    rows = np.flatnonzero(valid)
-    if loss.shape[1] == 2:
-        mask[rows] = _non_dominated_2d(others)
-        return mask
-    # Every pair at once, a block of rows at a time (memory stays ~block x n x objectives).
-    block = max(1, 4_000_000 // max(len(others) * loss.shape[1], 1))
-    for start in range(0, len(rows), block):
-        points = loss[rows[start:start + block], None, :]
-        dominated = np.all(others <= points, axis=2) & np.any(others < points, axis=2)
-        mask[rows[start:start + block]] = ~dominated.any(axis=1)
-    return mask if n else np.zeros(0, dtype=bool)
+    mask = np.zeros(loss.shape[0], dtype=bool)
+    finite = np.isfinite(loss).all(axis=1)
+    if finite.any():
+        import moocore
 
-
-def _non_dominated_2d(loss: np.ndarray) -> np.ndarray:
-    """:func:`pareto_mask` of two minimised objectives in O(n log n): sorted by the first, a point
-    is non-dominated when its second beats every point with a smaller first and ties the best of
-    the points with an equal first (so duplicates of a front point all stay)."""
-    if len(loss) == 0:
-        return np.zeros(0, dtype=bool)
-    order = np.lexsort((loss[:, 1], loss[:, 0]))
-    first, second = loss[order, 0], loss[order, 1]
-    starts = np.flatnonzero(np.r_[True, first[1:] != first[:-1]])  # each run of equal firsts
-    group_best = np.minimum.reduceat(second, starts)  # sorted: the first of each run
-    before = np.r_[np.nan, np.minimum.accumulate(group_best)[:-1]]  # best second of smaller firsts (none: NaN)
-    sizes = np.diff(np.r_[starts, len(first)])
-    keep = (second == np.repeat(group_best, sizes)) & ~(np.repeat(before, sizes) <= second)
-    mask = np.empty(len(loss), dtype=bool)
-    mask[order] = keep
+        mask[finite] = moocore.is_nondominated(np.ascontiguousarray(loss[finite]), maximise=False, keep_weakly=True)
     return mask
 
 

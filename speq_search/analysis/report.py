@@ -1,11 +1,12 @@
-"""``speq-search plot`` and ``speq-search report``: figures and a Markdown/HTML report of runs.
+"""``speq-search report``: a Markdown/HTML report of runs (tables and figures).
 
-Both take one or more loaded runs (:mod:`speq_search.analysis.load`); several runs are drawn
-on one figure. Nothing here needs Ray.
+It takes one or more loaded runs (:mod:`speq_search.analysis.load`); several runs are drawn on
+one figure (:mod:`speq_search.analysis.figures`) and compared in a table. Nothing here needs Ray.
 """
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,98 +16,15 @@ import numpy as np
 import pandas as pd
 
 from speq_search import schema
-from speq_search.analysis import plots
-from speq_search.analysis.load import LoadError, Run, learning_curves, require_columns
-from speq_search.analysis.pareto import best_under_budgets, box_hypervolume, front_rows, hypervolume, reference_values
-from speq_search.errors import ConfigError
+from speq_search.analysis.figures import default_axes, make_figure
+from speq_search.analysis.figures.files import PLOTLYJS, ensure_plotlyjs, export_image, image_session
+from speq_search.analysis.figures.importance import importance_data
+from speq_search.analysis.load import LoadError, Run, require_columns
+from speq_search.analysis.pareto import box_hypervolume, front_rows, hypervolume, reference_values
+from speq_search.analysis.select import budget_picks
 
-PLOT_KINDS = ("front", "parallel", "importance", "curves", "hypervolume", "sensitivity", "layer-bits")
 DEFAULT_BUDGETS = (2.0, 3.0, 4.0, 8.0)
 FEW_TRIALS = 10  # fewer completed trials than this: the importance table says its estimate is rough
-
-
-def default_axes(runs: Sequence[Run]) -> tuple[str, str]:
-    """The first run's cost and accuracy objectives (else ``avg_bits`` and ``val_acc``)."""
-    objectives = runs[0].objectives if runs else []
-    x = next((m for m, _ in objectives if not schema.is_score(m)), "avg_bits")
-    y = next((m for m, _ in objectives if schema.is_score(m)), "val_acc")
-    return x, y
-
-
-def _mode(runs: Sequence[Run], metric: str) -> str:
-    for run in runs:
-        for m, d in run.objectives:
-            if m == metric:
-                return d
-    return schema.default_mode(metric)
-
-
-def make_figure(runs: Sequence[Run], df: pd.DataFrame, kind: str = "front", x: str | None = None,
-                y: str | None = None, color: str | None = None, group: str | None = None):
-    """The plotly figure ``kind`` of the runs (see :data:`PLOT_KINDS`)."""
-    if kind not in PLOT_KINDS:
-        raise ConfigError("kind", kind, " | ".join(PLOT_KINDS))
-    dx, dy = default_axes(runs)
-    x, y = x or dx, y or dy
-    if kind == "front":
-        require_columns(df, [x], "x")
-        require_columns(df, [y], "y")
-        require_columns(df, [color], "color", plottable=False)
-        require_columns(df, [group], "group", plottable=False)
-        group = group or ("run" if len(runs) > 1 else None)
-        data = plots.front_data(df, x, y, _mode(runs, x), _mode(runs, y), group=group, color=color)
-        if not any(f.x_front for f in data.fronts):
-            raise LoadError("run", ", ".join(r.source for r in runs), f"completed trials with {x} and {y} to draw")
-        title = " vs ".join(r.name for r in runs) if len(runs) > 1 else runs[0].name
-        return plots.render_fronts(data, f"{title}: {plots.axis_title(y)} against {plots.axis_title(x)}")
-    if kind == "parallel":
-        params = [p for r in runs for p in r.params]
-        objectives = list(dict.fromkeys([y or dy] + [m for r in runs for m, _ in r.objectives]))
-        return plots.render_parallel(plots.parallel_data(df, list(dict.fromkeys(params)), objectives))
-    if kind == "importance":
-        table = pd.concat([plots.importance_data(r).assign(objective=lambda t, r=r: _label(runs, r, t["objective"]))
-                           for r in runs], ignore_index=True)
-        if table.empty:
-            raise LoadError("run", runs[0].source, "three or more completed trials and searched parameters "
-                            "for an importance")
-        return plots.render_importance(table)
-    if kind == "curves":
-        metric = y or "val_acc"
-        curves = pd.concat([learning_curves(r, metric) for r in runs], ignore_index=True)
-        if curves.empty:
-            raise LoadError("run", runs[0].source, "a run with a Ray experiment folder (per-epoch results)")
-        labels, colors = {}, {}
-        cost = next((m for r in runs for m, _ in r.objectives if not schema.is_score(m)), None)
-        prefix = len(runs) > 1
-        for r in runs:
-            params = [p for p in r.params if p in r.trials][:6]
-            for _, t in r.trials.iterrows():
-                text = " ".join(f"{p}={t[p]:g}" if isinstance(t[p], float) else f"{p}={t[p]}" for p in params)
-                labels[(r.name, t["trial_id"])] = (f"{r.name}: " if prefix else "") + (text or str(t["trial_id"]))
-                if cost and cost in t and pd.notna(t[cost]):
-                    colors[(r.name, t["trial_id"])] = float(t[cost])
-        return plots.render_curves(curves, metric, labels=labels, color_by=(cost, colors) if colors else None)
-    if kind == "sensitivity":
-        run = next((r for r in runs if r.sensitivity is not None), None)
-        if run is None:
-            raise LoadError("run", runs[0].source, "a run folder with sensitivity.csv (per_layer: {sensitivity: true})")
-        return plots.render_sensitivity(run.sensitivity, f"{run.name}: per-layer sensitivity")
-    if kind == "layer-bits":
-        bits = plots.layer_bits_data(df, runs[0].objectives) if runs[0].objectives else None
-        if bits is None or bits.w_bits.empty:
-            raise LoadError("run", runs[0].source, "completed trials with a layer_bits column (searches since "
-                            "per-layer bits were added)")
-        return plots.render_layer_bits(bits)
-    table = pd.concat([plots.hypervolume_data(r) for r in runs], ignore_index=True)
-    if table.empty:
-        raise LoadError("run", runs[0].source, "completed trials and known objectives (a run folder or an "
-                        "Optuna storage)")
-    return plots.render_hypervolume(table)
-
-
-def _label(runs, run, objective):
-    return objective if len(runs) == 1 else run.name + ": " + objective
-
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#!|~])")
 _MD_LINE_START = re.compile(r"^(\d+\.|[-+>=])")  # a list, quote or heading underline where a line begins
@@ -123,38 +41,16 @@ def md_escape(value: object) -> str:
     return _MD_LINE_START.sub(r"\\\1", _MD_SPECIAL.sub(r"\\\1", text))
 
 
-def format_value(column: str, v) -> str:
-    """A number as a person reads it in that column: accuracy in %, sizes in KiB, BitOps and MACs
-    in M or G, bits with two decimals; one format per column, so a column reads alike."""
-    if isinstance(v, (bool, np.bool_)):
-        return str(v)
-    if isinstance(v, (int, np.integer)):
-        v = float(v)
-    if not isinstance(v, (float, np.floating)):
-        return md_escape(v)
-    if pd.isna(v):
-        return ""
-    base = column.split(" (")[0]  # "val_acc (run a)" in a comparison
-    if schema.is_score(base) and 0 <= v <= 1:
-        return f"{100 * v:.2f} %"
-    unit = schema.unit(base)
-    if unit == "bytes":
-        return f"{v / 1024:.1f} KiB"
-    if unit in ("BitOps", "MACs"):
-        return f"{v / 1e9:.2f} G" if abs(v) >= 1e9 else f"{v / 1e6:.2f} M"
-    if unit == "bits":
-        return f"{v:.2f}"
-    if v.is_integer() and abs(v) < 1e15:
-        return str(int(v))
-    return format(v, ".4g")
+def _cell(column: str, v) -> str:
+    return schema.format_value(column, v) if isinstance(v, numbers.Number) else md_escape(v)
 
 
 def markdown_table(df: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table (pandas' to_markdown needs an extra package); text is
-    escaped, numbers formatted by column (:func:`format_value`)."""
+    escaped, numbers formatted by column (:func:`speq_search.schema.format_value`)."""
     columns = [str(c) for c in df.columns]
     lines = ["| " + " | ".join(md_escape(c) for c in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(format_value(c, v) for c, v in zip(columns, row)) + " |"
+    lines += ["| " + " | ".join(_cell(c, v) for c, v in zip(columns, row)) + " |"
               for row in df.itertuples(index=False)]
     return "\n".join(lines)
 
@@ -225,27 +121,7 @@ def run_report(run: Run, budget_metric: str = "avg_bits", budgets: Sequence[floa
         if budgets is None:
             budgets = default_budgets(done[budget_metric].astype(float))
         best = budget_picks(run, budget_metric, budgets)
-    return RunReport(run, front, best, hv, reference, plots.importance_data(run))
-
-
-def budget_picks(run: Run, budget_metric: str, budgets: Sequence[float]) -> pd.DataFrame:
-    """The best completed trial under each budget ``budget_metric <= b``: one row per budget (NaN
-    where none meets it, with a ``note`` naming the cheapest trial's cost).
-
-    The score is the run's accuracy objective (else its first); ties go to the trial not dominated
-    on the other objectives (:func:`best_under_budgets`). The report's budget table and
-    ``speq-search export --budget`` pick by this one rule.
-    """
-    metrics = [m for m, _ in run.objectives]
-    done = run.completed.dropna(subset=metrics)
-    require_columns(done, [budget_metric], "budget metric")
-    score = next((m for m in metrics if schema.is_score(m)), metrics[0])
-    best = best_under_budgets(done, budget_metric, budgets, score, _mode([run], score),
-                              others=[o for o in run.objectives if o[0] != score])
-    cheapest = float(done[budget_metric].min()) if len(done) else float("nan")
-    best["note"] = ["" if cheapest <= b else f"no trial meets it: the cheapest has {budget_metric} {cheapest:.4g}"
-                    for b in best["budget"]]
-    return best
+    return RunReport(run, front, best, hv, reference, importance_data(run))
 
 
 def comparison_table(reports: Sequence[RunReport]) -> pd.DataFrame:
@@ -268,9 +144,10 @@ def comparison_table(reports: Sequence[RunReport]) -> pd.DataFrame:
 
 
 def _front_columns(rep: RunReport) -> list[str]:
+    """The trial, its objectives, the metrics a front table shows (:func:`speq_search.schema.shown_metrics`), its parameters."""
     metrics = [m for m, _ in rep.run.objectives]
-    extra = [c for c in ("test_acc", "avg_bits", "avg_w_bits", "avg_a_bits", "size_bytes", "bitops") if c in rep.front]
-    return list(dict.fromkeys(["trial_id", *metrics, *extra, *rep.run.params]))
+    shown = [c for c in schema.shown_metrics() if c in rep.front]
+    return list(dict.fromkeys(["trial_id", *metrics, *shown, *rep.run.params]))
 
 
 def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_metric: str = "avg_bits",
@@ -279,9 +156,36 @@ def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     reports = [run_report(r, budget_metric, budgets) for r in runs]
+    figures = report_figures(runs, df, reports, budget_metric)
+    images = _write_images(figures, out)
+    skipped = [k for k, v in images.items() if v is None]
+    md = ["# speq-search report", "", "Runs: " + ", ".join(md_escape(r.source) for r in runs), ""]
+    for note in consistency_warnings(runs):
+        log("warning: " + note)
+        md += ["**Warning:** " + md_escape(note), ""]
+    if skipped:
+        md += ["PNG export skipped (no Chromium found or it failed); the figures are HTML files: "
+               + ", ".join(f"[{k}]({k}.html)" for k in skipped), ""]
+    md += [line for key in figures if images[key] for line in (f"![{key}]({images[key]})", "")]
+    if len(reports) > 1:
+        note = ("Hypervolume: the fixed rule of summary.json; shared box: each objective scaled between the best "
+                "and the worst value any run reached (costs in log10), so close runs separate.")
+        md += ["## Runs compared", "", markdown_table(comparison_table(reports)), "", note, ""]
+    for rep in reports:
+        md += run_section(rep, budget_metric)
+    md_path = out / "report.md"
+    md_path.write_text("\n".join(md) + "\n")
+    _write_html(md, figures, out)
+    log(f"wrote {md_path} and {out / 'report.html'}" + (f"; PNG skipped for {', '.join(skipped)} (no Chromium "
+                                                       "found or it failed)" if skipped else ""))
+    return md_path
+
+
+def report_figures(runs: Sequence[Run], df: pd.DataFrame, reports: Sequence[RunReport], budget_metric: str) -> dict:
+    """The report's figures by name: the front (and against the budget's axis when it is another
+    cost), hypervolume, importance and parallel coordinates, and those the runs have data for."""
     figures = {"front": make_figure(runs, df, "front")}
-    x_axis = default_axes(runs)[0]
-    if budget_metric != x_axis and budget_metric in df and df[budget_metric].notna().any():
+    if budget_metric != default_axes(runs)[0] and budget_metric in df and df[budget_metric].notna().any():
         # The budget table bounds another cost: the front against that axis too, to read them together.
         figures[f"front-{budget_metric}"] = make_figure(runs, df, "front", x=budget_metric)
     figures["hypervolume"] = make_figure(runs, df, "hypervolume")
@@ -297,85 +201,79 @@ def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_
                 figures[kind] = make_figure(runs, df, kind)
             except LoadError:  # e.g. no per-epoch results or no completed per-layer trial
                 pass
+    return figures
+
+
+def _write_images(figures: dict, out: Path) -> dict[str, str | None]:
+    """Each figure as ``out/<name>.png`` (``None`` where no image could be made: its HTML instead)."""
     images = {}
-    with plots.image_session():
+    with image_session():
         for key, fig in figures.items():
-            why = plots.export_image(fig, out / f"{key}.png")
+            why = export_image(fig, out / f"{key}.png")
             images[key] = f"{key}.png" if why is None else None
             if why is not None:
-                fig.write_html(str(out / f"{key}.html"), include_plotlyjs=plots.PLOTLYJS)
-    skipped = [k for k, v in images.items() if v is None]
+                fig.write_html(str(out / f"{key}.html"), include_plotlyjs=PLOTLYJS)
+    return images
 
-    html_sections = []
-    md = ["# speq-search report", "", "Runs: " + ", ".join(md_escape(r.source) for r in runs), ""]
-    for note in consistency_warnings(runs):
-        log("warning: " + note)
-        md += ["**Warning:** " + md_escape(note), ""]
 
-    if skipped:
-        md += ["PNG export skipped (no Chromium found or it failed); the figures are HTML files: "
-               + ", ".join(f"[{k}]({k}.html)" for k in skipped), ""]
-    for key in figures:
-        if images[key]:
-            md += [f"![{key}]({images[key]})", ""]
-    if len(reports) > 1:
-        compared = comparison_table(reports)
-        note = ("Hypervolume: the fixed rule of summary.json; shared box: each objective scaled between the best "
-                "and the worst value any run reached (costs in log10), so close runs separate.")
-        md += ["## Runs compared", "", markdown_table(compared), "", note, ""]
-    for rep in reports:
-        r = rep.run
-        s = r.trials["status"].value_counts().to_dict()
-        counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(s.items()))
-        ref = ", ".join(f"{k} {v:.4g}" for k, v in rep.reference.items())
-        objectives = ", ".join(f"{m} ({d})" for m, d in r.objectives)
-        head = [f"## {r.name}", "", f"{len(r.trials)} trials ({counts}); objectives {objectives}.", "",
-                f"Hypervolume **{rep.hypervolume:.4f}** (reference point: {ref}; rule in "
-                "`speq_search.analysis.pareto`).", ""]
-        front = rep.front[_front_columns(rep)]
-        sections = [("Pareto front", front)]
-        if not rep.budgets.empty:
-            cols = [c for c in ["budget", *_front_columns(rep)] if c in rep.budgets]
-            if rep.budgets["note"].astype(bool).any():
-                cols.append("note")
-            sections.append((f"Best configuration with {budget_metric} <= budget", rep.budgets[cols]))
-        if r.sensitivity is not None:
-            sections.append(("Per-layer sensitivity (validation accuracy drop, one layer at few bits)",
-                             r.sensitivity.sort_values("drop", ascending=False)))
-        if not rep.importance.empty:
-            ranking = rep.importance.pivot(index="param", columns="objective", values="importance")
-            order = [m for m, _ in r.objectives if m in ranking.columns]
-            ranking = ranking[order].sort_values(order[0], ascending=False).reset_index()
-            ranking.columns = ["param", *[f"importance for {m}" for m in order]]  # not read as the metric itself
-            n = int(rep.importance["trials"].iloc[0])
-            rough = f"; fewer than {FEW_TRIALS}: a rough estimate" if n < FEW_TRIALS else ""
-            sections.append((f"Parameter importance (fANOVA, {n} trials{rough})", ranking))
-        md += [f"## {md_escape(r.name)}", *head[1:]]  # the rest is the tool's own text: metric names, numbers
-        for title, table in sections:
-            md += [f"### {title}", "", markdown_table(table), ""]
-    md_path = out / "report.md"
-    md_path.write_text("\n".join(md) + "\n")
+def run_section(rep: RunReport, budget_metric: str) -> list[str]:
+    """A run's part of the report, as Markdown lines: counts, hypervolume, then its tables."""
+    r = rep.run
+    s = r.trials["status"].value_counts().to_dict()
+    counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(s.items()))
+    ref = ", ".join(f"{k} {v:.4g}" for k, v in rep.reference.items())
+    objectives = ", ".join(f"{m} ({d})" for m, d in r.objectives)
+    # The name is the run's (escaped); the rest is the tool's own text: metric names, numbers.
+    md = [f"## {md_escape(r.name)}", "", f"{len(r.trials)} trials ({counts}); objectives {objectives}.", "",
+          f"Hypervolume **{rep.hypervolume:.4f}** (reference point: {ref}; rule in "
+          "`speq_search.analysis.pareto`).", ""]
+    for title, table in run_tables(rep, budget_metric):
+        md += [f"### {title}", "", markdown_table(table), ""]
+    return md
+
+
+def run_tables(rep: RunReport, budget_metric: str) -> list[tuple[str, pd.DataFrame]]:
+    """A run's tables, titled: its front, the best under each budget, sensitivity and importance where known."""
+    r = rep.run
+    tables = [("Pareto front", rep.front[_front_columns(rep)])]
+    if not rep.budgets.empty:
+        cols = [c for c in ["budget", *_front_columns(rep)] if c in rep.budgets]
+        if rep.budgets["note"].astype(bool).any():
+            cols.append("note")
+        tables.append((f"Best configuration with {budget_metric} <= budget", rep.budgets[cols]))
+    if r.sensitivity is not None:
+        tables.append(("Per-layer sensitivity (validation accuracy drop, one layer at few bits)",
+                       r.sensitivity.sort_values("drop", ascending=False)))
+    if not rep.importance.empty:
+        ranking = rep.importance.pivot(index="param", columns="objective", values="importance")
+        order = [m for m, _ in r.objectives if m in ranking.columns]
+        ranking = ranking[order].sort_values(order[0], ascending=False).reset_index()
+        ranking.columns = ["param", *[f"importance for {m}" for m in order]]  # not read as the metric itself
+        n = int(rep.importance["trials"].iloc[0])
+        rough = f"; fewer than {FEW_TRIALS}: a rough estimate" if n < FEW_TRIALS else ""
+        tables.append((f"Parameter importance (fANOVA, {n} trials{rough})", ranking))
+    return tables
+
+
+def _write_html(md: Sequence[str], figures: dict, out: Path) -> None:
+    """``out/report.html``: the Markdown rendered, with the figures interactive instead of as images."""
     import markdown
 
-    # The page is the Markdown rendered, with the figures interactive instead of as images. Text
-    # from runs is escaped by md_escape (no raw HTML reaches the page).
+    # Text from runs is escaped by md_escape (no raw HTML reaches the page).
     text = [line for line in md[1:] if not line.startswith("![") and not line.startswith("PNG export skipped")]
-    html_sections.append(markdown.markdown("\n".join(text), extensions=["tables"], output_format="html"))
+    body = markdown.markdown("\n".join(text), extensions=["tables"], output_format="html")
     if figures:
-        plots.ensure_plotlyjs(out)  # one copy of plotly.js for the report and its figures
+        ensure_plotlyjs(out)  # one copy of plotly.js for the report and its figures
     fig_html = "".join(
-        f"<h3>{key}</h3>" + fig.to_html(full_html=False, include_plotlyjs=plots.PLOTLYJS if i == 0 else False)
+        f"<h3>{key}</h3>" + fig.to_html(full_html=False, include_plotlyjs=PLOTLYJS if i == 0 else False)
         for i, (key, fig) in enumerate(figures.items()))
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>speq-search report</title>"
             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 1em}"
             "table{border-collapse:collapse;display:block;overflow-x:auto;max-width:100%}"  # wide tables scroll
             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px;white-space:nowrap}</style></head><body>"
-            "<h1>speq-search report</h1>" + fig_html + "".join(html_sections) + "</body></html>")
+            "<h1>speq-search report</h1>" + fig_html + body + "</body></html>")
     (out / "report.html").write_text(page)
-    log(f"wrote {md_path} and {out / 'report.html'}" + (f"; PNG skipped for {', '.join(skipped)} (no Chromium "
-                                                       "found or it failed)" if skipped else ""))
-    return md_path
 
 
-__all__ = ["DEFAULT_BUDGETS", "PLOT_KINDS", "RunReport", "default_axes", "make_figure", "markdown_table",
-           "run_report", "write_report"]
+__all__ = ["DEFAULT_BUDGETS", "RunReport", "budget_picks", "comparison_table", "default_axes", "default_budgets",
+           "make_figure", "markdown_table", "md_escape", "run_report", "run_section", "run_tables", "write_report"]

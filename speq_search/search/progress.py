@@ -115,16 +115,8 @@ def front_line(front, objectives) -> str:
 
 
 def cost_text(metric: str, value: float) -> str:
-    """A cost with its unit (:func:`speq_search.schema.unit`), as a person reads it: 15.4 M BitOps,
-    26.8 KiB, 3.25 avg bits."""
-    unit = schema.unit(metric)
-    if unit in ("BitOps", "MACs"):
-        return f"{value / 1e9:.2f} G {unit}" if value >= 1e9 else f"{value / 1e6:.1f} M {unit}"
-    if unit == "bytes":
-        return f"{value / 1024:.1f} KiB"
-    if unit == "params":
-        return f"{value / 1e3:.1f} k params"
-    return f"{value:.4g} {metric.replace('_', ' ')}"
+    """A cost with its unit, as a person reads it: 15.4 M BitOps, 26.8 KiB, 3.25 avg bits."""
+    return schema.format_value(metric, value, style="text")
 
 
 def eta(elapsed: float, finished: int, total: int) -> str:
