@@ -135,9 +135,8 @@ def test_optuna_trial_status(state, constraints, status):
 def test_the_study_and_the_trial_folders_give_each_trial_the_same_status(tmp_path):
     """A run's study.db (as the search tells it) and its Ray trial folders read alike: completed,
     failed, infeasible (over budget) and stopped trials."""
-    import optuna
 
-    from speq_search.search.optuna_searcher import SpeqOptunaSearch
+    from speq_search.search.searcher import StudySearcher
 
     ends = {  # each trial's last result (as its folder holds it) and its error
         "a0000001": ({"val_acc": 0.9, "bitops": 4, "full_fidelity": True, "test_acc": 0.9}, ""),
@@ -147,10 +146,10 @@ def test_the_study_and_the_trial_folders_give_each_trial_the_same_status(tmp_pat
     }
     experiment = tmp_path / "ray"
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    searcher = SpeqOptunaSearch(space={"w_bits": optuna.distributions.CategoricalDistribution([2, 4])},
-                                metric=["val_acc", "bitops"], mode=["max", "min"], study_name="s",
-                                storage=optuna.storages.RDBStorage(url), sampler=optuna.samplers.RandomSampler(0),
-                                constraints=lambda result: {"bitops <= 8": (result["bitops"] - 8) / 8})
+    spec = parse_space(dict(SPACE, name="s", params={"w_bits": {"type": "choice", "values": [2, 4]}},
+                            objectives=[{"metric": "val_acc", "mode": "max"}, {"metric": "bitops", "mode": "min"}],
+                            constraints=["bitops <= 8"], search={"sampler": "random"}))
+    searcher = StudySearcher(spec, tmp_path / "study.db")
     for n, (trial_id, (last, error)) in enumerate(ends.items(), start=1):
         params = searcher.suggest(trial_id)
         _trial(experiment, f"speq_trainable_{trial_id}_{n}_w_bits={params['w_bits']}_2026-11-30", params,

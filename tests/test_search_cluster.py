@@ -283,3 +283,32 @@ def test_object_storage_keeps_the_experiments_and_the_run_folder_its_files(clust
                              str(trials["trial_id"].iloc[0]), "--out", str(tmp_path / "m.onnx")],
                             env=env, capture_output=True, text=True, timeout=300)
     assert export.returncode == 0 and (tmp_path / "m.onnx").exists(), export.stderr[-2000:]
+
+
+def test_an_interrupted_search_in_object_storage_resumes_from_its_checkpoints_there(cluster, tmp_path):
+    space = dict(CLUSTER_SPACE, train=dict(CLUSTER_SPACE["train"], optim={"epochs": 4, "fp_epochs": 2}))
+    proc = _search(cluster, tmp_path, "s3resume", "--storage-path", "s3://runs/resumed", space=space, wait=False)
+    run_dir = tmp_path / "runs" / "s3resume"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            copies = [json.loads(line) for f in run_dir.glob("experiments/*/*/result.json")
+                      for line in f.read_text().splitlines() if line.strip()]
+            if any(1 <= r.get("epochs_done", 0) < 4 for r in copies):
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=200)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out[-3000:]
+    resumed = subprocess.run([sys.executable, "-m", "speq_search.cli", "run", "--resume", str(run_dir)], env=cluster[2],
+                             capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = read_run_csv(run_dir / "trials.csv")
+    assert len(trials) == 2 and set(trials["status"]) == {"COMPLETED"}, trials
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert len(meta["segments"]) == 2  # the first run of the search and its resume, both in the bucket
+    firsts = [json.loads(f.read_text().splitlines()[0]) for f in run_dir.glob(f"experiments/{meta['segments'][1]}/*/result.json")]
+    assert firsts and any(r["epochs_done"] > 1 for r in firsts)  # continued from a checkpoint in the bucket, not over

@@ -224,3 +224,63 @@ def test_a_search_that_fails_before_its_trials_leaves_no_folder_behind(tmp_path,
     assert "data_dir" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "r").exists()  # the same name can be run again
     assert main(args) == 2 and "--resume" not in capsys.readouterr().err
+
+
+def _listening_sockets() -> dict[int, str]:
+    """``{socket inode: local address}`` of every listening TCP socket on this machine (Linux /proc)."""
+    import ipaddress
+
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            raw = fields[1].split(":")[0]
+            packed = bytes.fromhex(raw)
+            # /proc writes each 32-bit word in host (little-endian) order
+            words = b"".join(packed[i:i + 4][::-1] for i in range(0, len(packed), 4))
+            address = ipaddress.ip_address(words)
+            if getattr(address, "ipv4_mapped", None):
+                address = address.ipv4_mapped
+            found[int(fields[9])] = str(address)
+    return found
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int(next(ln for ln in (entry / "status").read_text().splitlines() if ln.startswith("PPid:")).split()[1])
+            except (OSError, StopIteration):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc")
+def test_a_local_instance_listens_on_loopback_only():
+    from speq_search.search.session import RaySession
+
+    lines = []
+    with RaySession(parse_space(TINY), None, False, lines.append):
+        sockets = _listening_sockets()
+        ours = {}
+        for pid in _descendants(os.getpid()):
+            try:
+                for fd in Path(f"/proc/{pid}/fd").iterdir():
+                    target = os.readlink(fd)
+                    if target.startswith("socket:[") and int(target[8:-1]) in sockets:
+                        ours.setdefault(pid, []).append(sockets[int(target[8:-1])])
+            except OSError:
+                continue
+    assert ours, "Ray's servers were not found"
+    assert {a for addresses in ours.values() for a in addresses} == {"127.0.0.1"}, ours
+    assert any("listening on 127.0.0.1 only" in line for line in lines), lines

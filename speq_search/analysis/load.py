@@ -41,6 +41,12 @@ class Run:
     storage: str | None = None  # Optuna storage URL, when there is one
     study_name: str | None = None
     sensitivity: pd.DataFrame | None = None  # RUN_DIR/sensitivity.csv, when the search scored its layers
+    experiments: list[Path] = field(default_factory=list)  # every Ray experiment of a run folder, oldest first
+
+    @property
+    def experiment_folders(self) -> list[Path]:
+        """The Ray experiment folders holding the run's per-epoch results (a resumed search has several)."""
+        return self.experiments or ([Path(self.experiment)] if self.experiment is not None else [])
 
     @property
     def completed(self) -> pd.DataFrame:
@@ -155,15 +161,14 @@ def _load_run_dir(path: Path, name: str | None, objectives) -> Run:
     params = [p for p in (space.get("params") or {}) if p in df] + [c for c in df.columns if "@" in c]
     if objectives is None:
         objectives = [(o["metric"], o["mode"]) for o in summary.get("objectives") or space.get("objectives") or []]
-    experiment = None
-    if meta:
-        candidate = schema.experiment_root(path, meta) / meta.get("experiment_name", "ray")
-        experiment = candidate if candidate.is_dir() else None
+    experiments = [e for e in schema.experiment_folders(path, meta) if e.is_dir()] if meta else []
+    experiment = experiments[-1] if experiments else None
     study = path / "study.db"
     sensitivity = pd.read_csv(path / "sensitivity.csv") if (path / "sensitivity.csv").exists() else None
     return Run(name or path.name, str(path), "run", _finish(df, name or path.name, str(path)), params,
                list(objectives), summary.get("full_precision_costs") or meta.get("reference") or {}, summary,
-               experiment, f"sqlite:///{study.resolve()}" if study.exists() else None, space.get("name"), sensitivity)
+               experiment, f"sqlite:///{study.resolve()}" if study.exists() else None, space.get("name"), sensitivity,
+               experiments)
 
 
 def _read_json(path: Path) -> dict:
@@ -266,13 +271,20 @@ def learning_curves(run: Run, metric: str = "val_acc") -> pd.DataFrame:
     # A trial reports the selected (best so far) epoch's val_acc, its objective, and each
     # epoch's own as epoch_val_acc: a curve of val_acc draws the latter (runs before it: val_acc).
     source = {"val_acc": "epoch_val_acc"}.get(metric, metric)
-    if run.experiment is not None and Path(run.experiment).is_dir():
-        for trial_dir in trial_dirs(run.experiment):
-            for i, r in enumerate(read_results(trial_dir / "result.json"), start=1):
-                key = source if source in r else metric
-                if key in r:
-                    rows.append({"run": run.name, "trial_id": r.get("trial_id", trial_dir.name),
-                                 "epoch": r.get("epoch", r.get("training_iteration", i)), metric: r[key]})
+    folders = [d for e in run.experiment_folders if Path(e).is_dir() for d in trial_dirs(e)]
+    # A trial a resumed search continued ran in two Ray trials: one curve, under its latest id.
+    latest = {}
+    for trial_dir in folders:
+        trial = schema.read_trial_folder(trial_dir)
+        latest[trial.params.get(schema.TRIAL_KEY, trial_dir)] = trial.trial_id
+    for trial_dir in folders:
+        trial = schema.read_trial_folder(trial_dir)
+        trial_id = latest[trial.params.get(schema.TRIAL_KEY, trial_dir)]
+        for i, r in enumerate(trial.results, start=1):
+            key = source if source in r else metric
+            if key in r:
+                rows.append({"run": run.name, "trial_id": trial_id,
+                             "epoch": r.get("epoch", r.get("training_iteration", i)), metric: r[key]})
     return pd.DataFrame(rows, columns=["run", "trial_id", "epoch", metric])
 
 

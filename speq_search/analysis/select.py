@@ -122,20 +122,37 @@ def _trial_choices(ids: list[str], given: str) -> str:
 
 
 def _trial_model_folder(run: Run, trial_id: str) -> Path:
-    """The newest checkpoint folder of a trial (what Ray keeps in the run's storage), else its ``train`` folder."""
-    experiment = run.experiment or (Path(run.source) if run.kind == "ray" else None)
-    if experiment is None or not Path(experiment).is_dir():
+    """The newest checkpoint folder of a trial (what Ray keeps in the run's storage), else its ``train``
+    folder; a checkpoint in object storage is downloaded into the run folder first (``.checkpoints/``)."""
+    experiments = run.experiment_folders or ([Path(run.source)] if run.kind == "ray" else [])
+    experiments = [e for e in experiments if Path(e).is_dir()]
+    if not experiments:
         raise ConfigError("SOURCE", run.source, "a search run folder that still holds its Ray experiment (trial folders "
                           "with checkpoints)")
-    for trial_dir in schema.trial_folders(Path(experiment)):
+    for trial_dir in [d for e in reversed(experiments) for d in schema.trial_folders(Path(e))]:
         if schema.trial_id_of(trial_dir) != trial_id:
             continue
+        if (trial_dir / "remote.json").exists():  # the run folder's copy of a trial kept in object storage
+            return _downloaded_checkpoint(Path(run.source), trial_dir, trial_id)
         candidates = sorted(trial_dir.glob("checkpoint_*"), reverse=True) + [trial_dir / "train"]
         for folder in candidates:
             if (folder / "checkpoint.pt").exists() and (folder / "config.yaml").exists():
                 return folder
         raise ConfigError("--trial", trial_id, f"a trial that kept a checkpoint ({trial_dir} has none)")
-    raise ConfigError("--trial", trial_id, f"a trial with a folder in {experiment}")
+    raise ConfigError("--trial", trial_id, f"a trial with a folder in {experiments[-1]}")
+
+
+def _downloaded_checkpoint(run_dir: Path, trial_dir: Path, trial_id: str) -> Path:
+    from speq_search.storage import download, remote_checkpoints
+
+    uri = json.loads((trial_dir / "remote.json").read_text())["uri"]
+    newest = remote_checkpoints(uri)
+    if not newest:
+        raise ConfigError("--trial", trial_id, f"a trial that kept a checkpoint ({uri} has none)")
+    target = run_dir / ".checkpoints" / trial_id / newest[0].rsplit("/", 1)[1]
+    if not (target / "checkpoint.pt").exists():
+        download(newest[0], target)
+    return target
 
 
 def _read_metrics(path: Path) -> dict:

@@ -33,7 +33,7 @@ def _probe(paths: dict[str, str], marker: str | None, uri: str | None) -> tuple[
     if marker is not None and not os.path.exists(marker):
         missing.append(("storage_path", os.path.dirname(marker)))
     if uri is not None:
-        from speq_search.search.folder import check_object_store
+        from speq_search.storage import check_object_store
 
         try:
             check_object_store(uri)

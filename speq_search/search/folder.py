@@ -14,6 +14,7 @@ from pathlib import Path
 
 from speq_search.errors import ConfigError
 from speq_search.schema import IN_RUN_DIR, is_uri
+from speq_search.storage import check_object_store
 
 LOCK_NAME = "run.lock"
 
@@ -92,49 +93,6 @@ def storage_root(storage_path: str | None) -> str:
     path = Path(text).expanduser().resolve()
     ensure_writable(path, "storage_path")
     return str(path)
-
-
-def object_store(uri: str):
-    """``(pyarrow file system, path within it)`` of an object-store URI."""
-    import pyarrow.fs
-
-    return pyarrow.fs.FileSystem.from_uri(uri)
-
-
-def check_object_store(uri: str) -> None:
-    """One line unless this machine can write to ``uri`` (an object is written and removed)."""
-    hint = ("an s3:// or gs:// location this machine can write (for S3 and S3-compatible servers: AWS_ACCESS_KEY_ID, "
-            "AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION and, for a server of your own, AWS_ENDPOINT_URL)")
-    try:
-        fs, path = object_store(uri)
-        probe = f"{path}/.speq-search-write-check-{os.getpid()}"
-        with fs.open_output_stream(probe) as f:
-            f.write(b"ok")
-        fs.delete_file(probe)
-    except Exception as err:  # noqa: BLE001 - pyarrow raises OSError, ArrowInvalid, ... for a bad location
-        raise ConfigError("storage_path", uri, f"{hint}; here: {type(err).__name__}: {str(err)[:160]}") from None
-
-
-def remote_checkpoints(trial_uri: str) -> list[str]:
-    """The checkpoint folders of a trial kept in object storage, newest first, as URIs."""
-    import pyarrow.fs
-
-    fs, path = object_store(trial_uri)
-    scheme = trial_uri.split("://", 1)[0]
-    infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
-    names = sorted((i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory
-                    and i.base_name.startswith("checkpoint_")), reverse=True)
-    return [f"{scheme}://{path}/{name}" for name in names]
-
-
-def download(uri: str, folder: Path) -> Path:
-    """Copy the object-store folder ``uri`` into the local ``folder``; returns ``folder``."""
-    import pyarrow.fs
-
-    fs, path = object_store(uri)
-    folder.mkdir(parents=True, exist_ok=True)
-    pyarrow.fs.copy_files(path, str(folder), source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem())
-    return folder
 
 
 def ensure_writable(path: str | Path, field: str) -> None:

@@ -54,7 +54,7 @@ def last_checkpoint(folder: schema.TrialFolder | None) -> str | None:
     if folder is None:
         return None
     if (folder.path / "remote.json").exists():
-        from speq_search.search.folder import remote_checkpoints
+        from speq_search.storage import remote_checkpoints
 
         newest = remote_checkpoints(json.loads((folder.path / "remote.json").read_text())["uri"])
         return newest[0] if newest else None
