@@ -34,3 +34,18 @@ def test_readme_sections_that_the_code_cites_exist():
     assert cited, "the check found no citation to verify"
     missing = [(name, title) for name, title in cited if not any(h.startswith(title) for h in headings)]
     assert missing == []
+
+
+def _readme_row(field: str) -> str:
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith(f"| `{field}` |")]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def test_readme_config_table_lists_every_registered_method():
+    from speq_search.config import METHODS
+    from speq_search.spec import NAMES
+
+    accepted = _readme_row("speq.method").split("|")[3]
+    assert re.findall(r"`([a-z-]+)`", accepted.split("(")[0]) == list(METHODS.names())
+    assert NAMES["method"].help == " | ".join(METHODS.names())

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from speq_search.config import TrainConfig
+from speq_search.config import METHODS, TrainConfig
 from speq_search.errors import ConfigError
 
 
@@ -34,7 +34,7 @@ NAMES: dict[str, Name] = {
     "batch_size": Name("data.batch_size", int, "training batch size"),
     "model": Name("model.name", str, "model name (see `speq-search models`)"),
     "width": Name("model.width", float, "width multiplier of the model"),
-    "method": Name("speq.method", str, "fp | qat | kd-kl | speq | kd-fp"),
+    "method": Name("speq.method", str, METHODS.choices()),
     "w_bits": Name("quant.w_bits", int, "weight bits: 2-8, or 32"),
     "a_bits": Name("quant.a_bits", int, "activation bits: 2-8, or 32"),
     "first_last_bits": Name("quant.first_last_bits", int, "weight bits of the first and last layer"),

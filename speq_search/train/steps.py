@@ -240,7 +240,7 @@ def make_step(cfg: TrainConfig, student: nn.Module, fp_model: nn.Module | None,
     kd_kind = sp.resolved_kd_loss
     teacher = sp.teacher
     if teacher == "fp" and fp_model is None:
-        raise ValueError("method kd-fp needs the full-precision model")
+        raise ValueError(f"method {sp.method} needs the full-precision model (its teacher)")
 
     def step(x, y):
         t_logits = None
