@@ -8,7 +8,7 @@ from pathlib import Path
 import speq_search
 
 LAYERS = {
-    1: ("schema", "config", "errors", "files", "yamlio", "plugins"),
+    1: ("schema", "config", "errors", "files", "yamlio", "plugins", "registry"),
     2: ("quant", "speq", "models", "data", "costs", "compiling"),
     3: ("train", "sensitivity"),
     4: ("spec",),

@@ -29,7 +29,7 @@ from speq_search.spec.model import (
     SearchSettings,
     SearchSpec,
 )
-from speq_search.spec.names import ALIASES, ARCH_NAMES, SHORT_NAME, GroupBits, config_changes, field_of, fields_of
+from speq_search.spec.names import ALIASES, SHORT_NAME, GroupBits, config_changes, field_of, fields_of, is_config_name
 
 
 def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpec:
@@ -53,7 +53,7 @@ def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpe
     params += _per_layer_params(per_layer, train)
     if not params:
         raise ConfigError("params", raw.get("params"), "at least one searched parameter (or a per_layer section)")
-    fields = [f if "@" not in p.name else p.name for p in params for f in fields_of(p.name)]
+    fields = [f if "@" not in p.name else p.name for p in params for f in fields_of(p.name, train.model.name)]
     if len(set(fields)) != len(fields):
         raise ConfigError("params", [p.name for p in params], "each config field searched once (bits sets both "
                           "w_bits and a_bits)")
@@ -250,12 +250,7 @@ def _parse_param(name: str, entry: Any, train: TrainConfig) -> Param:
             raise ConfigError(f"{where}.{key}", entry[key], "keys " + ", ".join(sorted(allowed)) + f" for type {ptype}")
     if "@" in name:
         raise ConfigError(where, name, "a parameter name without '@' (per-layer bits come from the per_layer section)")
-    if name not in ("bits", *ARCH_NAMES):
-        try:
-            get_dotted(train, field_of(name))
-        except KeyError:
-            raise ConfigError(where, name, "a config field (dotted, e.g. optim.lr) or a short name: "
-                              + ", ".join(sorted([*ALIASES, "bits", *ARCH_NAMES]))) from None
+    _check_name(name, train, where)
     if ptype == "choice":
         values = entry.get("values")
         if not isinstance(values, list) or not values:
@@ -277,6 +272,27 @@ def _parse_param(name: str, entry: Any, train: TrainConfig) -> Param:
     _check_value(train, name, cast(low), f"{where}.low")
     _check_value(train, name, cast(high), f"{where}.high")
     return Param(name, ptype, low=cast(low), high=cast(high))
+
+
+def _check_name(name: str, train: TrainConfig, where: str) -> None:
+    """A config field or short name, or an architecture dimension some registered model declares
+    (whether the space's model declares it is checked with its values, which may change the model)."""
+    from speq_search.models import declared_dims
+
+    dims = declared_dims()
+    if name == "bits" or (name in dims if not is_config_name(name) else _is_field(train, name)):
+        return
+    listed = ", ".join(f"{dim} ({', '.join(models)})" for dim, models in dims.items())
+    raise ConfigError(where, name, "a config field (dotted, e.g. optim.lr), a short name: " + ", ".join(
+        sorted([*ALIASES, "bits"])) + f", or an architecture dimension a model declares: {listed}")
+
+
+def _is_field(train: TrainConfig, name: str) -> bool:
+    try:
+        get_dotted(train, field_of(name))
+    except KeyError:
+        return False
+    return True
 
 
 def _check_value(train: TrainConfig, name: str, value: Any, where: str) -> None:
