@@ -12,6 +12,8 @@ from pathlib import Path
 
 from speq_search import schema
 from speq_search.errors import ConfigError
+from speq_search.samplers import SAMPLERS
+from speq_search.spec.model import SCHEDULERS
 from speq_search.spec.names import NAMES, flag_of
 from speq_search.yamlio import parse_yaml
 
@@ -74,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out-dir", default="runs", help="where run folders go (default: runs)")
     run.add_argument("--num-samples", type=int, help="number of trials")
     run.add_argument("--max-concurrent", type=int, help="trials at a time")
-    run.add_argument("--sampler", help="tpe | nsga2 | random | grid")
-    run.add_argument("--scheduler", help="fifo | asha")
+    run.add_argument("--sampler", help=f"{SAMPLERS.choices()}, or a class of optuna.samplers (with keywords: "
+                     "--set search.sampler='{name: NSGAIIISampler, population_size: 8}')")
+    run.add_argument("--scheduler", help=" | ".join(SCHEDULERS))
     run.add_argument("--seed", type=int, help="sampler seed")
     run.add_argument("--cpus-per-trial", type=float, help="CPUs each trial holds (also its torch threads)")
     run.add_argument("--gpus-per-trial", type=float, help="GPUs each trial holds, e.g. 0.25")

@@ -49,3 +49,10 @@ def test_readme_config_table_lists_every_registered_method():
     accepted = _readme_row("speq.method").split("|")[3]
     assert re.findall(r"`([a-z-]+)`", accepted.split("(")[0]) == list(METHODS.names())
     assert NAMES["method"].help == " | ".join(METHODS.names())
+
+
+def test_readme_space_example_lists_every_sampler_preset():
+    from speq_search.samplers import SAMPLERS
+
+    lines = [line for line in (ROOT / "README.md").read_text().splitlines() if line.strip().startswith("sampler: tpe")]
+    assert len(lines) == 1 and lines[0].split("#", 1)[1].split(",")[0].strip() == SAMPLERS.choices()

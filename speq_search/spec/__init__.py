@@ -19,7 +19,7 @@ A space file (YAML) has five parts::
     objectives:   # two or three {metric, mode}
       - {metric: val_acc, mode: max}
       - {metric: bitops, mode: min}
-    search:       # sampler, budget, resources
+    search:       # sampler (speq_search.samplers), budget, resources
       sampler: tpe
       num_samples: 16
 
@@ -43,11 +43,11 @@ Optional parts for per-layer and constrained searches::
     warm_start: uniform         # or a list of {param: value}: tried first (Optuna enqueue_trial)
 """
 
+from speq_search.samplers import SAMPLERS
 from speq_search.spec.files import SHIPPED_DIR, apply_override, dump_space, load_space, resolve_space_path, shipped_spaces
 from speq_search.spec.model import (
     MODES,
     PARAM_TYPES,
-    SAMPLERS,
     SCHEDULERS,
     Constraint,
     Objective,

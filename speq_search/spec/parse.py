@@ -17,11 +17,11 @@ from speq_search import schema
 from speq_search.config import FIELD_SECTIONS, TrainConfig, check_choice, check_number, get_dotted
 from speq_search.errors import ConfigError, one_of
 from speq_search.plugins import check_plugins, load_plugins
+from speq_search.samplers import check_sampler, grid_space, sampler_setting
 from speq_search.spec.files import TOP_KEYS, apply_override
 from speq_search.spec.model import (
     MODES,
     PARAM_TYPES,
-    SAMPLERS,
     SCHEDULERS,
     Constraint,
     Objective,
@@ -69,7 +69,7 @@ def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpe
 
     search = _parse_search(raw["search"] or {})
     if search.sampler == "grid":
-        size = math.prod(len(p.grid_values()) for p in params)  # raises for continuous parameters
+        size = math.prod(len(values) for values in grid_space(params).values())  # raises for continuous parameters
         # Every point, or the first num_samples of them when the space or --num-samples asks for fewer.
         given = (raw["search"] or {}).get("num_samples") is not None
         search = dataclasses.replace(search, num_samples=min(size, search.num_samples) if given else size)
@@ -79,8 +79,10 @@ def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpe
     constraints = tuple(_parse_constraint(i, c, train) for i, c in enumerate(constraints_raw))
     warm_start = _parse_warm_start(raw.get("warm_start"), params, search)
     name = check_run_name(raw.get("name") or "space", "name")
-    return SearchSpec(name, str(raw.get("description", "")), train, params, objectives, search, per_layer,
+    spec = SearchSpec(name, str(raw.get("description", "")), train, params, objectives, search, per_layer,
                       constraints, warm_start)
+    check_sampler(spec)  # an Optuna class with its keywords: built once, asked for one point
+    return spec
 
 
 def _parse_train(raw: dict) -> TrainConfig:
@@ -332,11 +334,10 @@ def _parse_search(entry: dict) -> SearchSettings:
         if key not in known:
             raise ConfigError(f"search.{key}", entry[key], one_of(key, known))
     entry = dict(entry)
-    for key in ("sampler", "scheduler"):  # names, not identifiers: TPE, NSGA2 and ASHA are how papers write them
-        if isinstance(entry.get(key), str):
-            entry[key] = entry[key].lower()
+    if isinstance(entry.get("scheduler"), str):  # a name, not an identifier: ASHA is how papers write it
+        entry["scheduler"] = entry["scheduler"].lower()
     s = SearchSettings(**entry)
-    changes = {"sampler": check_choice("search.sampler", s.sampler, SAMPLERS),
+    changes = {"sampler": sampler_setting(s.sampler),
                "scheduler": check_choice("search.scheduler", s.scheduler, SCHEDULERS)}
     for key, lo, hi, integer in (("num_samples", 1, 100000, True), ("max_concurrent", 1, 1024, True),
                                  ("seed", 0, 2**31 - 1, True), ("cpus_per_trial", 0.01, 1024, False),
