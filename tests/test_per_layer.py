@@ -15,7 +15,7 @@ from speq_search.errors import ConfigError
 from speq_search.models import create_model
 from speq_search.quant import act_quantizers, layer_bits, quantizable_layers, quantize_model
 from speq_search.sensitivity import group_sensitivity, layer_sensitivity, sensitivity_seed
-from speq_search.spec import parse_space, per_layer_groups
+from speq_search.spec import fields_of, parse_space, per_layer_groups
 from speq_search.speq import stochastic_precision
 from speq_search.train import planned_costs
 
@@ -143,6 +143,8 @@ def test_a_model_declares_its_own_architecture_dimensions():
         raw.pop("per_layer")
         cfg = parse_space(raw).trial_config({"stages": 3, "act": "tanh"})
         assert cfg.model.kwargs == {"depths": [3, 3], "activation": "tanh"}
+        assert fields_of("stages") == ("model.kwargs.depths",) and fields_of("depth") == ("model.kwargs.blocks",)
+        assert fields_of("noise") == ("noise",)  # a foreign column: neither a config name nor a dimension
         model = create_model(cfg.model.name, **cfg.model.kwargs)
         assert sum(isinstance(m, nn.Linear) for m in model) == 8 and isinstance(model[2], nn.Tanh)
         raw["params"] = {"depth": {"type": "choice", "values": [1, 2]}}  # resnet20's, not this model's

@@ -8,8 +8,8 @@ registered (``depth`` for resnet20: see :func:`speq_search.models.register_model
 :func:`assignments` says which fields a name sets; the ``train`` command's flags are the
 :data:`NAMES` (``--w-bits`` for ``w_bits``).
 
-Architecture dimensions are looked up in the model registry when a value is assigned (which
-imports torch); :func:`is_config_name` and, without a model, :func:`fields_of` do not.
+Architecture dimensions are looked up in the model registry (which imports torch) when a value
+is assigned or a dimension's fields are asked for; config names never are.
 """
 
 from __future__ import annotations
@@ -131,10 +131,15 @@ def fields_of(name: str, model: str | None = None) -> tuple[str, ...]:
     """The dotted TrainConfig fields a parameter name sets (``quant.group_bits`` for a group's bits).
 
     An architecture dimension sets ``model.kwargs.<keyword>`` of ``model``; without a model,
-    ``model.kwargs`` (which keyword depends on the model), looked up nowhere."""
-    if not is_config_name(name) and model is None:
-        return (MODEL_KWARGS,)
-    return tuple("quant.group_bits" if isinstance(k, GroupBits) else k for k in assignments(name, 1, model))
+    the keyword of every registered model that declares it (looked up in the model registry,
+    which imports torch), and a name that is neither a config name nor a dimension (a column of
+    a foreign experiment) is returned as it is."""
+    if is_config_name(name) or model is not None:
+        return tuple("quant.group_bits" if isinstance(k, GroupBits) else k for k in assignments(name, 1, model))
+    from speq_search.models import declared_dims
+
+    models = declared_dims().get(name, ())
+    return tuple(dict.fromkeys(f"{MODEL_KWARGS}.{model_dim(m, name).kwarg}" for m in models)) or (name,)
 
 
 def field_of(name: str, model: str | None = None) -> str:
