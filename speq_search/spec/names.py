@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from speq_search.config import METHODS, TrainConfig
 from speq_search.errors import ConfigError
+
+if TYPE_CHECKING:
+    from speq_search.models import Dim
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ def is_config_name(name: str) -> bool:
     return name == "bits" or "@" in name or "." in name or name in ALIASES or name in _TOP_FIELDS
 
 
-def model_dim(model: str, name: str, value: Any = None):
+def model_dim(model: str, name: str, value: Any = None) -> Dim:
     """The :class:`~speq_search.models.Dim` that ``model`` declares as ``name``; one it does not
     declare is an error naming the ones it does."""
     from speq_search.models import model_dims

@@ -281,8 +281,10 @@ def _check_name(name: str, train: TrainConfig, where: str) -> None:
     (whether the space's model declares it is checked with its values, which may change the model)."""
     from speq_search.models import declared_dims
 
+    if name == "bits":
+        return
     dims = declared_dims()
-    if name == "bits" or (name in dims if not is_config_name(name) else _is_field(train, name)):
+    if _is_field(train, name) if is_config_name(name) else name in dims:
         return
     listed = ", ".join(f"{dim} ({', '.join(models)})" for dim, models in dims.items())
     raise ConfigError(where, name, "a config field (dotted, e.g. optim.lr), a short name: " + ", ".join(
