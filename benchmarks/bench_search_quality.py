@@ -27,7 +27,7 @@ import optuna
 import pandas as pd
 
 from speq_search.analysis.pareto import box_hypervolume, hypervolume, hypervolume_history
-from speq_search.search.optuna_searcher import distribution, make_sampler
+from speq_search.samplers import distribution, make_sampler
 from speq_search.spec import load_space, parse_space
 
 

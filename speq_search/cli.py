@@ -12,6 +12,8 @@ from pathlib import Path
 
 from speq_search import schema
 from speq_search.errors import ConfigError
+from speq_search.samplers import SAMPLERS
+from speq_search.spec.model import SCHEDULERS
 from speq_search.spec.names import NAMES, flag_of
 from speq_search.yamlio import parse_yaml
 
@@ -47,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         "SPEQ (stochastic precision ensemble self-distillation) and searches over bit-widths.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add in (_add_train, _add_run, _add_plot, _add_report, _add_sensitivity, _add_export, _add_listings):
+        add(sub)
+    return parser
 
+
+def _add_train(sub) -> None:
     train = sub.add_parser("train", help="train one quantized network (QAT, KD or SPEQ)",
                            description="Train one network: a full-precision model first (cached), then "
                            "quantization-aware training with the chosen method. Writes OUT/config.yaml, "
@@ -65,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
                        help="import a module or .py file that registers models or data sets (repeatable)")
 
+
+def _add_run(sub) -> None:
     run = sub.add_parser("run", help="multi-objective search over bits and SPEQ settings (Ray Tune + Optuna)",
                          description="Search a space file with Ray Tune and an Optuna sampler. Writes RUN_DIR = "
                          "OUT_DIR/NAME: trials.csv, pareto.csv, summary.json, pareto.html, study.db, space.yaml "
@@ -74,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out-dir", default="runs", help="where run folders go (default: runs)")
     run.add_argument("--num-samples", type=int, help="number of trials")
     run.add_argument("--max-concurrent", type=int, help="trials at a time")
-    run.add_argument("--sampler", help="tpe | nsga2 | random | grid")
-    run.add_argument("--scheduler", help="fifo | asha")
+    run.add_argument("--sampler", help=f"{SAMPLERS.choices()}, or a class of optuna.samplers (with keywords: "
+                     "--set search.sampler='{name: NSGAIIISampler, population_size: 8}')")
+    run.add_argument("--scheduler", help=" | ".join(SCHEDULERS))
     run.add_argument("--seed", type=int, help="sampler seed")
     run.add_argument("--cpus-per-trial", type=float, help="CPUs each trial holds (also its torch threads)")
     run.add_argument("--gpus-per-trial", type=float, help="GPUs each trial holds, e.g. 0.25")
@@ -95,8 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="import a module or .py file that registers models or data sets, here and on every "
                      "worker (repeatable)")
 
-    sources_help = ("run folders of `speq-search run`, Ray Tune experiment folders, or Optuna storage URLs "
-                    "(sqlite:///study.db[#study])")
+
+_SOURCES_HELP = ("run folders of `speq-search run`, Ray Tune experiment folders, or Optuna storage URLs "
+                 "(sqlite:///study.db[#study])")
+
+
+def _add_plot(sub, sources_help: str = _SOURCES_HELP) -> None:
     plot = sub.add_parser("plot", help="draw the Pareto front (or another figure) of one or more runs",
                           description="Draw a figure of one or more runs; several runs are overlaid. The format "
                           "follows --out: .html (self-contained), .png, .svg or .pdf (need Chromium; without it "
@@ -113,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--objectives", help="metric:mode pairs for sources that do not say, e.g. val_acc:max,bitops:min")
     plot.add_argument("--out", help="output file (default: <first RUN_DIR>/<kind>.html)")
 
+
+def _add_report(sub, sources_help: str = _SOURCES_HELP) -> None:
     report = sub.add_parser("report", help="write report.md and report.html for one or more runs",
                             description="Front table, best configuration under each bit budget, hypervolume, "
                             "parameter importance and figures, as OUT/report.md and OUT/report.html.")
@@ -123,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "cheapest trial's and the 25th, 50th and 75th percentiles)")
     report.add_argument("--objectives", help="metric:mode pairs for sources that do not say, e.g. val_acc:max,bitops:min")
 
+
+def _add_sensitivity(sub) -> None:
     sens = sub.add_parser("sensitivity", help="score each layer: accuracy drop when only it goes to few bits",
                           description="Post-training per-layer sensitivity of a space's model (the FP model is "
                           "trained once and cached): the base model at 8 bits, then each layer alone at --bits.")
@@ -131,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field of the space")
     sens.add_argument("--out", help="also write the table to this CSV file")
 
+
+def _add_export(sub) -> None:
     export = sub.add_parser("export", help="write a trained model as an ONNX file (QDQ form), verified in onnxruntime",
                             description="Export a trained model as ONNX with integer weights and QuantizeLinear/"
                             "DequantizeLinear activations (opset 21), run it in onnxruntime on the run's test split "
@@ -147,10 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest accepted test-accuracy difference in points (default: 0.1)")
     export.add_argument("--opset", type=int, default=21, help="ONNX opset, 21 or later (default: 21)")
 
+
+def _add_listings(sub) -> None:
     sub.add_parser("spaces", help="list the shipped search spaces")
     sub.add_parser("models", help="list the registered models")
     sub.add_parser("datasets", help="list the registered data sets")
-    return parser
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -364,6 +385,29 @@ def _as_flags(err: ConfigError, command: str) -> str:
     return str(err) if flag is None else str(ConfigError(flag, err.value, err.accepted))
 
 
+def _spaces(args: argparse.Namespace) -> int:
+    from speq_search.spec import shipped_spaces
+
+    return _listing(shipped_spaces())
+
+
+def _models(args: argparse.Namespace) -> int:
+    from speq_search.models import list_models
+
+    return _listing(list_models())
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from speq_search.data import list_datasets
+
+    return _listing(list_datasets())
+
+
+# One library call per command.
+_COMMANDS = {"train": _train, "run": _run, "sensitivity": _sensitivity, "plot": _plot, "report": _report,
+             "export": _export, "spaces": _spaces, "models": _models, "datasets": _datasets}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``speq-search`` console script."""
     parser = build_parser()
@@ -372,30 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
-        if args.command == "train":
-            return _train(args)
-        if args.command == "run":
-            return _run(args)
-        if args.command == "sensitivity":
-            return _sensitivity(args)
-        if args.command == "plot":
-            return _plot(args)
-        if args.command == "report":
-            return _report(args)
-        if args.command == "export":
-            return _export(args)
-        if args.command == "spaces":
-            from speq_search.spec import shipped_spaces
-
-            return _listing(shipped_spaces())
-        if args.command == "models":
-            from speq_search.models import list_models
-
-            return _listing(list_models())
-        if args.command == "datasets":
-            from speq_search.data import list_datasets
-
-            return _listing(list_datasets())
+        return _COMMANDS[args.command](args)
     except ConfigError as err:
         print(f"speq-search {args.command}: error: {_as_flags(err, args.command)}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -409,7 +430,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as err:  # e.g. TrainingDiverged
         print(f"speq-search {args.command}: failed: {str(err).strip().splitlines()[0][:300]}", file=sys.stderr)
         return 1
-    return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -27,12 +27,12 @@ import yaml
 
 from speq_search.errors import ConfigError, one_of
 from speq_search.plugins import check_plugins, resolve_relative
+from speq_search.registry import Registry
 from speq_search.yamlio import load_yaml
 
 FULL_PRECISION = 32  # "no rounding"
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8, FULL_PRECISION)
 WEIGHT_QUANTIZERS = ("lsq", "sawb")  # learned clip | statistics-based clip
-METHODS = ("fp", "qat", "kd-kl", "speq", "kd-fp")
 KD_LOSSES = ("cosine", "cosine-logits", "kl")
 TEACHER_BN_MODES = ("batch", "running")  # how BatchNorm normalises in the teacher pass
 KD_SCHEDULES = ("constant", "linear-decay", "cosine-decay")
@@ -68,6 +68,38 @@ def check_choice(field: str, value: Any, options: tuple[str, ...]) -> Any:
     if value not in options:
         raise ConfigError(field, value, " | ".join(options))
     return value
+
+
+@dataclass(frozen=True)
+class Method:
+    """What a training method is made of: its teacher, whether it quantizes, its distillation loss.
+
+    ``teacher`` is ``None`` (no distillation term), ``"self"`` (SPEQ's stochastic-precision
+    pass of the student itself) or ``"fp"`` (the full-precision model). ``kd_loss`` is the
+    distillation loss when ``speq.kd_loss`` is unset; ``fixed_kd_loss`` makes it the method's
+    whatever ``speq.kd_loss`` says (``kd-kl`` is KD with KL divergence by definition).
+    """
+
+    teacher: str | None
+    quantized: bool = True
+    kd_loss: str = "cosine"
+    fixed_kd_loss: bool = False
+
+    def __post_init__(self) -> None:
+        if self.teacher not in (None, "self", "fp"):
+            raise ConfigError("method teacher", self.teacher, "None, 'self' or 'fp'")
+        check_choice("method kd_loss", self.kd_loss, KD_LOSSES)
+
+
+METHODS: Registry[Method] = Registry("method", "speq.method")
+"""Every training method by name (``speq.method``): what the training step and the help texts read."""
+METHODS.register("fp", Method(teacher=None, quantized=False),
+                 description="no quantization, trained as long as the others")
+METHODS.register("qat", Method(teacher=None), description="plain quantization-aware training (no distillation term)")
+METHODS.register("kd-kl", Method(teacher="self", kd_loss="kl", fixed_kd_loss=True),
+                 description="stochastic-precision teacher, KL divergence")
+METHODS.register("speq", Method(teacher="self"), description="stochastic-precision teacher, cosine (SPEQ)")
+METHODS.register("kd-fp", Method(teacher="fp"), description="the full-precision model as teacher, cosine")
 
 
 def _bits_mapping(name: str, value: Any) -> dict:
@@ -205,7 +237,7 @@ class SpeqConfig(_Section):
     eval_draws: int = 2  # seeded teacher draws per epoch for the teacher diagnostic (0: skip it)
 
     _checks: ClassVar = {
-        "method": lambda v: check_choice("speq.method", v, METHODS),
+        "method": lambda v: METHODS.check(v),
         "p_high": lambda v: check_number("speq.p_high", v, 0.0, 1.0),
         "high_bits": lambda v: check_bits(v, "speq.high_bits"),
         "kd_weight": lambda v: check_number("speq.kd_weight", v, 0.0, 1000.0),
@@ -218,29 +250,32 @@ class SpeqConfig(_Section):
     }
 
     def _check_relations(self) -> None:
-        if self.ce_weight == 0 and (self.kd_weight == 0 or self.method in ("fp", "qat")):
+        if self.ce_weight == 0 and (self.kd_weight == 0 or self.method_info.teacher is None):
             raise ConfigError("speq.ce_weight", 0, "a weight > 0 when there is no distillation term")
         if self.ce_weight == 0 and self.kd_schedule != "constant":
             raise ConfigError("speq.ce_weight", 0, f"a weight > 0 with kd_schedule {self.kd_schedule} (the loss decays to CE alone)")
 
     @property
+    def method_info(self) -> Method:
+        """The registered :class:`Method` of ``method``."""
+        return METHODS.get(self.method).obj
+
+    @property
     def resolved_kd_loss(self) -> str:
-        """The distillation loss the method uses."""
-        if self.method == "kd-kl":
-            return "kl"
-        return self.kd_loss or "cosine"
+        """The distillation loss the method uses: its own when fixed, else ``kd_loss``, else its default."""
+        m = self.method_info
+        return m.kd_loss if m.fixed_kd_loss else self.kd_loss or m.kd_loss
 
     @property
     def teacher(self) -> str | None:
-        """``"self"`` (stochastic precision), ``"fp"`` (the full-precision model) or ``None``."""
-        if self.method in ("fp", "qat") or self.kd_weight == 0:
-            return None
-        return "fp" if self.method == "kd-fp" else "self"
+        """``"self"`` (stochastic precision), ``"fp"`` (the full-precision model) or ``None``
+        (a method without a teacher, or ``kd_weight`` 0)."""
+        return None if self.kd_weight == 0 else self.method_info.teacher
 
     @property
     def quantized(self) -> bool:
         """Whether the method trains a quantized network (every method but ``fp``)."""
-        return self.method != "fp"
+        return self.method_info.quantized
 
 
 @dataclass(frozen=True)

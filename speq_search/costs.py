@@ -16,7 +16,7 @@ from torch import nn
 from speq_search.errors import ConfigError
 from speq_search.quant.modules import QUANT_LAYERS
 from speq_search.quant.primitives import FULL_PRECISION
-from speq_search.schema import Costs, encode_layer_bits
+from speq_search.schema import Costs, encode_layer_bits, table_metrics
 from speq_search.yamlio import load_yaml
 
 
@@ -124,7 +124,6 @@ def report_costs(model: nn.Module, example: torch.Tensor, cost_model: str | None
 # ----------------------------------------------------------------------------- cost tables
 SHIPPED_TABLES = Path(__file__).resolve().parent / "cost_tables"
 SHAPE_CLASSES = ("conv", "pointwise", "depthwise", "linear")
-TABLE_METRICS = ("latency_ms", "energy")
 
 
 @dataclass(frozen=True)
@@ -189,8 +188,8 @@ def load_cost_table(name_or_path: str) -> CostTable:
         if key not in known:
             raise ConfigError(f"{where}: {key}", raw[key], "a key among " + ", ".join(sorted(known)))
     metric = raw.get("metric")
-    if metric not in TABLE_METRICS:
-        raise ConfigError(f"{where}: metric", metric, " | ".join(TABLE_METRICS))
+    if metric not in table_metrics():  # schema's metrics of kind "table"
+        raise ConfigError(f"{where}: metric", metric, " | ".join(table_metrics()))
     bits = raw.get("bits")
     if not isinstance(bits, list) or not bits or any(not isinstance(b, int) or not 1 <= b <= 32 for b in bits) or (
             sorted(set(bits)) != bits):

@@ -23,7 +23,7 @@ from speq_search.quant.convert import act_quantizers
 
 # The public functions below check their arguments (a Python call is where a value enters);
 # the training step passes values a SpeqConfig already checked to the unchecked cores
-# (_frozen, _drawn_precision, _distillation, _kd_factor, speq_loss_terms), once per step.
+# (drawn_precision, kd_factor, speq_loss_terms; _frozen, _distillation), once per step.
 
 
 @contextlib.contextmanager
@@ -57,8 +57,10 @@ def frozen_state(model: nn.Module, bn_mode: str = "batch"):
 
 
 @contextlib.contextmanager
-def _drawn_precision(model: nn.Module, p_high: float, high_bits: int, generator: torch.Generator | None,
-                     teacher_bn: str) -> Iterator[list[int]]:
+def drawn_precision(model: nn.Module, p_high: float, high_bits: int, generator: torch.Generator | None,
+                    teacher_bn: str) -> Iterator[list[int]]:
+    """:func:`stochastic_precision` without its checks: for values a
+    :class:`~speq_search.config.SpeqConfig` already checked (the training step, evaluation)."""
     quantizers = list(act_quantizers(model))
     targets = [q.bits for q in quantizers]
     draws = torch.rand(len(quantizers), generator=generator) < p_high
@@ -92,7 +94,7 @@ def stochastic_precision(
         raise ConfigError("p_high", p_high, "a probability from 0 to 1")
     check_bits(high_bits, "high_bits")
     check_choice("teacher_bn", teacher_bn, TEACHER_BN_MODES)
-    return _drawn_precision(model, p_high, high_bits, generator, teacher_bn)
+    return drawn_precision(model, p_high, high_bits, generator, teacher_bn)
 
 
 def high_precision(model: nn.Module, high_bits: int, teacher_bn: str = "batch"):
@@ -101,7 +103,7 @@ def high_precision(model: nn.Module, high_bits: int, teacher_bn: str = "batch"):
     A diagnostic: distillation can only help where this network beats the student.
     ``high_bits`` and ``teacher_bn`` as a :class:`~speq_search.config.SpeqConfig` holds them.
     """
-    return _drawn_precision(model, 1.0, high_bits, None, teacher_bn)
+    return drawn_precision(model, 1.0, high_bits, None, teacher_bn)
 
 
 def teacher_logits(
@@ -119,7 +121,7 @@ def teacher_logits(
     (checked when it was made; :func:`stochastic_precision` checks values given by hand).
     ``forward`` runs the model (default: ``model``; a compiled ``model`` serves every draw).
     """
-    with torch.no_grad(), _drawn_precision(model, p_high, high_bits, generator, teacher_bn):
+    with torch.no_grad(), drawn_precision(model, p_high, high_bits, generator, teacher_bn):
         return (forward if forward is not None else model)(x)
 
 
@@ -166,10 +168,11 @@ def kd_schedule_factor(schedule: str, progress: float) -> float:
     ``(1 + cos(pi * progress)) / 2``. The decays let the soft targets weigh most early and
     leave cross-entropy alone at the end (the authors' earlier "gradual soft loss reducing").
     """
-    return _kd_factor(check_choice("speq.kd_schedule", schedule, KD_SCHEDULES), progress)
+    return kd_factor(check_choice("speq.kd_schedule", schedule, KD_SCHEDULES), progress)
 
 
-def _kd_factor(schedule: str, progress: float) -> float:
+def kd_factor(schedule: str, progress: float) -> float:
+    """:func:`kd_schedule_factor` without its check: for a schedule a SpeqConfig already checked."""
     t = min(max(float(progress), 0.0), 1.0)
     if schedule == "linear-decay":
         return 1.0 - t

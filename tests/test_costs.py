@@ -40,3 +40,26 @@ def test_costs_leave_the_model_unchanged():
     model_costs(net, torch.randn(5, 1, 4, 4))
     assert net.training
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_the_metrics_a_cost_table_may_report_are_schemas(monkeypatch, tmp_path):
+    """A metric of kind "table" in speq_search.schema is one a cost table may report: no second list."""
+    import pytest
+    import yaml
+
+    from speq_search import schema
+    from speq_search.costs import load_cost_table, report_costs
+    from speq_search.errors import ConfigError
+
+    shapes = ("conv", "pointwise", "depthwise", "linear")
+    path = tmp_path / "dram.yaml"
+    path.write_text(yaml.safe_dump({"metric": "dram_reads", "bits": [8, 32],
+                                    "per_mac": {s: {8: [1.0, 2.0], 32: [3.0, 4.0]} for s in shapes}}))
+    with pytest.raises(ConfigError, match="latency_ms \\| energy"):
+        load_cost_table(str(path))
+    monkeypatch.setitem(schema.METRICS, "dram_reads", schema.Metric("dram_reads", "table", "DRAM reads per image"))
+    load_cost_table.cache_clear()
+    assert load_cost_table(str(path)).metric == "dram_reads"
+    # a float model: conv 72 and linear 24 MACs, all at 32 bits (4.0 per MAC)
+    assert report_costs(_net(), torch.randn(1, 1, 4, 4), str(path))["dram_reads"] == (72 + 24) * 4.0
+    load_cost_table.cache_clear()

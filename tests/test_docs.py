@@ -34,3 +34,25 @@ def test_readme_sections_that_the_code_cites_exist():
     assert cited, "the check found no citation to verify"
     missing = [(name, title) for name, title in cited if not any(h.startswith(title) for h in headings)]
     assert missing == []
+
+
+def _readme_row(field: str) -> str:
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith(f"| `{field}` |")]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def test_readme_config_table_lists_every_registered_method():
+    from speq_search.config import METHODS
+    from speq_search.spec import NAMES
+
+    accepted = _readme_row("speq.method").split("|")[3]
+    assert re.findall(r"`([a-z-]+)`", accepted.split("(")[0]) == list(METHODS.names())
+    assert NAMES["method"].help == " | ".join(METHODS.names())
+
+
+def test_readme_space_example_lists_every_sampler_preset():
+    from speq_search.samplers import SAMPLERS
+
+    lines = [line for line in (ROOT / "README.md").read_text().splitlines() if line.strip().startswith("sampler: tpe")]
+    assert len(lines) == 1 and lines[0].split("#", 1)[1].split(",")[0].strip() == SAMPLERS.choices()

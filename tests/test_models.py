@@ -17,6 +17,17 @@ def test_models_give_logits(name, in_ch, size):
     assert net(torch.randn(2, in_ch, size, size)).shape == (2, 7)
 
 
+def test_a_models_registration_gives_its_native_input():
+    from speq_search.config import ModelConfig
+    from speq_search.models import build_model
+
+    assert create_model("resnet20").conv1.in_channels == 3 and create_model("cnn-small").features[0].in_channels == 1
+    assert create_model("mobilenetv2", in_channels=1).conv1.in_channels == 1  # the data's shape wins
+    mlp = build_model(ModelConfig(name="mlp"))  # no data shape: the registered 1 x 8 x 8
+    assert mlp(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    assert build_model(ModelConfig(name="mlp"), input_size=28).features[1].in_features == 28 * 28
+
+
 def test_width_scales_parameters():
     small = sum(p.numel() for p in create_model("cnn-small", width=0.5).parameters())
     big = sum(p.numel() for p in create_model("cnn-small", width=2.0).parameters())

@@ -15,7 +15,7 @@ from speq_search.errors import ConfigError
 from speq_search.models import create_model
 from speq_search.quant import act_quantizers, layer_bits, quantizable_layers, quantize_model
 from speq_search.sensitivity import group_sensitivity, layer_sensitivity, sensitivity_seed
-from speq_search.spec import parse_space, per_layer_groups
+from speq_search.spec import fields_of, parse_space, per_layer_groups
 from speq_search.speq import stochastic_precision
 from speq_search.train import planned_costs
 
@@ -122,6 +122,43 @@ def test_architecture_dimensions_build_the_right_models():
     mb = parse_space(_space(**{"train.model.name": "mobilenetv2", "params": {"expansion": {"type": "choice",
                                                                                           "values": [2, 6]}}}))
     assert mb.trial_config({"expansion": 2}).model.kwargs == {"expansion": 2}
+
+
+def test_a_model_declares_its_own_architecture_dimensions():
+    from speq_search.models import Dim, register_model
+    from speq_search.models._registry import MODELS
+
+    @register_model("dims-net", "a plugin's model with its own dimensions", in_channels=1, input_size=8,
+                    dims={"stages": Dim("depths", "per_stage", stages=2), "act": "activation"})
+    def build(num_classes=10, in_channels=1, width=1.0, depths=(1, 1), activation="relu", input_size=8):
+        act = {"relu": nn.ReLU, "tanh": nn.Tanh}[activation]
+        layers = [nn.Flatten(), nn.Linear(in_channels * input_size**2, 16), act()]
+        for _ in range(sum(depths)):
+            layers += [nn.Linear(16, 16), act()]
+        return nn.Sequential(*layers, nn.Linear(16, num_classes))
+
+    try:
+        raw = _space(**{"train.model.name": "dims-net", "params": {
+            "stages": {"type": "choice", "values": [1, 3]}, "act": {"type": "choice", "values": ["relu", "tanh"]}}})
+        raw.pop("per_layer")
+        cfg = parse_space(raw).trial_config({"stages": 3, "act": "tanh"})
+        assert cfg.model.kwargs == {"depths": [3, 3], "activation": "tanh"}
+        assert fields_of("stages") == ("model.kwargs.depths",) and fields_of("depth") == ("model.kwargs.blocks",)
+        assert fields_of("noise") == ("noise",)  # a foreign column: neither a config name nor a dimension
+        model = create_model(cfg.model.name, **cfg.model.kwargs)
+        assert sum(isinstance(m, nn.Linear) for m in model) == 8 and isinstance(model[2], nn.Tanh)
+        raw["params"] = {"depth": {"type": "choice", "values": [1, 2]}}  # resnet20's, not this model's
+        with pytest.raises(ConfigError) as err:
+            parse_space(raw)
+        assert err.value.field == "params.depth.values[0]" and "dims-net declares (act, stages)" in str(err.value)
+    finally:
+        MODELS.unregister("dims-net")
+
+
+def test_a_name_no_model_declares_is_refused_naming_the_dimensions_that_exist():
+    with pytest.raises(ConfigError) as err:
+        parse_space(_space(params={"depht": {"type": "choice", "values": [1, 2]}}))
+    assert err.value.field == "params.depht" and "depth (resnet20)" in str(err.value)
 
 
 def test_bits_alias_sets_weights_and_activations():

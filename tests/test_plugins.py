@@ -192,6 +192,7 @@ def test_the_readme_example_plugin_and_space_work_as_written(tmp_path, monkeypat
     try:
         spec = load_space(str(tmp_path / "my-space.yaml"))
         assert spec.train.plugins == (str(tmp_path / "my_models.py"),) and spec.train.model.name == "my-mlp"
+        assert spec.trial_config({"hidden": 8}).model.kwargs == {"hidden": 8}  # the dimension my-mlp declares
         assert main(["train", "--plugin", "my_models.py", "--dataset", "my-blobs", "--model", "my-mlp", "--epochs", "1",
                      "--fp-epochs", "1", "--compile", "off", "--quiet", "--out", str(tmp_path / "mine")]) == 0
         assert (tmp_path / "mine" / "metrics.json").exists()

@@ -92,6 +92,29 @@ def test_every_method_trains(tmp_path, tiny_cfg, method):
         assert metrics["avg_w_bits"] < 8
 
 
+def test_a_method_is_one_registration_that_the_step_reads(tiny_cfg):
+    from speq_search.config import METHODS, Method
+    from speq_search.speq import distillation_loss
+    from speq_search.train import build_model, make_step, quantize_for
+
+    METHODS.register("kd-fp-kl", Method(teacher="fp", kd_loss="kl", fixed_kd_loss=True), description="test")
+    try:
+        cfg = tiny_cfg.replace(**{"speq.method": "kd-fp-kl", "speq.kd_loss": "cosine"})
+        assert (cfg.speq.teacher, cfg.speq.resolved_kd_loss, cfg.quantized) == ("fp", "kl", True)
+        splits = load_data(cfg)
+        fp_model = build_model(cfg, splits).eval()
+        student = quantize_for(cfg, build_model(cfg, splits))
+        step = make_step(cfg, student, fp_model, torch.Generator().manual_seed(0), torch.device("cpu"))
+        x = splits.train.x[:16]
+        _, _, kd, logits, t_logits = step(x, splits.train.y[:16])
+        assert torch.equal(t_logits, fp_model(x))  # the float model teaches
+        assert torch.allclose(kd, distillation_loss(t_logits, logits, "kl"))  # with the method's own loss
+    finally:
+        METHODS.unregister("kd-fp-kl")
+    with pytest.raises(ConfigError, match="speq.method"):
+        tiny_cfg.replace(**{"speq.method": "kd-fp-kl"})
+
+
 def test_kd_weight_zero_is_plain_qat(tmp_path, tiny_cfg):
     qat = train(tiny_cfg.replace(**{"speq.method": "qat"}), tmp_path / "q", log=lambda m: None)
     zero = train(tiny_cfg.replace(**{"speq.kd_weight": 0.0}), tmp_path / "z", log=lambda m: None)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speq_search.models._registry import register_model, scaled
+from speq_search.models._registry import Dim, register_model, scaled
 
 # (expansion, channels, blocks, stride); the CIFAR variant keeps strides 1 in the first stages.
 _CIFAR_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
@@ -70,7 +70,9 @@ class CifarMobileNetV2(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
 
 
-@register_model("mobilenetv2", "CIFAR MobileNetV2 (depthwise convs); expansion=6 sets the expansion ratio")
+@register_model("mobilenetv2", "CIFAR MobileNetV2 (depthwise convs); expansion=6 sets the expansion ratio",
+                in_channels=3, input_size=32,
+                dims={"expansion": Dim("expansion", description="expansion ratio of the inverted residuals")})
 def mobilenetv2(num_classes: int = 10, in_channels: int = 3, width: float = 1.0, expansion: float | None = None) -> nn.Module:
     """MobileNetV2 for 32x32 images."""
     if expansion is not None and not 1 <= float(expansion) <= 8:

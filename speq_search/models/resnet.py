@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speq_search.models._registry import register_model, scaled
+from speq_search.models._registry import Dim, register_model, scaled
+
+STAGE_CHANNELS = (16, 32, 64)  # ResNet-20's three stages, before the width multiplier
 
 
 class BasicBlock(nn.Module):
@@ -57,12 +59,14 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
 
 
-@register_model("resnet20", "CIFAR ResNet-20 (16-32-64 x width); blocks=(3, 3, 3) sets the depth")
+@register_model("resnet20", "CIFAR ResNet-20 (16-32-64 x width); blocks=(3, 3, 3) sets the depth", in_channels=3,
+                input_size=32, dims={"depth": Dim("blocks", "per_stage", stages=len(STAGE_CHANNELS),
+                                                  description="basic blocks in each stage")})
 def resnet20(num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
              blocks: Sequence[int] = (3, 3, 3)) -> nn.Module:
     """ResNet-20 of He et al. for 32x32 images."""
-    if len(blocks) != 3 or any(int(b) < 1 for b in blocks):
+    if len(blocks) != len(STAGE_CHANNELS) or any(int(b) < 1 for b in blocks):
         from speq_search.errors import ConfigError
 
         raise ConfigError("blocks", blocks, "three integers >= 1 (blocks per stage)")
-    return CifarResNet(in_channels, [scaled(c, width) for c in (16, 32, 64)], [int(b) for b in blocks], num_classes)
+    return CifarResNet(in_channels, [scaled(c, width) for c in STAGE_CHANNELS], [int(b) for b in blocks], num_classes)

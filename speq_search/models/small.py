@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from speq_search.models._registry import register_model, scaled
+from speq_search.models._registry import Dim, register_model, scaled
 
 
 class MLP(nn.Module):
@@ -27,7 +27,8 @@ class MLP(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("mlp", "multi-layer perceptron; hidden=(256, 128) x width; input_size sets the image side")
+@register_model("mlp", "multi-layer perceptron; hidden=(256, 128) x width; input_size sets the image side",
+                in_channels=1, input_size=8, dims={"hidden": Dim("hidden", "sizes", description="hidden layer sizes")})
 def mlp(num_classes: int = 10, in_channels: int = 1, width: float = 1.0,
         hidden: Sequence[int] = (256, 128), input_size: int = 8) -> nn.Module:
     """Multi-layer perceptron over flattened images."""
@@ -54,7 +55,8 @@ class SmallCNN(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-@register_model("cnn-small", "3-stage CNN (32-64-128 x width) sized for 8x8 digits and 28x28 MNIST")
+@register_model("cnn-small", "3-stage CNN (32-64-128 x width) sized for 8x8 digits and 28x28 MNIST",
+                in_channels=1, input_size=8, dims={"channels": Dim("channels", "sizes", description="stage widths")})
 def cnn_small(num_classes: int = 10, in_channels: int = 1, width: float = 1.0,
               channels: Sequence[int] = (32, 64, 128)) -> nn.Module:
     """Small three-stage CNN."""

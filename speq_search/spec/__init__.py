@@ -1,7 +1,7 @@
 """Search spaces: what a search varies, what it optimises, how it runs. No Ray here.
 
 - :mod:`~speq_search.spec.model`: the checked space (:class:`SearchSpec` and its parts), frozen;
-- :mod:`~speq_search.spec.names`: short names, architecture names and per-layer groups, and the
+- :mod:`~speq_search.spec.names`: short names, architecture dimensions and per-layer groups, and the
   config fields they set (the ``train`` command's flags come from the same table);
 - :mod:`~speq_search.spec.files`: shipped spaces, reading a file, ``--set``, writing ``space.yaml``;
 - :mod:`~speq_search.spec.parse`: checking a space, once, where it enters.
@@ -19,15 +19,17 @@ A space file (YAML) has five parts::
     objectives:   # two or three {metric, mode}
       - {metric: val_acc, mode: max}
       - {metric: bitops, mode: min}
-    search:       # sampler, budget, resources
+    search:       # sampler (speq_search.samplers), budget, resources
       sampler: tpe
       num_samples: 16
 
 A parameter's name is a short alias (``w_bits``, ``p_high``...) or a dotted TrainConfig field
-(``optim.lr``); the name used in the file is the column name in ``trials.csv``. Some names set
-more than one field or turn a value into a list: ``bits`` (uniform precision: weights and
-activations), ``depth`` (ResNet blocks per stage), ``hidden`` (MLP hidden sizes, ``"256-128"``),
-``channels`` (cnn-small stage widths, ``"32-64-128"``), ``expansion`` (MobileNetV2).
+(``optim.lr``); the name used in the file is the column name in ``trials.csv``. ``bits`` sets
+weights and activations at once. Any other name is an architecture dimension that the space's
+model declared when it was registered (``register_model(..., dims=...)``), which may turn a
+value into a list: ``depth`` (resnet20: blocks per stage), ``hidden`` (mlp hidden sizes,
+``"256-128"``), ``channels`` (cnn-small stage widths, ``"32-64-128"``), ``expansion``
+(mobilenetv2).
 
 Optional parts for per-layer and constrained searches::
 
@@ -41,11 +43,11 @@ Optional parts for per-layer and constrained searches::
     warm_start: uniform         # or a list of {param: value}: tried first (Optuna enqueue_trial)
 """
 
+from speq_search.samplers import SAMPLERS
 from speq_search.spec.files import SHIPPED_DIR, apply_override, dump_space, load_space, resolve_space_path, shipped_spaces
 from speq_search.spec.model import (
     MODES,
     PARAM_TYPES,
-    SAMPLERS,
     SCHEDULERS,
     Constraint,
     Objective,
@@ -55,7 +57,6 @@ from speq_search.spec.model import (
 )
 from speq_search.spec.names import (
     ALIASES,
-    ARCH_NAMES,
     NAMES,
     GroupBits,
     assignments,
@@ -63,12 +64,12 @@ from speq_search.spec.names import (
     field_of,
     fields_of,
     flag_of,
+    is_config_name,
 )
 from speq_search.spec.parse import check_run_name, parse_bound, parse_space, per_layer_groups
 
 __all__ = [
     "ALIASES",
-    "ARCH_NAMES",
     "MODES",
     "NAMES",
     "PARAM_TYPES",
@@ -89,6 +90,7 @@ __all__ = [
     "field_of",
     "fields_of",
     "flag_of",
+    "is_config_name",
     "load_space",
     "parse_bound",
     "parse_space",

@@ -12,7 +12,6 @@ from speq_search.errors import ConfigError
 from speq_search.spec.names import config_changes
 
 PARAM_TYPES = ("choice", "int", "uniform", "loguniform")
-SAMPLERS = ("tpe", "nsga2", "random", "grid")
 SCHEDULERS = ("fifo", "asha")
 MODES = ("max", "min")
 
@@ -73,7 +72,10 @@ class Objective:
 
 @dataclass(frozen=True)
 class SearchSettings:
-    sampler: str = "tpe"
+    """How a space is searched: the sampler, the budget, the resources."""
+
+    # a preset's name or {name: an optuna.samplers class, keyword: value...}: see speq_search.samplers
+    sampler: str | dict = "tpe"
     num_samples: int = 16
     max_concurrent: int = 2
     seed: int = 0

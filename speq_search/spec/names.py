@@ -1,20 +1,28 @@
 """The names a space file, ``--set`` and the ``train`` command use for config fields.
 
 A searched parameter is a short name (``w_bits``, ``p_high``...), a dotted
-:class:`~speq_search.config.TrainConfig` field (``optim.lr``), an architecture name that sets a
-builder keyword (``depth``, ``hidden``, ``channels``, ``expansion``), ``bits`` (weights and
-activations at once), or one group of a per-layer search (``w_bits@layer1.0``, a
-:class:`GroupBits`). :func:`assignments` says which fields a name sets; the ``train``
-command's flags are the :data:`NAMES` (``--w-bits`` for ``w_bits``).
+:class:`~speq_search.config.TrainConfig` field (``optim.lr``), ``bits`` (weights and
+activations at once), one group of a per-layer search (``w_bits@layer1.0``, a
+:class:`GroupBits`), or an architecture dimension that the model declared when it was
+registered (``depth`` for resnet20: see :func:`speq_search.models.register_model`).
+:func:`assignments` says which fields a name sets; the ``train`` command's flags are the
+:data:`NAMES` (``--w-bits`` for ``w_bits``).
+
+Architecture dimensions are looked up in the model registry (which imports torch) when a value
+is assigned or a dimension's fields are asked for; config names never are.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from speq_search.config import TrainConfig
+from speq_search.config import METHODS, TrainConfig
 from speq_search.errors import ConfigError
+
+if TYPE_CHECKING:
+    from speq_search.models import Dim
 
 
 @dataclass(frozen=True)
@@ -34,7 +42,7 @@ NAMES: dict[str, Name] = {
     "batch_size": Name("data.batch_size", int, "training batch size"),
     "model": Name("model.name", str, "model name (see `speq-search models`)"),
     "width": Name("model.width", float, "width multiplier of the model"),
-    "method": Name("speq.method", str, "fp | qat | kd-kl | speq | kd-fp"),
+    "method": Name("speq.method", str, METHODS.choices()),
     "w_bits": Name("quant.w_bits", int, "weight bits: 2-8, or 32"),
     "a_bits": Name("quant.a_bits", int, "activation bits: 2-8, or 32"),
     "first_last_bits": Name("quant.first_last_bits", int, "weight bits of the first and last layer"),
@@ -65,7 +73,8 @@ NAMES: dict[str, Name] = {
 }
 ALIASES = {name: n.field for name, n in NAMES.items() if n.field != name}  # short name -> dotted field
 SHORT_NAME = {field: name for name, field in ALIASES.items()}  # dotted field -> short name
-ARCH_NAMES = ("depth", "hidden", "channels", "expansion")  # architecture dimensions besides width/model
+_TOP_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+MODEL_KWARGS = "model.kwargs"  # what an architecture dimension sets one entry of
 
 
 def flag_of(name: str) -> str:
@@ -85,52 +94,71 @@ class GroupBits(NamedTuple):
         return f"{self.kind}@{self.group}"
 
 
-def _int_list(value: Any) -> list[int]:
-    """``"256-128"`` or ``256`` -> ``[256, 128]`` / ``[256]`` (choices must be scalars for Optuna)."""
-    if isinstance(value, bool):
-        raise ConfigError("value", value, "an integer or sizes joined by '-', e.g. 256-128")
-    if isinstance(value, int):
-        return [value]
-    try:
-        return [int(v) for v in str(value).split("-")]
-    except ValueError:
-        raise ConfigError("value", value, "an integer or sizes joined by '-', e.g. 256-128") from None
+def is_config_name(name: str) -> bool:
+    """``name`` sets config fields by itself: ``bits``, a group's bits, a short name or a dotted or
+    top-level TrainConfig field; any other name is an architecture dimension of the model."""
+    return name == "bits" or "@" in name or "." in name or name in ALIASES or name in _TOP_FIELDS
 
 
-def assignments(name: str, value: Any) -> dict[str | GroupBits, Any]:
+def model_dim(model: str, name: str, value: Any = None) -> Dim:
+    """The :class:`~speq_search.models.Dim` that ``model`` declares as ``name``; one it does not
+    declare is an error naming the ones it does."""
+    from speq_search.models import model_dims
+
+    dims = model_dims(model)
+    if name not in dims:
+        declared = ", ".join(sorted(dims)) or "none"
+        raise ConfigError(name, value, f"an architecture dimension model {model} declares ({declared}); {name} is not "
+                          "one")
+    return dims[name]
+
+
+def assignments(name: str, value: Any, model: str | None = None) -> dict[str | GroupBits, Any]:
     """What setting parameter ``name`` to ``value`` means: dotted TrainConfig fields and values,
-    or one :class:`GroupBits` of a per-layer search."""
+    or one :class:`GroupBits` of a per-layer search. An architecture dimension is resolved
+    against ``model`` (a registry name), which it then needs."""
     if name == "bits":
         return {"quant.w_bits": value, "quant.a_bits": value}
-    if name == "depth":
-        return {"model.kwargs.blocks": [value] * 3}
-    if name in ("hidden", "channels"):
-        return {f"model.kwargs.{name}": _int_list(value)}
-    if name == "expansion":
-        return {"model.kwargs.expansion": value}
     if "@" in name:  # w_bits@layer1.0: one group of the per-layer search
         kind, _, group = name.partition("@")
         return {GroupBits(group, kind): value}
-    return {ALIASES.get(name, name): value}
+    if is_config_name(name):
+        return {ALIASES.get(name, name): value}
+    if model is None:
+        raise ConfigError(name, value, "a config field or short name (an architecture dimension needs its model)")
+    dim = model_dim(model, name, value)
+    return {f"{MODEL_KWARGS}.{dim.kwarg}": dim.builder_value(value)}
 
 
-def fields_of(name: str) -> tuple[str, ...]:
-    """The dotted TrainConfig fields a parameter name sets (``quant.group_bits`` for a group's bits)."""
-    return tuple("quant.group_bits" if isinstance(k, GroupBits) else k for k in assignments(name, 1))
+def fields_of(name: str, model: str | None = None) -> tuple[str, ...]:
+    """The dotted TrainConfig fields a parameter name sets (``quant.group_bits`` for a group's bits).
+
+    An architecture dimension sets ``model.kwargs.<keyword>`` of ``model``; without a model,
+    the keyword of every registered model that declares it (looked up in the model registry,
+    which imports torch), and a name that is neither a config name nor a dimension (a column of
+    a foreign experiment) is returned as it is."""
+    if is_config_name(name) or model is not None:
+        return tuple("quant.group_bits" if isinstance(k, GroupBits) else k for k in assignments(name, 1, model))
+    from speq_search.models import declared_dims
+
+    models = declared_dims().get(name, ())
+    return tuple(dict.fromkeys(f"{MODEL_KWARGS}.{model_dim(m, name).kwarg}" for m in models)) or (name,)
 
 
-def field_of(name: str) -> str:
+def field_of(name: str, model: str | None = None) -> str:
     """The (first) dotted TrainConfig field a parameter name stands for."""
-    return fields_of(name)[0]
+    return fields_of(name, model)[0]
 
 
 def config_changes(train: TrainConfig, values: dict[str, Any]) -> dict[str, Any]:
     """The dotted changes (for :meth:`TrainConfig.replace`) of setting parameters to ``values``;
-    per-layer values are gathered into one ``quant.group_bits``."""
+    per-layer values are gathered into one ``quant.group_bits``; architecture dimensions are
+    the model's (``values``' own ``model`` when they search it)."""
     changes: dict[str, Any] = {}
     group_bits = {group: dict(bits) for group, bits in train.quant.group_bits.items()}
+    model = values.get("model", values.get("model.name", train.model.name))
     for name, value in values.items():
-        for target, v in assignments(name, value).items():
+        for target, v in assignments(name, value, model).items():
             if isinstance(target, GroupBits):
                 group_bits.setdefault(target.group, {})[target.kind] = v
             else:

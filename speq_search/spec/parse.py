@@ -17,11 +17,11 @@ from speq_search import schema
 from speq_search.config import FIELD_SECTIONS, TrainConfig, check_choice, check_number, get_dotted
 from speq_search.errors import ConfigError, one_of
 from speq_search.plugins import check_plugins, load_plugins
+from speq_search.samplers import check_sampler, grid_space, sampler_setting
 from speq_search.spec.files import TOP_KEYS, apply_override
 from speq_search.spec.model import (
     MODES,
     PARAM_TYPES,
-    SAMPLERS,
     SCHEDULERS,
     Constraint,
     Objective,
@@ -29,7 +29,7 @@ from speq_search.spec.model import (
     SearchSettings,
     SearchSpec,
 )
-from speq_search.spec.names import ALIASES, ARCH_NAMES, SHORT_NAME, GroupBits, config_changes, field_of, fields_of
+from speq_search.spec.names import ALIASES, SHORT_NAME, GroupBits, config_changes, field_of, fields_of, is_config_name
 
 
 def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpec:
@@ -53,7 +53,7 @@ def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpe
     params += _per_layer_params(per_layer, train)
     if not params:
         raise ConfigError("params", raw.get("params"), "at least one searched parameter (or a per_layer section)")
-    fields = [f if "@" not in p.name else p.name for p in params for f in fields_of(p.name)]
+    fields = [f if "@" not in p.name else p.name for p in params for f in fields_of(p.name, train.model.name)]
     if len(set(fields)) != len(fields):
         raise ConfigError("params", [p.name for p in params], "each config field searched once (bits sets both "
                           "w_bits and a_bits)")
@@ -69,7 +69,7 @@ def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpe
 
     search = _parse_search(raw["search"] or {})
     if search.sampler == "grid":
-        size = math.prod(len(p.grid_values()) for p in params)  # raises for continuous parameters
+        size = math.prod(len(values) for values in grid_space(params).values())  # raises for continuous parameters
         # Every point, or the first num_samples of them when the space or --num-samples asks for fewer.
         given = (raw["search"] or {}).get("num_samples") is not None
         search = dataclasses.replace(search, num_samples=min(size, search.num_samples) if given else size)
@@ -79,8 +79,10 @@ def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpe
     constraints = tuple(_parse_constraint(i, c, train) for i, c in enumerate(constraints_raw))
     warm_start = _parse_warm_start(raw.get("warm_start"), params, search)
     name = check_run_name(raw.get("name") or "space", "name")
-    return SearchSpec(name, str(raw.get("description", "")), train, params, objectives, search, per_layer,
+    spec = SearchSpec(name, str(raw.get("description", "")), train, params, objectives, search, per_layer,
                       constraints, warm_start)
+    check_sampler(spec)  # an Optuna class with its keywords: built once, asked for one point
+    return spec
 
 
 def _parse_train(raw: dict) -> TrainConfig:
@@ -250,12 +252,7 @@ def _parse_param(name: str, entry: Any, train: TrainConfig) -> Param:
             raise ConfigError(f"{where}.{key}", entry[key], "keys " + ", ".join(sorted(allowed)) + f" for type {ptype}")
     if "@" in name:
         raise ConfigError(where, name, "a parameter name without '@' (per-layer bits come from the per_layer section)")
-    if name not in ("bits", *ARCH_NAMES):
-        try:
-            get_dotted(train, field_of(name))
-        except KeyError:
-            raise ConfigError(where, name, "a config field (dotted, e.g. optim.lr) or a short name: "
-                              + ", ".join(sorted([*ALIASES, "bits", *ARCH_NAMES]))) from None
+    _check_name(name, train, where)
     if ptype == "choice":
         values = entry.get("values")
         if not isinstance(values, list) or not values:
@@ -277,6 +274,29 @@ def _parse_param(name: str, entry: Any, train: TrainConfig) -> Param:
     _check_value(train, name, cast(low), f"{where}.low")
     _check_value(train, name, cast(high), f"{where}.high")
     return Param(name, ptype, low=cast(low), high=cast(high))
+
+
+def _check_name(name: str, train: TrainConfig, where: str) -> None:
+    """A config field or short name, or an architecture dimension some registered model declares
+    (whether the space's model declares it is checked with its values, which may change the model)."""
+    from speq_search.models import declared_dims
+
+    if name == "bits":
+        return
+    dims = declared_dims()
+    if _is_field(train, name) if is_config_name(name) else name in dims:
+        return
+    listed = ", ".join(f"{dim} ({', '.join(models)})" for dim, models in dims.items())
+    raise ConfigError(where, name, "a config field (dotted, e.g. optim.lr), a short name: " + ", ".join(
+        sorted([*ALIASES, "bits"])) + f", or an architecture dimension a model declares: {listed}")
+
+
+def _is_field(train: TrainConfig, name: str) -> bool:
+    try:
+        get_dotted(train, field_of(name))
+    except KeyError:
+        return False
+    return True
 
 
 def _check_value(train: TrainConfig, name: str, value: Any, where: str) -> None:
@@ -316,11 +336,10 @@ def _parse_search(entry: dict) -> SearchSettings:
         if key not in known:
             raise ConfigError(f"search.{key}", entry[key], one_of(key, known))
     entry = dict(entry)
-    for key in ("sampler", "scheduler"):  # names, not identifiers: TPE, NSGA2 and ASHA are how papers write them
-        if isinstance(entry.get(key), str):
-            entry[key] = entry[key].lower()
+    if isinstance(entry.get("scheduler"), str):  # a name, not an identifier: ASHA is how papers write it
+        entry["scheduler"] = entry["scheduler"].lower()
     s = SearchSettings(**entry)
-    changes = {"sampler": check_choice("search.sampler", s.sampler, SAMPLERS),
+    changes = {"sampler": sampler_setting(s.sampler),
                "scheduler": check_choice("search.scheduler", s.scheduler, SCHEDULERS)}
     for key, lo, hi, integer in (("num_samples", 1, 100000, True), ("max_concurrent", 1, 1024, True),
                                  ("seed", 0, 2**31 - 1, True), ("cpus_per_trial", 0.01, 1024, False),

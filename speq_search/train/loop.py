@@ -19,7 +19,7 @@ from speq_search.config import FULL_PRECISION, TrainConfig
 from speq_search.costs import report_costs
 from speq_search.data import Splits
 from speq_search.errors import ConfigError
-from speq_search.speq import _kd_factor
+from speq_search.speq import kd_factor
 from speq_search.train.checkpoints import CHECKPOINT_FORMAT, atomic_torch_save, load_checkpoint, load_state, write_history
 from speq_search.train.fp import full_precision_model
 from speq_search.train.model import (
@@ -173,7 +173,7 @@ class _Training:
 
     def kd_scale(self) -> float:
         """``speq.kd_schedule`` at this step (the scheduler counts steps, and is restored on resume)."""
-        return _kd_factor(self.cfg.speq.kd_schedule, self.scheduler.last_epoch / max(self.total_steps - 1, 1))
+        return kd_factor(self.cfg.speq.kd_schedule, self.scheduler.last_epoch / max(self.total_steps - 1, 1))
 
     def epoch(self, epoch: int) -> dict:
         """Train one epoch, evaluate it, keep it if it is the best so far; its row of metrics.csv."""

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from speq_search.config import TrainConfig
 from speq_search.data import Splits, iterate_batches
-from speq_search.speq import _drawn_precision, frozen_state, high_precision, speq_loss_terms, teacher_logits
+from speq_search.speq import drawn_precision, frozen_state, high_precision, speq_loss_terms, teacher_logits
 
 EVAL_BATCH = 1024
 
@@ -52,7 +52,7 @@ def evaluate(model: nn.Module, split, device: torch.device, batch_stats: bool = 
                 logits = model(x)
             else:
                 p_high, high_bits, generator = teacher
-                with _drawn_precision(model, p_high, high_bits, generator, bn_mode):
+                with drawn_precision(model, p_high, high_bits, generator, bn_mode):
                     logits = model(x)
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
@@ -240,7 +240,7 @@ def make_step(cfg: TrainConfig, student: nn.Module, fp_model: nn.Module | None,
     kd_kind = sp.resolved_kd_loss
     teacher = sp.teacher
     if teacher == "fp" and fp_model is None:
-        raise ValueError("method kd-fp needs the full-precision model")
+        raise ValueError(f"method {sp.method} needs the full-precision model (its teacher)")
 
     def step(x, y):
         t_logits = None
