@@ -310,3 +310,14 @@ def test_export_from_a_search_bad_input_exits_2(tiny_run, tmp_path, capsys, args
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"error: {field}" in err and hint in err, err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "random", "gp", {"name": "NSGAIIISampler", "population_size": 4}])
+def test_every_sampler_the_readme_offers_runs_a_search(sampler, tmp_path):
+    """nsga2 crashed with Optuna 5.1 (its sampler holds a lock, and Ray Tune pickled the searcher)."""
+    raw = dict(TINY, name="samplers", params={"w_bits": {"type": "choice", "values": [2, 4, 8]}},
+               search={"num_samples": 3, "max_concurrent": 2, "seed": 0, "sampler": sampler})
+    summary = run_search(parse_space(raw), tmp_path / "r", _quiet())
+    assert summary["n_completed"] == 3 and not summary["interrupted"]
+    study = optuna.load_study(study_name="samplers", storage=f"sqlite:///{tmp_path / 'r' / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3

@@ -207,7 +207,7 @@ def _load_optuna(url: str, name: str | None, objectives) -> Run:
     except Exception as err:  # sqlalchemy raises many kinds for a wrong URL or a non-Optuna file
         raise LoadError("storage", url, f"an Optuna storage URL, e.g. sqlite:///study.db ({type(err).__name__})") from None
     # A run's study.db also holds "<name>-curves", the per-epoch companion study (see
-    # speq_search.search.optuna_searcher): not a study of the search's objectives.
+    # speq_search.search.searcher): not a study of the search's objectives.
     names = [s.study_name for s in summaries if not s.study_name.endswith("-curves")] or [s.study_name for s in summaries]
     if not study_name:
         if len(names) != 1:

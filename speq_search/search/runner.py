@@ -178,7 +178,7 @@ def _execute(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts: RunOpt
     total = spec.search.num_samples
     to_run = len(carried) + max(0, total - asked)
     if spec.search.sampler == "grid" and not resumed:
-        from speq_search.search.optuna_searcher import grid_size
+        from speq_search.samplers import grid_size
 
         if total < grid_size(spec):
             log(f"grid of {grid_size(spec)} points: running {total} of them (search.num_samples)")

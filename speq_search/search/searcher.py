@@ -23,7 +23,8 @@ import optuna
 from ray.tune.search import Searcher
 
 from speq_search import schema
-from speq_search.spec import Param, SearchSpec
+from speq_search.samplers import distribution
+from speq_search.spec import SearchSpec
 
 CURVES_SUFFIX = "-curves"  # the companion study of per-epoch validation accuracy
 _logger = logging.getLogger(__name__)
@@ -37,15 +38,6 @@ class Carried:
     number: int
     params: dict
     checkpoint: str | None = None
-
-
-def distribution(p: Param) -> optuna.distributions.BaseDistribution:
-    """The Optuna distribution of a space parameter."""
-    if p.type == "choice":
-        return optuna.distributions.CategoricalDistribution(list(p.values))
-    if p.type == "int":
-        return optuna.distributions.IntDistribution(int(p.low), int(p.high))
-    return optuna.distributions.FloatDistribution(p.low, p.high, log=p.type == "loguniform")
 
 
 class RunStudy:
@@ -189,7 +181,7 @@ class StudySearcher(Searcher):
     def run_study(self) -> RunStudy:
         """The run's study, opened on first use with the space's sampler and warm-start points."""
         if "study" not in self._live:
-            from speq_search.search.optuna_searcher import make_sampler  # moves to speq_search.samplers
+            from speq_search.samplers import make_sampler
 
             run_study = RunStudy(self.spec, self.study_path, make_sampler(self.spec))
             for point in self._warm_start:
