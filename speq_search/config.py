@@ -301,6 +301,66 @@ class OptimConfig(_Section):
     }
 
 
+ONESHOT_TEACHERS = ("inplace", "stochastic", "none")  # see OneShotConfig.teacher
+ONESHOT_BN = ("recalibrate", "batch")  # see OneShotConfig.bn
+
+
+@dataclass(frozen=True)
+class OneShotConfig(_Section):
+    """A one-shot search (a space's ``oneshot:`` section): one supernet trained so that every
+    per-layer assignment of the space works, assignments searched by evaluating it, the best fine-tuned.
+
+    - ``supernet_epochs``: epochs of supernet training;
+    - ``paths``: random assignments per step besides the highest and the lowest (the sandwich rule);
+    - ``teacher``: what the lower paths learn from besides the labels: ``inplace`` (SPEQ's cosine
+      distillation from the highest-precision pass of the same weights), ``stochastic`` (SPEQ's
+      stochastic teacher of each path: its activations raised to ``speq.high_bits`` with probability
+      ``speq.p_high``) or ``none`` (cross-entropy only); ``kd_weight`` weighs it;
+    - ``bn``: BatchNorm at an evaluated assignment: ``recalibrate`` (running statistics estimated
+      anew on ``calibration_batches`` training batches at that assignment) or ``batch`` (each batch's
+      own statistics);
+    - ``lr``: the supernet's learning rate (None: ``optim.lr``);
+    - ``finetune_top``: how many assignments of the evaluated front are fine-tuned (K), for
+      ``finetune_epochs`` epochs at ``finetune_lr`` (None: a tenth of ``optim.lr``).
+    """
+
+    supernet_epochs: int = 15
+    paths: int = 2
+    teacher: str = "inplace"
+    kd_weight: float = 1.0
+    bn: str = "recalibrate"
+    calibration_batches: int = 8
+    lr: float | None = None
+    finetune_top: int = 6
+    finetune_epochs: int = 3
+    finetune_lr: float | None = None
+
+    _checks: ClassVar = {
+        "supernet_epochs": lambda v: check_number("oneshot.supernet_epochs", v, 1, 100000, integer=True),
+        "paths": lambda v: check_number("oneshot.paths", v, 0, 64, integer=True),
+        "teacher": lambda v: check_choice("oneshot.teacher", v, ONESHOT_TEACHERS),
+        "kd_weight": lambda v: check_number("oneshot.kd_weight", v, 0.0, 1000.0),
+        "bn": lambda v: check_choice("oneshot.bn", v, ONESHOT_BN),
+        "calibration_batches": lambda v: check_number("oneshot.calibration_batches", v, 1, 100000, integer=True),
+        "lr": _optional(lambda v: check_number("oneshot.lr", v, 0.0, 10.0, lo_open=True)),
+        "finetune_top": lambda v: check_number("oneshot.finetune_top", v, 1, 100000, integer=True),
+        "finetune_epochs": lambda v: check_number("oneshot.finetune_epochs", v, 1, 100000, integer=True),
+        "finetune_lr": _optional(lambda v: check_number("oneshot.finetune_lr", v, 0.0, 10.0, lo_open=True)),
+    }
+
+    def supernet_lr(self, optim: OptimConfig) -> float:
+        """The supernet's learning rate."""
+        return self.lr if self.lr is not None else optim.lr
+
+    def finetune_learning_rate(self, optim: OptimConfig) -> float:
+        """The fine-tuning learning rate."""
+        return self.finetune_lr if self.finetune_lr is not None else optim.lr / 10
+
+    def to_dict(self) -> dict[str, Any]:
+        """As written in a space file."""
+        return dataclasses.asdict(self)
+
+
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "quant": QuantConfig, "speq": SpeqConfig, "optim": OptimConfig}
 
 
@@ -336,6 +396,7 @@ class TrainConfig(_Section):
     compile: str = "auto"  # torch.compile: auto | on | off | kernels (see speq_search.compiling)
     fp_checkpoint: str | None = None
     fp_cache_dir: str | None = None
+    init_checkpoint: str | None = None  # start the quantized phase from this quantized model (a supernet's weights)
     cost_model: str | None = None  # a latency/energy table: a shipped name (int-accel) or a YAML path
     progress: bool = True
     plugins: tuple[str, ...] = ()  # modules or .py files that register models and data sets (speq_search.plugins)
@@ -346,6 +407,7 @@ class TrainConfig(_Section):
         "device": lambda v: check_choice("device", v, DEVICES),
         "compile": _compile_mode,
         "fp_checkpoint": _path("fp_checkpoint"),
+        "init_checkpoint": _path("init_checkpoint"),
         "fp_cache_dir": _path("fp_cache_dir"),
         "cost_model": _path("cost_model"),
         **{name: functools.partial(_section, name, cls) for name, cls in _SECTIONS.items()},

@@ -11,11 +11,18 @@ from pathlib import Path
 
 from speq_search.errors import ConfigError
 
+CHECK_TIMEOUT_S = 10  # a store that does not answer within this is reported, not waited for
 
-def object_store(uri: str):
-    """``(pyarrow file system, path within it)`` of an object-store URI."""
+
+def object_store(uri: str, timeout: float | None = None):
+    """``(pyarrow file system, path within it)`` of an object-store URI; with ``timeout``, an S3 client
+    that gives up after that many seconds (and one retry) instead of pyarrow's long default."""
     import pyarrow.fs
 
+    if timeout is not None and uri.startswith("s3://"):
+        fs = pyarrow.fs.S3FileSystem(connect_timeout=timeout, request_timeout=timeout,
+                                     retry_strategy=pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=2))
+        return fs, uri[len("s3://"):]
     return pyarrow.fs.FileSystem.from_uri(uri)
 
 
@@ -24,7 +31,7 @@ def check_object_store(uri: str) -> None:
     hint = ("an s3:// or gs:// location this machine can write (for S3 and S3-compatible servers: AWS_ACCESS_KEY_ID, "
             "AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION and, for a server of your own, AWS_ENDPOINT_URL)")
     try:
-        fs, path = object_store(uri)
+        fs, path = object_store(uri, timeout=CHECK_TIMEOUT_S)
         probe = f"{path}/.speq-search-write-check-{os.getpid()}"
         with fs.open_output_stream(probe) as f:
             f.write(b"ok")

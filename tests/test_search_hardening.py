@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import optuna
@@ -117,12 +118,22 @@ def test_a_lock_is_released_when_its_process_is_killed(tmp_path):
         pass
 
 
-@pytest.mark.parametrize("storage", ["s3://bucket/runs", "gs://b", "hdfs://x/y"])
-def test_cloud_storage_uris_are_refused_before_anything_starts(tmp_path, capsys, storage):
+@pytest.mark.parametrize("storage", ["s3://bucket/runs", "hdfs://x/y"])
+def test_storage_that_cannot_be_written_is_refused_before_anything_starts(tmp_path, capsys, storage, monkeypatch):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on: the S3 endpoint refuses at once
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    started = time.time()
     assert main(["run", "default", "--out-dir", str(tmp_path / "runs"), "--storage-path", storage]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--storage-path" in err
-    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "runs").exists() and time.time() - started < 60
 
 
 @pytest.mark.parametrize("flag, value", [("--gpus-per-trial", "1"), ("--cpus-per-trial", "4096")])
