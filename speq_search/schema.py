@@ -234,10 +234,7 @@ OPTUNA_STATES = {COMPLETED: "COMPLETE", INFEASIBLE: "COMPLETE", FAILED: "FAIL", 
 def trial_status(last: dict | None, error: str = "", stopped: bool = False, live: bool = True) -> str:
     """A trial's status from its last reported result, its error and its ``stopped`` marker.
 
-    The last result decides first: a trial that raised once (a lost node: ``error.txt`` stays) and
-    was retried from its checkpoint to its last epoch is COMPLETED.
-
-    - FAILED: it raised (``error.txt``) and its last result is not a final one;
+    - FAILED: it raised (an error written after its last result: see :func:`read_trial_folder`);
     - INCOMPLETE: nothing reported yet, or (``live``: its search may still run it) still training;
     - INFEASIBLE: over a budget, so never trained;
     - COMPLETED: trained every epoch (``full_fidelity``; a trial of another tool, which does not
@@ -245,8 +242,7 @@ def trial_status(last: dict | None, error: str = "", stopped: bool = False, live
     - STOPPED: ended before its last epoch: a scheduler such as ASHA stopped it (``done``, or
       the marker), or, read after the search (``live=False``), it never got further.
     """
-    final = bool(last) and (last.get("full_fidelity") is True or last.get("feasible") is False)
-    if error and not final:
+    if error:
         return FAILED
     if not last:
         return INCOMPLETE
@@ -314,6 +310,20 @@ def read_results(path: Path) -> list[dict]:
     return rows
 
 
+_FAILURE = re.compile(r"Failure # \d+ \(occurred at (\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d)\)")
+
+
+def error_time(error_file: Path) -> float:
+    """When a trial's last failure happened: Ray's ``Failure # N (occurred at ...)`` line (local
+    time), else the file's modification time (which a sync of the experiment may move later)."""
+    import time
+
+    found = _FAILURE.findall(error_file.read_text(errors="replace"))
+    if found:
+        return time.mktime(time.strptime(found[-1], "%Y-%m-%d_%H-%M-%S"))
+    return error_file.stat().st_mtime
+
+
 def error_reason(trial_dir: Path) -> str:
     """The last line of a trial's ``error.txt`` (``ExceptionType: message``), or ``""``."""
     err = trial_dir / "error.txt"
@@ -338,8 +348,9 @@ class TrialFolder:
     path: Path
     params: dict
     results: list[dict]
-    error: str
+    error: str  # why it failed, if it did (an error after its last result)
     stopped: bool  # a ``stopped`` marker file
+    retried_after: str = ""  # an error it reported results after: it was retried (a lost node) and went on
 
     @property
     def last(self) -> dict:
@@ -360,10 +371,20 @@ class TrialFolder:
 
 
 def read_trial_folder(path: str | Path) -> TrialFolder:
-    """Read a trial folder's ``params.json``, ``result.json``, ``error.txt`` and ``stopped`` marker."""
+    """Read a trial folder's ``params.json``, ``result.json``, ``error.txt`` and ``stopped`` marker.
+
+    Its status comes from its last result: an ``error.txt`` older than the last result is left by
+    an attempt Ray retried from a checkpoint (a lost node, ``search.max_retries``), after which the
+    trial went on; it is kept as :attr:`TrialFolder.retried_after`, not as the trial's error.
+    """
     path = Path(path)
-    return TrialFolder(path, json.loads((path / "params.json").read_text() or "{}"), read_results(path / "result.json"),
-                       error_reason(path), (path / "stopped").exists())
+    results, error = read_results(path / "result.json"), error_reason(path)
+    retried_after = ""
+    if error and results and isinstance(results[-1].get("timestamp"), (int, float)):
+        if error_time(path / "error.txt") < results[-1]["timestamp"]:  # Ray's timestamps: whole seconds
+            error, retried_after = "", error
+    return TrialFolder(path, json.loads((path / "params.json").read_text() or "{}"), results, error,
+                       (path / "stopped").exists(), retried_after)
 
 
 # ------------------------------------------------------------------------------ run folders

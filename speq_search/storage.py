@@ -20,7 +20,11 @@ def object_store(uri: str, timeout: float | None = None):
     import pyarrow.fs
 
     if timeout is not None and uri.startswith("s3://"):
-        fs = pyarrow.fs.S3FileSystem(connect_timeout=timeout, request_timeout=timeout,
+        endpoint = {}
+        if os.environ.get("AWS_ENDPOINT_URL"):  # an S3-compatible server of the user's own
+            scheme, _, host = os.environ["AWS_ENDPOINT_URL"].rpartition("://")
+            endpoint = {"endpoint_override": host.rstrip("/"), "scheme": scheme or "https"}
+        fs = pyarrow.fs.S3FileSystem(connect_timeout=timeout, request_timeout=timeout, **endpoint,
                                      retry_strategy=pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=2))
         return fs, uri[len("s3://"):]
     return pyarrow.fs.FileSystem.from_uri(uri)

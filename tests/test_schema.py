@@ -96,13 +96,32 @@ def test_every_cost_the_library_computes_is_a_metric():
     ({"full_fidelity": False}, "", True, True, "STOPPED"),
     ({"full_fidelity": False}, "", False, False, "STOPPED"),
     ({"val_acc": 0.5}, "", False, True, "COMPLETED"),  # a trial of another tool
-    # a trial that lost its node and was retried to its last epoch: the result decides, not the error.txt left
-    ({"full_fidelity": True, "val_acc": 0.9}, "ActorUnavailableError: node died", False, True, "COMPLETED"),
-    ({"feasible": False, "full_fidelity": True}, "ActorUnavailableError: node died", False, False, "INFEASIBLE"),
-    ({"full_fidelity": False}, "ActorUnavailableError: node died", False, False, "FAILED"),
 ])
 def test_trial_status(last, error, stopped, live, status):
     assert schema.trial_status(last, error, stopped, live) == status
+
+
+@pytest.mark.parametrize("retried", [True, False])
+def test_an_error_the_trial_reported_results_after_is_a_retry_not_a_failure(tmp_path, retried):
+    """A lost node leaves error.txt; Ray retries the trial from its checkpoint and it goes on to its last
+    epoch: COMPLETED. An error written after the last result is the trial's failure."""
+    import os
+    import time
+
+    folder = tmp_path / "speq_trainable_a0000001_1_w_bits=2_2026-12-06"
+    folder.mkdir()
+    (folder / "params.json").write_text(json.dumps({"w_bits": 2}))
+    errored = int(time.time()) - 100
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(errored))
+    (folder / "error.txt").write_text(f"Failure # 1 (occurred at {stamp})\nActorUnavailableError: the node died\n")
+    later = errored + 200  # a sync of the experiment rewrites the file: its time says nothing
+    os.utime(folder / "error.txt", (later, later))
+    last = errored + 50 if retried else errored - 50
+    (folder / "result.json").write_text(json.dumps({"trial_id": "a0000001", "val_acc": 0.9, "bitops": 4,
+                                                    "full_fidelity": retried, "timestamp": int(last)}) + "\n")
+    trial = schema.read_trial_folder(folder)
+    assert trial.status(live=False) == ("COMPLETED" if retried else "FAILED")
+    assert bool(trial.retried_after) == retried and bool(trial.error) != retried
 
 
 def test_the_search_and_the_analysis_read_trial_folders_alike(tmp_path):

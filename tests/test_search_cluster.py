@@ -176,58 +176,6 @@ def test_two_runs_sharing_a_storage_folder_each_keep_exactly_their_trials(cluste
     assert set(read_run_csv(tmp_path / "runs" / "c1" / "trials.csv")["trial_id"]) == runs["c1"][0]  # its own, still
 
 
-def _parent(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("PPid:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return -1
-
-
-def _lose_node(raylet: int) -> None:
-    """What losing a machine does: its raylet and every process it started die at once."""
-    children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(int(p.name)) == raylet]
-    for pid in [raylet, *children]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def test_a_lost_worker_node_costs_a_retry_and_every_trial_completes(cluster, tmp_path):
-    _, raylets, _ = cluster
-    space = dict(CLUSTER_SPACE, train=dict(CLUSTER_SPACE["train"], optim={"epochs": 6, "fp_epochs": 2}),
-                 search={"num_samples": 3, "max_concurrent": 3, "sampler": "grid"})
-    shared = tmp_path / "shared"
-    proc = _search(cluster, tmp_path, "lost", "--storage-path", str(shared), space=space, wait=False)
-    killed = None
-    deadline = time.time() + 300
-    try:
-        while killed is None and time.time() < deadline and proc.poll() is None:
-            for result in shared.glob("*/*/result.json"):
-                rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
-                pid = rows[-1].get("pid") if rows else None
-                if pid and rows[-1].get("epochs_done", 0) < 4 and Path(f"/proc/{pid}").exists() and _parent(pid) in raylets:
-                    killed = _parent(pid)
-                    _lose_node(killed)  # the worker node is lost mid-trial
-                    break
-            time.sleep(0.3)
-        out, _ = proc.communicate(timeout=400)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert killed is not None, out[-3000:]
-    assert proc.returncode == 0, out[-3000:]
-    run_dir = tmp_path / "runs" / "lost"
-    trials = read_run_csv(run_dir / "trials.csv")
-    assert len(trials) == 3 and set(trials["status"]) == {"COMPLETED"}, trials[["trial_id", "status", "error"]]
-    assert list(shared.glob("*/*/error.txt")), "no trial was lost: the node held none"  # the loss left its trace
-    study = optuna.load_study(study_name="lost", storage=f"sqlite:///{run_dir / 'study.db'}")
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
-
-
 def test_every_node_is_asked_for_the_paths_a_trial_reads(cluster, tmp_path):
     """Every node of a real cluster answers for itself (one machine here, so the refusal is shown with a
     path missing everywhere; on separate machines the same check names the node that lacks it)."""
@@ -312,3 +260,56 @@ def test_an_interrupted_search_in_object_storage_resumes_from_its_checkpoints_th
     assert len(meta["segments"]) == 2  # the first run of the search and its resume, both in the bucket
     firsts = [json.loads(f.read_text().splitlines()[0]) for f in run_dir.glob(f"experiments/{meta['segments'][1]}/*/result.json")]
     assert firsts and any(r["epochs_done"] > 1 for r in firsts)  # continued from a checkpoint in the bucket, not over
+
+
+# Last: it loses a node of the module's cluster for good.
+def _parent(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("PPid:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
+def _lose_node(raylet: int) -> None:
+    """What losing a machine does: its raylet and every process it started die at once."""
+    children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(int(p.name)) == raylet]
+    for pid in [raylet, *children]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_lost_worker_node_costs_a_retry_and_every_trial_completes(cluster, tmp_path):
+    _, raylets, _ = cluster
+    space = dict(CLUSTER_SPACE, train=dict(CLUSTER_SPACE["train"], optim={"epochs": 6, "fp_epochs": 2}),
+                 search={"num_samples": 3, "max_concurrent": 3, "sampler": "grid"})
+    shared = tmp_path / "shared"
+    proc = _search(cluster, tmp_path, "lost", "--storage-path", str(shared), space=space, wait=False)
+    killed = None
+    deadline = time.time() + 300
+    try:
+        while killed is None and time.time() < deadline and proc.poll() is None:
+            for result in shared.glob("*/*/result.json"):
+                rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+                pid = rows[-1].get("pid") if rows else None
+                if pid and rows[-1].get("epochs_done", 0) < 4 and Path(f"/proc/{pid}").exists() and _parent(pid) in raylets:
+                    killed = _parent(pid)
+                    _lose_node(killed)  # the worker node is lost mid-trial
+                    break
+            time.sleep(0.3)
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert killed is not None, out[-3000:]
+    assert proc.returncode == 0, out[-3000:]
+    run_dir = tmp_path / "runs" / "lost"
+    trials = read_run_csv(run_dir / "trials.csv")
+    assert len(trials) == 3 and set(trials["status"]) == {"COMPLETED"}, trials[["trial_id", "status", "error"]]
+    assert list(shared.glob("*/*/error.txt")), "no trial was lost: the node held none"  # the loss left its trace
+    study = optuna.load_study(study_name="lost", storage=f"sqlite:///{run_dir / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3

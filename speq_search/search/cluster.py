@@ -69,15 +69,20 @@ def check_nodes(storage: str, train, log) -> int:
         marker = os.path.join(storage, f".speq-search-node-check-{secrets.token_hex(4)}")
         Path(marker).write_text("written by the driver of a speq-search run; a node that sees it shares the folder\n")
     probe = ray.remote(num_cpus=0)(_probe)
+    answers = []
     try:
         pending = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                    .remote(trial_paths(train), marker, storage if is_uri(storage) else None) for n in nodes]
-        answers = ray.get(pending, timeout=PROBE_TIMEOUT_S)
+        for ref in pending:
+            try:
+                answers.append(ray.get(ref, timeout=PROBE_TIMEOUT_S))
+            except ray.exceptions.TaskUnschedulableError:  # a node that died since ray.nodes() listed it
+                continue
     finally:
         if marker is not None:
             Path(marker).unlink(missing_ok=True)
     for address, missing in answers:
         for field, path in missing:
             raise ConfigError(field, path, f"{_WHAT[field]} (node {address} does not see it)")
-    log(f"cluster: {len(nodes)} nodes see the experiments' storage and every file a trial reads")
-    return len(nodes)
+    log(f"cluster: {len(answers)} nodes see the experiments' storage and every file a trial reads")
+    return len(answers)

@@ -112,6 +112,8 @@ def _read_trial(trial_dir: Path, spec: SearchSpec) -> tuple[float, dict]:
     row.update({"epochs_done": done, "epochs_total": total, "full_fidelity": bool(last.get("full_fidelity", False)),
                 "wall_time_s": round(float(last.get("time_total_s", np.nan)), 2), "error": trial.error,
                 "trial_dir": trial_dir.name})
+    if trial.retried_after:  # it lost its node (or its worker) once and was retried from a checkpoint
+        row["retried_after"] = trial.retried_after
     return trial.order_key, row
 
 
