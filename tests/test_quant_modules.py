@@ -6,7 +6,7 @@ from torch import nn
 
 from speq_search import QuantConv2d, QuantLinear, create_model, layer_bits, quantize_model
 from speq_search.errors import ConfigError
-from speq_search.quant import act_quantizers, calibrating
+from speq_search.quant import ActQuantizer, act_quantizers, calibrating
 
 
 def _net():
@@ -251,3 +251,12 @@ def test_per_bit_scales_is_a_checked_config_flag():
         QuantConfig(per_bit_scales="yes")
     cfg = TrainConfig().replace(**{"quant.per_bit_scales": True})
     assert TrainConfig.from_dict(cfg.to_dict()).quant.per_bit_scales is True
+
+
+def test_calibration_subsamples_a_tensor_of_more_than_2_pow_24_values():
+    # A mobilenetv2 layer on 256 32x32 images: the last index of a float32 linspace rounded past the end.
+    q = ActQuantizer(4)
+    q.calibrating = True
+    with torch.no_grad():
+        q(torch.rand(18_874_368) * 3)
+    assert 0 < q.clip.item() <= 3

@@ -127,6 +127,7 @@ class ActQuantizer(_Quantizer):
         if flat.numel() > _CALIBRATION_SAMPLES:
             # Evenly spaced subsample: deterministic, and no RNG stream is consumed.
             idx = torch.linspace(0, flat.numel() - 1, _CALIBRATION_SAMPLES, device=flat.device).long()
+            idx.clamp_(max=flat.numel() - 1)  # above 2**24 values float32 can round the last index up
             flat = flat[idx]
         if self.per_bit_scales:  # each bit-width's clip at its own bits
             for i, bits in enumerate(PER_BIT):
