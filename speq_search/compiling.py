@@ -2,9 +2,10 @@
 
 Modes (``train.compile``, ``--compile``):
 
-- ``off``: plain eager PyTorch (the reference fake-quantizers of ``quant.primitives``);
-- ``kernels``: only the four fake-quant kernels are compiled (one C++ or Triton loop each,
-  any shape): seconds to compile, once per process;
+- ``off``: plain eager PyTorch (the fake-quantizers of ``quant.grids``, precision as a number);
+- ``kernels``: only the fake-quantizer is compiled (``quant.kernels``: its forward and the
+  backward AOTAutograd derives from it, one C++ or Triton loop each, any shape): seconds to
+  compile, once per process;
 - ``on``: the whole model's forward is compiled as well (inductor fuses BatchNorm, ReLU and
   the quantizers around each convolution; the backward is compiled with it): the fastest
   step, but tens of seconds of compiling per architecture;

@@ -8,8 +8,9 @@ registry or a cost table. The choices a field accepts live here, and the modules
 them import them from here. A value is checked once, where it enters (a file, the command
 line, a Python call): constructing a section checks every field; :meth:`TrainConfig.replace`
 checks the fields it changes; a search's trial configs are built from values its space
-already checked (``trusted``). The model's name, a cost table and plugins are looked up where
-the model or the table is built (``speq_search.models.build_model``, ``speq_search.costs``).
+already checked (``trusted``). The model's name, the weight quantizer's name, a cost table and
+plugins are looked up where the model, the quantizers or the table are built
+(``speq_search.models.build_model``, ``speq_search.quant.quantize_model``, ``speq_search.costs``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from speq_search.yamlio import load_yaml
 
 FULL_PRECISION = 32  # "no rounding"
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8, FULL_PRECISION)
-WEIGHT_QUANTIZERS = ("lsq", "sawb")  # learned clip | statistics-based clip
 KD_LOSSES = ("cosine", "cosine-logits", "kl")
 TEACHER_BN_MODES = ("batch", "running")  # how BatchNorm normalises in the teacher pass
 KD_SCHEDULES = ("constant", "linear-decay", "cosine-decay")
@@ -118,6 +118,14 @@ def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda v: None if v is None else check(v)
 
 
+def _flag(name: str) -> Callable[[Any], Any]:
+    def check(v):
+        if not isinstance(v, bool):
+            raise ConfigError(name, v, "true or false")
+        return v
+    return check
+
+
 def _path(name: str) -> Callable[[Any], Any]:
     def check(v):
         if v is not None and not isinstance(v, str):
@@ -198,7 +206,11 @@ def _bad_kwargs(value: Any):
 
 @dataclass(frozen=True)
 class QuantConfig(_Section):
-    """Target precision; ``overrides`` maps layer-name patterns to per-layer bits."""
+    """Target precision; ``overrides`` maps layer-name patterns to per-layer bits.
+
+    ``weight_quantizer`` is a name registered in ``speq_search.quant.scaling`` (looked up where
+    the model is quantized, not here). ``per_bit_scales``: learned clips keep one value per
+    bit-width (2 to 8), for a model whose bits change from step to step."""
 
     w_bits: int = 2
     a_bits: int = 2
@@ -209,6 +221,7 @@ class QuantConfig(_Section):
     overrides: dict[str, dict[str, int]] = field(default_factory=dict)
     # Per-layer search: {layer name or module prefix: {w_bits, a_bits}}; the first/last rule still applies.
     group_bits: dict[str, dict[str, int]] = field(default_factory=dict)
+    per_bit_scales: bool = False
 
     _checks: ClassVar = {
         "group_bits": lambda v: _bits_mapping("quant.group_bits", v),
@@ -217,7 +230,7 @@ class QuantConfig(_Section):
         "a_bits": lambda v: check_bits(v, "quant.a_bits"),
         "input_bits": lambda v: check_bits(v, "quant.input_bits"),
         "first_last_bits": _optional(lambda v: check_bits(v, "quant.first_last_bits")),
-        "weight_quantizer": lambda v: check_choice("quant.weight_quantizer", v, WEIGHT_QUANTIZERS),
+        "per_bit_scales": _flag("quant.per_bit_scales"),
     }
 
 

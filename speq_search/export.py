@@ -44,11 +44,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from speq_search.analysis.select import resolve_source  # the trial to export: the run folder's selection
+from speq_search.compiling import use_compiled_kernels
 from speq_search.errors import ConfigError
 from speq_search.files import atomic_write
 from speq_search.quant.convert import set_submodule
 from speq_search.quant.modules import QUANT_LAYERS, ActQuantizer, QuantConv2d, QuantLinear
-from speq_search.quant.primitives import FULL_PRECISION, sawb_clip
+from speq_search.quant.primitives import FULL_PRECISION
 
 OPSET = 21  # the first with INT4/INT16 in DequantizeLinear
 INSTALL_HINT = "pip install 'speq-search[export]'"
@@ -113,21 +114,19 @@ def _translations() -> dict:
 def weight_codes(layer: QuantConv2d | QuantLinear) -> tuple[torch.Tensor, torch.Tensor]:
     """``(codes, scale)`` with ``codes * scale`` (per output channel) equal to ``layer.quantized_weight()``.
 
-    ``codes`` are the odd integers ``2k + 1`` of the mid-point grid, ``scale`` half the step.
+    Read from what the layer's weight quantizer returns (:meth:`WeightQuantizer.quantize`: its
+    codes, scale and zero point), written with zero point 0: the mid-point grid's codes ``k``
+    (zero point -1/2) are stored as the odd integers ``2k + 1``, ``scale`` as half the step.
     """
-    wq = layer.weight_quant
-    bits = wq.bits
-    if bits >= FULL_PRECISION:
+    with torch.no_grad():
+        q = layer.weight_quant.quantize(layer.weight)
+    if q.bits >= FULL_PRECISION:
         raise ValueError("a 32-bit weight has no integer codes")
-    w = layer.weight.detach()
-    clip = wq.clip.detach() if wq.weight_quantizer == "lsq" else sawb_clip(w, bits, wq._dims)
-    half = 2 ** (bits - 1)
-    step = 2 * clip / (2**bits - 1)  # as fake_quantize_weight computes it
-    k = torch.clamp(torch.round(w / step - 0.5), -half, half - 1)
-    scale = (step / 2).reshape(-1)
+    codes = 2 * (q.codes - q.zero_point)  # exact: the codes are integers, the zero point a half
+    scale = (q.scale / 2).reshape(-1)
     if scale.numel() == 1:  # a per-tensor clip: the same scale for every channel
-        scale = scale.expand(w.shape[0])
-    return (2 * k + 1).to(torch.int16), scale.contiguous().clone()
+        scale = scale.expand(codes.shape[0])
+    return codes.to(torch.int16), scale.contiguous().clone()
 
 
 def _code_dtype(bits: int) -> torch.dtype:
@@ -139,14 +138,12 @@ class _InputQDQ(nn.Module):
 
     def __init__(self, q: ActQuantizer) -> None:
         super().__init__()
-        clip = q.clip.detach().reshape(())
+        clip = q.current_clip().detach().reshape(())  # the clip of the current bits
         self.low, self.high = (-float(clip), float(clip)) if q.signed else (0.0, float(clip))
-        levels = 0
-        if q.bits < FULL_PRECISION:
-            levels = 2 ** (q.bits - 1) - 1 if q.signed else 2**q.bits - 1
+        levels = int(q.grid.levels(q.bits))
         self.qmin, self.qmax = (-levels if q.signed else 0), levels
-        # The step, computed as the quantizer computes it; None at 32 bits.
-        self.register_buffer("scale", clip / levels if levels else None)
+        # The step of the quantizer's grid; None at 32 bits.
+        self.register_buffer("scale", q.grid.step(clip, levels) if levels else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         if self.scale is None:  # 32 bits: the learned clip stays part of the activation function
@@ -244,6 +241,7 @@ def deploy_model(model: nn.Module, fold_batchnorm: bool = False) -> tuple[nn.Mod
     """A copy of ``model`` (eval mode) whose quantized layers compute with integer codes as the
     exported graph does, with BatchNorms folded where they directly follow such a layer."""
     model = copy.deepcopy(model).eval().cpu()
+    use_compiled_kernels(model, False)  # the eager forward: the one the codes are read from
     plan = DeployPlan()
     pairs, plan.note = _batchnorm_pairs(model) if fold_batchnorm else ({}, "")
     for name, layer in [(n, m) for n, m in model.named_modules() if isinstance(m, QUANT_LAYERS)]:

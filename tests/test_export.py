@@ -172,6 +172,37 @@ def test_shape_level_round_trip_of_32px_models_with_a_dynamic_batch(name, bits, 
     assert (name == "mobilenetv2") == bool(depthwise)
 
 
+def test_a_model_with_per_bit_scales_exports_its_current_bits_codes_and_clips(tmp_path):
+    splits = load_data(TrainConfig(progress=False))
+    torch.manual_seed(0)
+    model = create_model("cnn-small", in_channels=1, width=0.5)
+    x = splits.train.x[:64]
+    model.train()
+    model(x)
+    quantize_model(model, w_bits=4, a_bits=4, per_bit_scales=True)
+    with calibrating(model):
+        model(x)
+    layers = [m for m in model.modules() if isinstance(m, QUANT_LAYERS)]
+    for layer, bits in zip(layers, (8, 3, 5, 2)):  # switched after quantizing, as a supernet step does
+        layer.weight_quant.bits = layer.act_quant.bits = bits
+    model.eval()
+    result = export_onnx(model, x[:2], tmp_path / "m.onnx")
+    assert [b["w_bits"] for b in result.layers.values()] == [8, 3, 5, 2]
+    _, init, nodes = _graph(tmp_path / "m.onnx")
+    for name, layer in model.named_modules():
+        if not isinstance(layer, QUANT_LAYERS):
+            continue
+        dq = next(n for n in nodes if n.op_type == "DequantizeLinear" and n.input[0] == f"{name}.codes")
+        codes, scale = _dequantized(init, dq)
+        weights = codes * scale.reshape((-1,) + (1,) * (codes.ndim - 1))
+        assert torch.equal(torch.from_numpy(weights), layer.quantized_weight().detach())
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"input": splits.test.x[:64].numpy()})[0]
+    with torch.no_grad():
+        ref = model(splits.test.x[:64]).numpy()
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.95 and np.median(np.abs(out - ref)) < 1e-4
+
+
 def test_folding_batchnorm_keeps_the_codes_and_the_function(trained, tmp_path):
     cfg = TrainConfig.load(trained["cnn-w4a4"] / "config.yaml")
     splits = load_data(cfg)

@@ -14,21 +14,15 @@ from speq_search.compiling import compiled_forward, resolve_compile, use_compile
 from speq_search.config import TrainConfig
 from speq_search.errors import ConfigError
 from speq_search.quant import ActQuantizer, WeightQuantizer, quantize_model
-from speq_search.quant.kernels import (
-    act_fake_quant_traceable,
-    act_levels,
-    fake_quantize_act,
-    fake_quantize_weight_lsq,
-    weight_fake_quant_traceable,
-    weight_levels,
-)
+from speq_search.quant.grids import MIDPOINT, SIGNED, UNSIGNED, fake_quantize
+from speq_search.quant.kernels import compiled_fake_quantize
 from speq_search.quant.primitives import (
     fake_quantize_signed,
     fake_quantize_unsigned,
     fake_quantize_weight,
     grad_scale,
-    sawb_clip,
 )
+from speq_search.quant.sawb import sawb_clip
 from speq_search.speq import stochastic_precision
 from speq_search.train import load_data, make_optimizer, make_step, prepare_student, run, train_epoch
 
@@ -36,7 +30,28 @@ BITS = (2, 3, 4, 5, 8, 32)
 CPU = torch.device("cpu")
 # The Makefile installs g++ and the Python headers where it can; elsewhere these are skipped.
 needs_compiler = pytest.mark.skipif(not compiling.has_cxx_compiler(), reason="torch.compile needs g++ and Python.h")
-KINDS = ["fused", pytest.param("compiled", marks=needs_compiler), "traceable"]
+# The one fake-quantizer with the precision as data: eager, compiled alone (the `kernels` mode),
+# and traced into a compiled function (as in a compiled model, the `on` mode).
+KINDS = ["data", pytest.param("compiled", marks=needs_compiler), pytest.param("in-model", marks=needs_compiler)]
+
+
+def act_levels(bits, signed):
+    return (SIGNED if signed else UNSIGNED).levels(bits)
+
+
+def _in_model(grid, x, clip, levels, n):
+    return fake_quantize(grid, x * 1.0, clip, levels, n) * 1.0  # traced among other ops
+
+
+_IN_MODEL = torch.compile(_in_model, dynamic=True, fullgraph=True)
+
+
+def _variant(kind, grid, levels, n):
+    if kind == "compiled":
+        return lambda a, c: compiled_fake_quantize(grid, a, c, levels, n)
+    if kind == "in-model":
+        return lambda a, c: _IN_MODEL(grid, a, c, levels, n)
+    return lambda a, c: fake_quantize(grid, a, c, levels, n)
 MODES = [pytest.param("kernels", marks=needs_compiler), pytest.param("on", marks=needs_compiler)]
 
 
@@ -56,12 +71,6 @@ def _grads(fn, *inputs):
     return [out.detach()] + [t.grad if t.grad is not None else torch.zeros_like(t) for t in inputs]
 
 
-def _act_variant(kind, levels, signed, n):
-    if kind == "traceable":
-        return lambda a, c: act_fake_quant_traceable(a, c, levels, signed, n)
-    return lambda a, c: fake_quantize_act(a, c, levels, signed, n, compiled=kind == "compiled")
-
-
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
 @pytest.mark.parametrize("bits", BITS)
@@ -73,7 +82,7 @@ def test_fast_activation_quantizers_equal_the_reference(bits, signed, kind):
     n = x[0].numel()
     levels = torch.tensor(act_levels(bits, signed))
     ref = _grads(lambda a, c: _reference_act(a, c, bits, signed, n), x, clip)
-    fused = _grads(_act_variant(kind, levels, signed, n), x, clip)
+    fused = _grads(_variant(kind, SIGNED if signed else UNSIGNED, levels, n), x, clip)
     for r, f, name in zip(ref, fused, ("output", "grad x", "grad clip")):
         torch.testing.assert_close(f, r, rtol=1e-5, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
 
@@ -91,11 +100,8 @@ def test_fast_weight_quantizers_equal_the_reference(bits, per_channel, kind):
             return a * 1.0
         return fake_quantize_weight(a, grad_scale(c, 1 / math.sqrt(n * max(2 ** (bits - 1) - 1, 1))), bits)
 
-    levels = torch.tensor(weight_levels(bits))
-    if kind == "traceable":
-        fast = lambda a, c: weight_fake_quant_traceable(a, c, levels, n)  # noqa: E731
-    else:
-        fast = lambda a, c: fake_quantize_weight_lsq(a, c, levels, n, compiled=kind == "compiled")  # noqa: E731
+    levels = torch.tensor(MIDPOINT.levels(bits))
+    fast = _variant(kind, MIDPOINT, levels, n)
     ref = _grads(reference, w, clip)
     fused = _grads(fast, w, clip)
     for r, f, name in zip(ref, fused, ("output", "grad w", "grad clip")):
@@ -210,6 +216,41 @@ def test_200_speq_draws_compile_once(mode):
         for _ in range(200):
             one_step()
     assert len(drawn) >= 8  # the draws did change the precision (4 quantizers, 16 possible draws)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_per_bit_scales_switch_every_step_without_recompiling(mode):
+    """The one-shot supernet's case: weight and activation bits drawn at every step, each picking
+    its own learned clip, in one compiled graph per pass (the clip is gathered by an index buffer)."""
+    from speq_search.quant.primitives import PER_BIT
+
+    cfg, splits, student, fp = _digits_student("qat", **{"quant.per_bit_scales": True})
+    forward = compiled_forward(student, mode)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.01)  # no momentum: an unused clip stays put
+    quantizers = [m for m in student.modules() if isinstance(m, (ActQuantizer, WeightQuantizer))]
+    gen = torch.Generator().manual_seed(0)
+    x, y = splits.train.x[:32], splits.train.y[:32]
+    used = set()
+
+    def one_step():
+        for q in quantizers:
+            q.set_checked_bits(PER_BIT[int(torch.randint(len(PER_BIT), (), generator=gen))])
+        clips = [p.detach().clone() for n, p in student.named_parameters() if n.endswith("clip")]
+        loss = torch.nn.functional.cross_entropy(forward(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        for (n, p), before in zip([(n, p) for n, p in student.named_parameters() if n.endswith("clip")], clips):
+            moved = (p.detach() != before).reshape(len(PER_BIT), -1).any(dim=1)
+            assert moved.sum() <= 1, n  # only the clip of the drawn bits learns
+            used.update((n, int(i)) for i in moved.nonzero())
+
+    one_step()
+    one_step()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(30):
+            one_step()
+    assert len({i for _, i in used}) == len(PER_BIT)  # every bit-width's clip was used and learned
 
 
 def test_resolve_compile_modes(monkeypatch):

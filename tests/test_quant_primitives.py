@@ -11,8 +11,8 @@ from speq_search.quant.primitives import (
     fake_quantize_weight,
     mse_optimal_clip,
     round_ste,
-    sawb_clip,
 )
+from speq_search.quant.sawb import sawb_clip
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])

@@ -12,6 +12,7 @@ from torch import nn
 from speq_search.config import QuantConfig
 from speq_search.errors import ConfigError
 from speq_search.quant.modules import QUANT_LAYERS, ActQuantizer, QuantConv2d, QuantLinear
+from speq_search.quant.scaling import check_weight_quantizer
 
 
 def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -76,12 +77,17 @@ def quantize_model(model: nn.Module, quant: QuantConfig | None = None, **setting
       may drop a block). Longer keys win over shorter ones.
     - ``input_bits``: bits of the first layer's input (the image), quantized signed; 32 leaves
       it unquantized.
-    - ``weight_quantizer``: ``"lsq"`` (learned clip) or ``"sawb"`` (statistics-based clip).
+    - ``weight_quantizer``: a name registered in
+      :data:`~speq_search.quant.scaling.WEIGHT_QUANTIZERS`: ``"lsq"`` (learned clip) or
+      ``"sawb"`` (statistics-based clip); looked up here, where the quantizers are built.
     - ``per_channel``: one weight clip per output channel (else one per layer).
+    - ``per_bit_scales``: one learned clip per bit-width (2 to 8) in every learned-clip quantizer,
+      the current one picked as data (for a model whose bits change at every step).
 
     Layers listed in ``model.signed_input_layers`` (and the first layer) get a signed
     activation quantizer. Returns ``model``.
     """
+    field = "quant.weight_quantizer"
     if quant is None:
         try:
             quant = QuantConfig(**{"w_bits": 4, "a_bits": 4, **settings})
@@ -89,8 +95,10 @@ def quantize_model(model: nn.Module, quant: QuantConfig | None = None, **setting
             raise ConfigError(err.field.removeprefix("quant."), err.value, err.accepted) from None
         except TypeError as err:
             raise ConfigError("quantize_model", sorted(settings), f"the fields of QuantConfig ({err})") from None
+        field = "weight_quantizer"
     elif settings:
         raise TypeError("quantize_model takes a QuantConfig or its fields as keywords, not both")
+    check_weight_quantizer(quant.weight_quantizer, field)  # the registry, where the quantizers are built
     layers = [(n, m) for n, m in quantizable_layers(model) if not isinstance(m, QUANT_LAYERS)]
     if not layers:
         raise ConfigError("model", type(model).__name__, "a model with at least one nn.Conv2d or nn.Linear")
@@ -113,6 +121,7 @@ def quantize_model(model: nn.Module, quant: QuantConfig | None = None, **setting
         qlayer = cls.from_float(
             layer, bits["w_bits"], bits["a_bits"], signed_input=name in signed,
             weight_quantizer=quant.weight_quantizer, per_channel=quant.per_channel,
+            per_bit_scales=quant.per_bit_scales,
         )
         set_submodule(model, name, qlayer)
     return model

@@ -103,8 +103,10 @@ def _parse_train(raw: dict) -> TrainConfig:
         train = TrainConfig.from_dict(train_raw, suggestions).replace(progress=False)
         load_plugins(train.plugins, "train.plugins")
         from speq_search.models import check_model_name
+        from speq_search.quant.scaling import check_weight_quantizer
 
         check_model_name(train.model.name)  # the registry, not a build: a space is checked without a model
+        check_weight_quantizer(train.quant.weight_quantizer)  # the registry (plain Python, no torch)
         if train.cost_model is not None:
             from speq_search.costs import load_cost_table
 
@@ -308,6 +310,10 @@ def _check_value(train: TrainConfig, name: str, value: Any, where: str) -> None:
         cfg = train.replace(**changes)
         if any(k.startswith("model.") for k in changes):
             _build(cfg)
+        if "quant.weight_quantizer" in changes:
+            from speq_search.quant.scaling import check_weight_quantizer
+
+            check_weight_quantizer(cfg.quant.weight_quantizer)
     except ConfigError as err:
         raise ConfigError(where, value, err.accepted) from None
 
