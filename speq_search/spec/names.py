@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from speq_search.config import METHODS, TrainConfig
 from speq_search.errors import ConfigError
+from speq_search.quant.scaling import WEIGHT_QUANTIZERS
 
 if TYPE_CHECKING:
     from speq_search.models import Dim
@@ -46,7 +47,8 @@ NAMES: dict[str, Name] = {
     "w_bits": Name("quant.w_bits", int, "weight bits: 2-8, or 32"),
     "a_bits": Name("quant.a_bits", int, "activation bits: 2-8, or 32"),
     "first_last_bits": Name("quant.first_last_bits", int, "weight bits of the first and last layer"),
-    "weight_quantizer": Name("quant.weight_quantizer", str, "lsq (learned clip) | sawb (statistics)"),
+    "weight_quantizer": Name("quant.weight_quantizer", str, " | ".join(f"{n} ({d})" for n, d in
+                                                                       WEIGHT_QUANTIZERS.describe().items())),
     "p_high": Name("speq.p_high", float, "probability that a teacher layer takes --high-bits"),
     "high_bits": Name("speq.high_bits", int, "the teacher's high activation precision (32: no rounding)"),
     "kd_weight": Name("speq.kd_weight", float, "weight of the distillation loss (0: plain QAT)"),

@@ -19,6 +19,7 @@ from speq_search.config import FULL_PRECISION, TrainConfig
 from speq_search.costs import report_costs
 from speq_search.data import Splits
 from speq_search.errors import ConfigError
+from speq_search.quant.scaling import check_weight_quantizer
 from speq_search.speq import kd_factor
 from speq_search.train.checkpoints import CHECKPOINT_FORMAT, atomic_torch_save, load_checkpoint, load_state, write_history
 from speq_search.train.fp import full_precision_model
@@ -61,6 +62,7 @@ def run(
     log = log or (lambda msg: print(msg, file=sys.stderr))
     device = resolve_device(cfg.device)
     resolve_config_compile(cfg.compile, device, 0)  # a compile mode this machine cannot run fails before any work
+    check_weight_quantizer(cfg.quant.weight_quantizer)  # a bad name fails even where nothing is quantized (fp)
     compile_start = compile_seconds()
     splits = load_data(cfg)  # bad data settings fail before anything is written
     if not resume:
