@@ -48,7 +48,7 @@ def w2a2_study(name: str, doc: str, speq: dict, params: dict) -> tuple[argparse.
 def run_grid(name: str, space: dict, reuse: bool) -> pd.DataFrame:
     """Run ``space`` (a grid) into ``runs/studies/name``, or reuse a finished run there; return its trials."""
     from speq_search.search import RunOptions, run_search
-    from speq_search.spec import parse_space
+    from speq_search.space import parse_space
 
     run_dir = RUNS / name
     if reuse and (run_dir / "trials.csv").exists():

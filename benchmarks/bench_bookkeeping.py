@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from speq_search.analysis import pareto  # noqa: E402
 from speq_search.search.results import TrialTable, write_outputs  # noqa: E402
-from speq_search.spec import parse_space  # noqa: E402
+from speq_search.space import parse_space  # noqa: E402
 
 SPACE = {
     "name": "bookkeeping",

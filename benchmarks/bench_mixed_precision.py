@@ -83,7 +83,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from speq_search.search import RunOptions, run_search
-    from speq_search.spec import parse_space
+    from speq_search.space import parse_space
 
     results = []
     for setting in args.settings:

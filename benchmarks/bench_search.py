@@ -94,7 +94,7 @@ def _space_train_config(space: str, tmp: Path) -> str:
     """The space's train section as a config file (to warm the FP cache with the same settings)."""
     import yaml
 
-    from speq_search.spec import load_space
+    from speq_search.space import load_space
 
     path = tmp / f"{space}-train.yaml"
     path.write_text(yaml.safe_dump(load_space(space).train.to_dict()))

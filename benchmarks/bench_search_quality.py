@@ -28,7 +28,7 @@ import pandas as pd
 
 from speq_search.analysis.pareto import box_hypervolume, hypervolume, hypervolume_history
 from speq_search.samplers import distribution, make_sampler
-from speq_search.spec import load_space, parse_space
+from speq_search.space import load_space, parse_space
 
 
 def grid_range_hv(values, best, worst, modes) -> list[float]:

@@ -13,8 +13,8 @@ from pathlib import Path
 from speq_search import schema
 from speq_search.errors import ConfigError
 from speq_search.samplers import SAMPLERS
-from speq_search.spec.model import SCHEDULERS
-from speq_search.spec.names import NAMES, flag_of
+from speq_search.space.model import SCHEDULERS
+from speq_search.space.names import NAMES, flag_of
 from speq_search.yamlio import parse_yaml
 
 EXIT_BAD_INPUT = 2
@@ -222,7 +222,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from speq_search.search import RunOptions, resume_search, run_search
     from speq_search.search.folder import ensure_writable
-    from speq_search.spec import check_run_name, load_space
+    from speq_search.space import check_run_name, load_space
 
     opts = RunOptions(address=args.address, storage_path=args.storage_path, verbose=args.verbose,
                       loggers=tuple(args.logger), mlflow_uri=args.mlflow_uri)
@@ -306,7 +306,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _sensitivity(args: argparse.Namespace) -> int:
     from speq_search.sensitivity import layer_sensitivity, write_sensitivity_csv
-    from speq_search.spec import load_space
+    from speq_search.space import load_space
 
     spec = load_space(args.space, _parse_set(args.set))
     base, scores = layer_sensitivity(spec.train, probe_bits=args.bits,
@@ -386,7 +386,7 @@ def _as_flags(err: ConfigError, command: str) -> str:
 
 
 def _spaces(args: argparse.Namespace) -> int:
-    from speq_search.spec import shipped_spaces
+    from speq_search.space import shipped_spaces
 
     return _listing(shipped_spaces())
 

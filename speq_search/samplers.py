@@ -35,7 +35,7 @@ from speq_search.registry import Registry
 if TYPE_CHECKING:
     import optuna
 
-    from speq_search.spec.model import Param, SearchSpec
+    from speq_search.space.model import Param, SearchSpec
 
 FIELD = "search.sampler"
 CLASS_FORM = "{name: an optuna.samplers class, keyword: value...}"

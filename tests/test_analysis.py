@@ -400,7 +400,7 @@ def test_learning_curves_draw_each_epochs_own_accuracy(tmp_path):
 
 def test_summary_counts_trials_at_chance_level(tmp_path):
     from speq_search.search.results import write_outputs
-    from speq_search.spec import load_space
+    from speq_search.space import load_space
 
     df = _trials()
     df.loc[[0, 1, 2], "val_acc"] = [0.10, 0.12, 0.14]  # 10 classes: chance is 0.10

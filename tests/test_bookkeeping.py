@@ -14,7 +14,7 @@ import pytest
 
 from speq_search.analysis import pareto
 from speq_search.search.results import TrialTable, collect_trials, write_outputs
-from speq_search.spec import parse_space
+from speq_search.space import parse_space
 
 SPACE = parse_space({
     "name": "synthetic",

@@ -11,7 +11,7 @@ import yaml
 import speq_search.config as config
 from speq_search.errors import ConfigError
 from speq_search.quant import layer_bits
-from speq_search.spec import load_space
+from speq_search.space import load_space
 from speq_search.train import build_model, load_data, make_step, quantize_for
 
 CHECKS = ("check_bits", "check_number", "check_choice")

@@ -44,7 +44,7 @@ def _readme_row(field: str) -> str:
 
 def test_readme_config_table_lists_every_registered_method():
     from speq_search.config import METHODS
-    from speq_search.spec import NAMES
+    from speq_search.space import NAMES
 
     accepted = _readme_row("speq.method").split("|")[3]
     assert re.findall(r"`([a-z-]+)`", accepted.split("(")[0]) == list(METHODS.names())

@@ -340,7 +340,7 @@ def test_compile_on_without_a_compiler_is_refused_in_one_line(tmp_path, capsys, 
 
 
 def test_yaml_on_and_off_mean_the_compile_modes(tmp_path):
-    from speq_search.spec import load_space
+    from speq_search.space import load_space
 
     assert load_space("default", {"train.compile": False}).train.compile == "off"
     cfg_file = tmp_path / "c.yaml"

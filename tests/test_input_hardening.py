@@ -18,7 +18,7 @@ from speq_search.cli import main
 from speq_search.config import TrainConfig
 from speq_search.errors import ConfigError
 from speq_search.schema import trial_id_of
-from speq_search.spec import load_space, parse_space
+from speq_search.space import load_space, parse_space
 
 BOMB = "\n".join(["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"] + [
     f"{c}: &{c} [" + ", ".join([f"*{p}"] * 9) + "]" for p, c in zip("abcdefgh", "bcdefghi")])

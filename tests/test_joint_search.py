@@ -10,7 +10,7 @@ import pytest
 from speq_search.analysis.load import expand_layer_bits, load_run, read_run_csv
 from speq_search.cli import main
 from speq_search.search import RunOptions, run_search
-from speq_search.spec import parse_space
+from speq_search.space import parse_space
 
 BUDGET = 20000
 

@@ -67,7 +67,7 @@ def test_wheel_install_lists_and_runs_the_shipped_spaces(wheel_venv):
     "import speq_search",
     "import speq_search.analysis.pareto",
     "import speq_search.analysis",
-    "import speq_search.config, speq_search.schema, speq_search.spec",
+    "import speq_search.config, speq_search.schema, speq_search.space",
     "from speq_search.cli import main; main(['spaces'])",
     "from speq_search.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
 ])

@@ -15,7 +15,7 @@ from speq_search.errors import ConfigError
 from speq_search.models import create_model
 from speq_search.quant import act_quantizers, layer_bits, quantizable_layers, quantize_model
 from speq_search.sensitivity import group_sensitivity, layer_sensitivity, sensitivity_seed
-from speq_search.spec import fields_of, parse_space, per_layer_groups
+from speq_search.space import fields_of, parse_space, per_layer_groups
 from speq_search.speq import stochastic_precision
 from speq_search.train import planned_costs
 

@@ -180,7 +180,7 @@ def test_a_search_runs_a_plugin_on_workers_that_received_it_through_the_runtime_
 def test_the_readme_example_plugin_and_space_work_as_written(tmp_path, monkeypatch):
     import re
 
-    from speq_search.spec import load_space
+    from speq_search.space import load_space
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("### Your own model and data", 1)[1].split("\n### ", 1)[0]

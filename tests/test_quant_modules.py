@@ -123,7 +123,7 @@ def test_train_with_an_unknown_weight_quantizer_exits_2_before_writing(tmp_path,
      "params.weight_quantizer.values[1]"),
 ])
 def test_a_space_names_an_unknown_weight_quantizer_when_parsed(where, space, field):
-    from speq_search.spec import parse_space
+    from speq_search.space import parse_space
 
     raw = {"train": {}, "params": {"w_bits": {"type": "choice", "values": [2, 4]}},
            "objectives": [{"metric": "val_acc", "mode": "max"}], **space}

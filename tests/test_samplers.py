@@ -13,7 +13,7 @@ import yaml
 from speq_search.cli import build_parser, main
 from speq_search.errors import ConfigError
 from speq_search.samplers import SAMPLERS, distribution, grid_size, make_sampler
-from speq_search.spec import parse_space
+from speq_search.space import parse_space
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # QMC, NSGA-III
 

@@ -12,7 +12,7 @@ from speq_search.analysis.load import expand_layer_bits, load_run
 from speq_search.analysis.pareto import normalise
 from speq_search.errors import ConfigError
 from speq_search.search.results import collect_trials
-from speq_search.spec import parse_space
+from speq_search.space import parse_space
 
 SPACE = {"name": "s", "train": {"optim": {"epochs": 2, "fp_epochs": 1}},
          "params": {"w_bits": {"type": "choice", "values": [2, 4]}},

@@ -18,7 +18,7 @@ import pytest
 from speq_search.analysis.load import read_run_csv
 from speq_search.cli import main
 from speq_search.search import RunOptions, run_search
-from speq_search.spec import load_space, parse_space
+from speq_search.space import load_space, parse_space
 
 TINY = {
     "name": "tiny",
@@ -249,7 +249,7 @@ def test_progress_line_parts():
     import pandas as pd
 
     from speq_search.search.progress import eta, front_line
-    from speq_search.spec import Objective
+    from speq_search.space import Objective
 
     objectives = [Objective("val_acc", "max"), Objective("bitops", "min")]
     front = pd.DataFrame({"val_acc": [0.95, 0.9917, 0.9917], "bitops": [6.5e6, 15.4e6, 15.4e6]})

@@ -21,7 +21,7 @@ from speq_search.analysis.load import read_run_csv
 from speq_search.cli import main
 from speq_search.search import RunOptions, run_search
 from speq_search.search.folder import RunLock
-from speq_search.spec import parse_space
+from speq_search.space import parse_space
 
 TINY = {
     "name": "hard",

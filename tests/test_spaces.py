@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from speq_search.errors import ConfigError
-from speq_search.spec import SHIPPED_DIR, load_space, parse_space, shipped_spaces
+from speq_search.space import SHIPPED_DIR, load_space, parse_space, shipped_spaces
 
 BASE = {
     "name": "t",
@@ -116,7 +116,7 @@ def test_kd_schedule_is_searchable_by_its_short_name():
 
 
 def test_resolved_space_round_trips(tmp_path):
-    from speq_search.spec import dump_space
+    from speq_search.space import dump_space
 
     spec = parse_space(BASE)
     dump_space(spec, tmp_path / "space.yaml")
@@ -162,3 +162,15 @@ def test_near_misses_are_suggested():
 def test_sampler_and_scheduler_names_are_case_insensitive():
     spec = parse_space(BASE, {"search.sampler": "TPE", "search.scheduler": "ASHA"})
     assert spec.search.sampler == "tpe" and spec.search.scheduler == "asha"
+
+
+def test_the_old_package_name_still_imports_with_a_warning():
+    import importlib
+    import sys
+
+    sys.modules.pop("speq_search.spec", None)
+    with pytest.warns(DeprecationWarning, match="speq_search.space"):
+        old = importlib.import_module("speq_search.spec")
+    from speq_search import space
+
+    assert old.load_space is space.load_space and old.SearchSpec is space.SearchSpec

@@ -99,7 +99,7 @@ def _pick_trial(run: Run, trial: str) -> pd.Series:
 
 def _pick_under_budget(run: Run, budget: str) -> tuple[pd.Series, str]:
     """The row :func:`budget_picks` gives for ``budget`` (``METRIC<=NUMBER``), and why it was picked."""
-    from speq_search.spec import parse_bound
+    from speq_search.space import parse_bound
 
     metric, _, bound = parse_bound(budget, "--budget", ops=("<=",))
     if not run.objectives:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from speq_search import schema
 from speq_search.errors import ConfigError
-from speq_search.spec import SearchSpec, fields_of
+from speq_search.space import SearchSpec, fields_of
 
 # Fields that change the full-precision model: when one is searched, each trial gets its
 # own FP model (from the shared cache) instead of the one trained before the trials.

@@ -13,7 +13,7 @@ from ray.tune.stopper import Stopper
 
 from speq_search import schema
 from speq_search.search.results import TrialTable, write_outputs
-from speq_search.spec import SearchSpec
+from speq_search.space import SearchSpec
 
 
 class Progress:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from speq_search.errors import ConfigError
-from speq_search.spec import SearchSpec
+from speq_search.space import SearchSpec
 
 
 def local_resources() -> dict:

@@ -19,7 +19,7 @@ from speq_search import schema
 from speq_search.analysis.load import completed_trials
 from speq_search.analysis.pareto import front_rows, hypervolume, reference_values
 from speq_search.files import atomic_write
-from speq_search.spec import SearchSpec
+from speq_search.space import SearchSpec
 
 
 class TrialTable:

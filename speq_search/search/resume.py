@@ -15,7 +15,7 @@ from pathlib import Path
 from speq_search import schema
 from speq_search.errors import ConfigError
 from speq_search.search.searcher import Carried
-from speq_search.spec import SearchSpec
+from speq_search.space import SearchSpec
 
 
 def study_trials(run_dir: Path, spec: SearchSpec) -> list:

@@ -24,7 +24,7 @@ from speq_search.search.folder import RunLock, storage_root
 from speq_search.search.prepare import absolute_paths, prepare_fp, sensitivity_seed, shared_fp_state
 from speq_search.search.resources import check_resources, local_resources
 from speq_search.search.results import write_outputs
-from speq_search.spec import SearchSpec, dump_space
+from speq_search.space import SearchSpec, dump_space
 
 
 @dataclass
@@ -108,7 +108,7 @@ def resume_search(run_dir: str | Path, opts: RunOptions | None = None) -> dict:
     where it is now. A missing float model is rebuilt.
     """
     from speq_search.search.resume import carried_trials
-    from speq_search.spec import load_space
+    from speq_search.space import load_space
 
     opts = opts or RunOptions()
     run_dir = Path(run_dir).resolve()

@@ -24,7 +24,7 @@ from ray.tune.search import Searcher
 
 from speq_search import schema
 from speq_search.samplers import distribution
-from speq_search.spec import SearchSpec
+from speq_search.space import SearchSpec
 
 CURVES_SUFFIX = "-curves"  # the companion study of per-epoch validation accuracy
 _logger = logging.getLogger(__name__)

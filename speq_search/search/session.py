@@ -21,7 +21,7 @@ import sys
 import tempfile
 
 from speq_search.errors import ConfigError
-from speq_search.spec import SearchSpec
+from speq_search.space import SearchSpec
 
 LOOPBACK = "127.0.0.1"
 OBJECT_STORE_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION")

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from speq_search import schema
-from speq_search.spec import SearchSpec
+from speq_search.space import SearchSpec
 
 
 def _reportable(row: dict) -> dict:

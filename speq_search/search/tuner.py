@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from speq_search.search.searcher import Carried, StudySearcher
-from speq_search.spec import SearchSpec
+from speq_search.space import SearchSpec
 
 
 def make_tuner(spec: SearchSpec, run_dir: Path, segment: str, storage: str, fp_state: bytes | None, opts,

@@ -36,7 +36,7 @@ def importance_data(run, seed: int = 0) -> pd.DataFrame:
     """
     import optuna
 
-    from speq_search.spec import fields_of
+    from speq_search.space import fields_of
 
     done = run.completed.dropna(subset=[m for m, _ in run.objectives])
     params = [p for p in run.params if p in done and done[p].notna().all() and done[p].nunique() > 1]

@@ -1,10 +1,10 @@
 """Search spaces: what a search varies, what it optimises, how it runs. No Ray here.
 
-- :mod:`~speq_search.spec.model`: the checked space (:class:`SearchSpec` and its parts), frozen;
-- :mod:`~speq_search.spec.names`: short names, architecture dimensions and per-layer groups, and the
+- :mod:`~speq_search.space.model`: the checked space (:class:`SearchSpec` and its parts), frozen;
+- :mod:`~speq_search.space.names`: short names, architecture dimensions and per-layer groups, and the
   config fields they set (the ``train`` command's flags come from the same table);
-- :mod:`~speq_search.spec.files`: shipped spaces, reading a file, ``--set``, writing ``space.yaml``;
-- :mod:`~speq_search.spec.parse`: checking a space, once, where it enters.
+- :mod:`~speq_search.space.files`: shipped spaces, reading a file, ``--set``, writing ``space.yaml``;
+- :mod:`~speq_search.space.parse`: checking a space, once, where it enters.
 
 A space file (YAML) has five parts::
 
@@ -44,8 +44,8 @@ Optional parts for per-layer and constrained searches::
 """
 
 from speq_search.samplers import SAMPLERS
-from speq_search.spec.files import SHIPPED_DIR, apply_override, dump_space, load_space, resolve_space_path, shipped_spaces
-from speq_search.spec.model import (
+from speq_search.space.files import SHIPPED_DIR, apply_override, dump_space, load_space, resolve_space_path, shipped_spaces
+from speq_search.space.model import (
     MODES,
     PARAM_TYPES,
     SCHEDULERS,
@@ -55,7 +55,7 @@ from speq_search.spec.model import (
     SearchSettings,
     SearchSpec,
 )
-from speq_search.spec.names import (
+from speq_search.space.names import (
     ALIASES,
     NAMES,
     GroupBits,
@@ -66,7 +66,7 @@ from speq_search.spec.names import (
     flag_of,
     is_config_name,
 )
-from speq_search.spec.parse import check_run_name, parse_bound, parse_space, per_layer_groups
+from speq_search.space.parse import check_run_name, parse_bound, parse_space, per_layer_groups
 
 __all__ = [
     "ALIASES",

@@ -14,12 +14,12 @@ import re
 from typing import Any
 
 from speq_search import schema
-from speq_search.config import FIELD_SECTIONS, TrainConfig, check_choice, check_number, get_dotted
+from speq_search.config import FIELD_SECTIONS, OneShotConfig, TrainConfig, check_choice, check_number, get_dotted
 from speq_search.errors import ConfigError, one_of
 from speq_search.plugins import check_plugins, load_plugins
 from speq_search.samplers import check_sampler, grid_space, sampler_setting
-from speq_search.spec.files import TOP_KEYS, apply_override
-from speq_search.spec.model import (
+from speq_search.space.files import TOP_KEYS, apply_override
+from speq_search.space.model import (
     MODES,
     PARAM_TYPES,
     SCHEDULERS,
@@ -29,11 +29,11 @@ from speq_search.spec.model import (
     SearchSettings,
     SearchSpec,
 )
-from speq_search.spec.names import ALIASES, SHORT_NAME, GroupBits, config_changes, field_of, fields_of, is_config_name
+from speq_search.space.names import ALIASES, SHORT_NAME, GroupBits, config_changes, field_of, fields_of, is_config_name
 
 
 def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpec:
-    """Check a space given as a dict (see :mod:`speq_search.spec` for the format); ``overrides``
+    """Check a space given as a dict (see :mod:`speq_search.space` for the format); ``overrides``
     are ``--set`` keys (``train.optim.epochs``)."""
     raw = copy.deepcopy(raw)
     for key in raw:
@@ -79,10 +79,36 @@ def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpe
     constraints = tuple(_parse_constraint(i, c, train) for i, c in enumerate(constraints_raw))
     warm_start = _parse_warm_start(raw.get("warm_start"), params, search)
     name = check_run_name(raw.get("name") or "space", "name")
+    oneshot = _parse_oneshot(raw.get("oneshot"), params, search)
     spec = SearchSpec(name, str(raw.get("description", "")), train, params, objectives, search, per_layer,
-                      constraints, warm_start)
+                      constraints, warm_start, oneshot)
     check_sampler(spec)  # an Optuna class with its keywords: built once, asked for one point
     return spec
+
+
+def _parse_oneshot(entry: Any, params: tuple[Param, ...], search: SearchSettings) -> OneShotConfig | None:
+    """A space's ``oneshot`` section: the settings of a one-shot search over its per-layer choices."""
+    if entry is None:
+        return None
+    if entry is True:
+        entry = {}
+    if not isinstance(entry, dict):
+        raise ConfigError("oneshot", entry, "a mapping of one-shot settings (supernet_epochs, paths, teacher, "
+                          "finetune_top, ...), or true for the defaults")
+    known = {f.name for f in dataclasses.fields(OneShotConfig)}
+    for key in entry:
+        if key not in known:
+            raise ConfigError(f"oneshot.{key}", entry[key], one_of(key, known))
+    oneshot = OneShotConfig(**entry)
+    others = [p.name for p in params if "@" not in p.name]
+    if not any("@" in p.name for p in params) or others:
+        raise ConfigError("oneshot", others or entry, "a space whose searched parameters are the per-layer bits of a "
+                          "per_layer section only (the supernet serves every per-layer assignment; other parameters "
+                          "need a per-trial search)")
+    if oneshot.finetune_top > search.num_samples:
+        raise ConfigError("oneshot.finetune_top", oneshot.finetune_top, f"at most search.num_samples "
+                          f"({search.num_samples}), the assignments evaluated on the supernet")
+    return oneshot
 
 
 def _parse_train(raw: dict) -> TrainConfig:

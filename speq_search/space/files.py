@@ -11,12 +11,12 @@ import yaml
 from speq_search.config import set_dotted
 from speq_search.errors import ConfigError
 from speq_search.plugins import check_plugins, resolve_relative
-from speq_search.spec.model import SearchSpec
-from speq_search.spec.names import ALIASES
+from speq_search.space.model import SearchSpec
+from speq_search.space.names import ALIASES
 from speq_search.yamlio import load_yaml
 
 TOP_KEYS = ("name", "description", "train", "params", "objectives", "search", "per_layer", "constraints", "warm_start",
-            "plugins")
+            "plugins", "oneshot")
 
 
 def _shipped_dir() -> Path:
@@ -63,7 +63,7 @@ def load_space(name_or_path: str | None = None, overrides: dict[str, Any] | None
     space finds its data from any working directory; the shipped ones point at the repository's
     ``.data``); one given in ``overrides`` is relative to the working directory.
     """
-    from speq_search.spec.parse import parse_space
+    from speq_search.space.parse import parse_space
 
     path = resolve_space_path(name_or_path)
     raw = load_yaml(path, "space")

@@ -7,9 +7,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from speq_search.config import TrainConfig
+from speq_search.config import OneShotConfig, TrainConfig
 from speq_search.errors import ConfigError
-from speq_search.spec.names import config_changes
+from speq_search.space.names import config_changes
 
 PARAM_TYPES = ("choice", "int", "uniform", "loguniform")
 SCHEDULERS = ("fifo", "asha")
@@ -91,7 +91,7 @@ class SearchSettings:
 
 @dataclass(frozen=True)
 class SearchSpec:
-    """A checked search space: what :func:`~speq_search.spec.parse_space` returns.
+    """A checked search space: what :func:`~speq_search.space.parse_space` returns.
 
     The driver parses a space once; trials receive this object (frozen, picklable) and build
     their config with :meth:`trial_config` from values the space already checked.
@@ -106,6 +106,7 @@ class SearchSpec:
     per_layer: dict = field(default_factory=dict)  # the per_layer section as written (its params are expanded)
     constraints: tuple[Constraint, ...] = ()
     warm_start: tuple[dict, ...] = ()  # points tried first
+    oneshot: OneShotConfig | None = None  # a one-shot search: one supernet, evaluations, the best fine-tuned
 
     def to_dict(self) -> dict:
         """The resolved space, as written to ``RUN_DIR/space.yaml``."""
@@ -121,7 +122,19 @@ class SearchSpec:
             out["constraints"] = [str(c) for c in self.constraints]
         if self.warm_start:
             out["warm_start"] = [dict(p) for p in self.warm_start]
+        if self.oneshot is not None:
+            out["oneshot"] = self.oneshot.to_dict()
         return out
+
+    def group_choices(self) -> dict[str, dict[str, list]]:
+        """A per-layer space's choices by group: ``{group: {"w_bits": [...], "a_bits": [...]}}``
+        (only the kinds searched there)."""
+        choices: dict[str, dict[str, list]] = {}
+        for p in self.params:
+            if "@" in p.name:
+                kind, _, group = p.name.partition("@")
+                choices.setdefault(group, {})[kind] = list(p.values)
+        return choices
 
     def trial_config(self, values: dict[str, Any]) -> TrainConfig:
         """The TrainConfig of one trial: the fixed settings plus the sampled values.
