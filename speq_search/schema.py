@@ -97,6 +97,8 @@ def _metrics() -> dict[str, Metric]:
         Metric("compile", "info", "torch.compile mode", column="optional"),
         Metric("compile_s", "time", "compile time (s)", column="optional"),
         Metric("layer_bits", "info", "bits per layer (name=w/a;...)", column="optional"),
+        Metric("fidelity", "info", "how the accuracy was measured: supernet evaluation or fine-tuned", column="optional"),
+        Metric("supernet_val_acc", "score", "validation accuracy on the supernet (%)", column="optional", stored=True),
         Metric("feasible", "info", "within the space's budgets", column="optional"),
         Metric("constraint_violation", "info", "how far over budget (relative)", column="optional"),
     ]
@@ -391,6 +393,11 @@ def read_trial_folder(path: str | Path) -> TrialFolder:
 # The key, in each Ray trial's config (params.json), of the Optuna trial it runs: a resumed search
 # continues an interrupted Optuna trial in a new Ray trial, and the run files list it once.
 TRIAL_KEY = "optuna_trial"
+STUDY_KEY = "optuna_study"  # with TRIAL_KEY, in the trials of a study other than the run's own (a one-shot search's)
+# How a trial's accuracy was measured: "trained" (a trial of a per-trial search: the default, not
+# reported), "supernet" (a one-shot search's evaluation of the supernet at the trial's assignment),
+# "finetuned" (an assignment fine-tuned from the supernet). A run's front holds its highest fidelity.
+FIDELITIES = ("trained", "supernet", "finetuned")
 IN_RUN_DIR = "."  # run.json's storage_path when the Ray experiment is inside the run folder (moves with it)
 
 
