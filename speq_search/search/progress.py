@@ -21,11 +21,12 @@ class Progress:
     are what the Tuner is given."""
 
     def __init__(self, spec: SearchSpec, run_dir: Path, experiments: list, reference: dict, log, total: int,
-                 mirror: tuple[Path, str] | None = None):
+                 mirror: tuple[Path, str] | None = None, label: str = "search"):
         self.spec, self.run_dir, self.experiments, self.reference = spec, run_dir, experiments, reference
         self.log, self.total, self.failures, self.t0 = log, total, 0, time.time()
         # Experiments in object storage: (the run folder's copy of this segment, the store's scheme)
         self.mirror = mirror
+        self.label = label  # the phase: "search" (a per-trial search), "supernet", "evaluate", "finetune"
         self.last_line = ""
         self.table = TrialTable()  # rows kept between refreshes: each reads only the trials that changed
         self.callback, self.stopper = _Callback(self), _Stopper(self)
@@ -59,7 +60,8 @@ class Progress:
         self.failures = max(self.failures, summary["n_failed"])
         over = f", {summary['n_infeasible']} over budget" if summary["n_infeasible"] else ""
         finished = summary["n_completed"] + summary["n_infeasible"] + summary["n_failed"] + summary["n_stopped"]
-        line = (f"{summary['n_completed'] + summary['n_infeasible']}/{self.total} done, {running} running, "
+        phase = "" if self.label == "search" else f"{self.label}: "
+        line = (f"{phase}{self._done(summary)}/{self.total} done, {running} running, "
                 f"{summary['n_failed']} failed{over}; {front_line(df_front, self.spec.objectives)}"
                 f"{eta(time.time() - self.t0, finished, self.total)}")
         if line != self.last_line:  # several trials can end in one step (over-budget ones end at once)
@@ -69,6 +71,21 @@ class Progress:
             self.log(f"stopping: {self.failures} failed trials exceed search.max_failures="
                      f"{self.spec.search.max_failures}; finished trials are kept")
         return summary
+
+    def _done(self, summary: dict) -> int:
+        """Trials of this phase done (a one-shot search's trials.csv holds two phases: counted apart)."""
+        if self.label in ("evaluate", "finetune"):
+            return summary.get(f"n_{self.label}d", 0)
+        return summary["n_completed"] + summary["n_infeasible"]
+
+    def result(self, trial, result: dict) -> None:
+        """Every reported result: copied (object storage); the supernet's epochs shown as they end."""
+        self.copy_trial(trial)
+        if self.label == "supernet" and "epoch" in result:
+            shown = ", ".join(f"{k.replace('_', ' ')} {result[k]:.4f}" for k in ("val_acc_highest", "val_acc_lowest")
+                              if isinstance(result.get(k), (int, float)))
+            self.log(f"[{time.time() - self.t0:6.0f}s] supernet epoch {result['epoch']}/"
+                     f"{self.spec.oneshot.supernet_epochs}" + (f": {shown}" if shown else ""))
 
     @property
     def stopping(self) -> bool:
@@ -81,7 +98,7 @@ class _Callback(Callback):
         self.progress = progress
 
     def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: D102
-        self.progress.copy_trial(trial)  # the curves of running trials (a result behind: Ray's logger writes after)
+        self.progress.result(trial, result)  # copies lag a result behind: Ray's logger writes after
 
     def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: D102
         self.progress.update(trials, trial, failed=False)

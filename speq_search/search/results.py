@@ -99,11 +99,11 @@ def _read_trial(trial_dir: Path, spec: SearchSpec) -> tuple[float, dict]:
     trial = schema.read_trial_folder(trial_dir)
     last = trial.last
     done = int(last.get("epochs_done", 0))
-    params = {k: v for k, v in trial.params.items() if k != schema.TRIAL_KEY}
+    params = {k: v for k, v in trial.params.items() if k not in (schema.TRIAL_KEY, schema.STUDY_KEY)}
     total = int(last.get("epochs_total", 0)) or int(spec.trial_config(params).optim.epochs)
     row = {"trial_id": trial.trial_id, "status": trial.status()}
-    if isinstance(trial.params.get(schema.TRIAL_KEY), int):
-        row["_number"] = trial.params[schema.TRIAL_KEY]  # the Optuna trial it ran (not a column)
+    if isinstance(trial.params.get(schema.TRIAL_KEY), int):  # the Optuna trial it ran (not a column)
+        row["_number"] = (trial.params.get(schema.STUDY_KEY), trial.params[schema.TRIAL_KEY])
     for p in spec.params:
         row[p.name] = trial.params.get(p.name)
     for key in schema.metric_columns():

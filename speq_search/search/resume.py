@@ -18,8 +18,9 @@ from speq_search.search.searcher import Carried
 from speq_search.space import SearchSpec
 
 
-def study_trials(run_dir: Path, spec: SearchSpec) -> list:
-    """The run study's trials (``[]`` without a study); a corrupt study is one line, naming the file."""
+def study_trials(run_dir: Path, spec: SearchSpec, study_name: str | None = None) -> list:
+    """The trials of the run's study (or of its study ``study_name``; ``[]`` without one); a corrupt
+    study is one line, naming the file."""
     import optuna
 
     path = run_dir / "study.db"
@@ -27,24 +28,29 @@ def study_trials(run_dir: Path, spec: SearchSpec) -> list:
         return []
     try:
         storage = optuna.storages.RDBStorage(f"sqlite:///{path}", skip_table_creation=True)
-        return optuna.load_study(study_name=spec.name, storage=storage).get_trials(deepcopy=False)
+        names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+        if (study_name or spec.name) not in names:
+            return []
+        return optuna.load_study(study_name=study_name or spec.name, storage=storage).get_trials(deepcopy=False)
     except Exception as err:  # noqa: BLE001 - sqlite3/sqlalchemy/optuna raise many kinds for a bad file
         raise ConfigError("study.db", str(path), f"the run's Optuna SQLite study ({type(err).__name__}: the file is "
                           "corrupt or not a study; restore it from a copy. trials.csv and the Ray trial folders keep "
                           "every finished trial, and `speq-search report` reads them)") from None
 
 
-def latest_folders(experiments: list[Path]) -> dict[int, schema.TrialFolder]:
-    """The newest Ray trial folder of each Optuna trial number, over the run's experiments (oldest first)."""
+def latest_folders_any(experiments: list[Path]) -> list[schema.TrialFolder]:
+    """Every Ray trial folder of ``experiments`` (oldest first)."""
+    return [schema.read_trial_folder(path) for e in experiments if Path(e).is_dir() for path in schema.trial_folders(e)]
+
+
+def latest_folders(experiments: list[Path], study_name: str | None = None) -> dict[int, schema.TrialFolder]:
+    """The newest Ray trial folder of each Optuna trial number of the study ``study_name`` (None: the
+    run's own), over the run's experiments (oldest first)."""
     found: dict[int, schema.TrialFolder] = {}
-    for experiment in experiments:
-        if not Path(experiment).is_dir():
-            continue
-        for path in schema.trial_folders(experiment):
-            folder = schema.read_trial_folder(path)
-            number = folder.params.get(schema.TRIAL_KEY)
-            if isinstance(number, int):
-                found[number] = folder
+    for folder in latest_folders_any(experiments):
+        number = folder.params.get(schema.TRIAL_KEY)
+        if isinstance(number, int) and folder.params.get(schema.STUDY_KEY) == study_name:
+            found[number] = folder
     return found
 
 
@@ -64,7 +70,8 @@ def last_checkpoint(folder: schema.TrialFolder | None) -> str | None:
     return None
 
 
-def carried_trials(run_dir: Path, spec: SearchSpec, experiments: list[Path]) -> tuple[list[Carried], int]:
+def carried_trials(run_dir: Path, spec: SearchSpec, experiments: list[Path],
+                   study_name: str | None = None) -> tuple[list[Carried], int]:
     """The trials a resumed search runs again, and how many trials the study has asked so far.
 
     Carried: every trial the study holds as running, and every trial it holds as complete whose
@@ -74,8 +81,8 @@ def carried_trials(run_dir: Path, spec: SearchSpec, experiments: list[Path]) -> 
     """
     import optuna
 
-    trials = study_trials(run_dir, spec)
-    folders = latest_folders(experiments)
+    trials = study_trials(run_dir, spec, study_name)
+    folders = latest_folders(experiments, None if study_name in (None, spec.name) else study_name)
     carried, asked = [], 0
     for t in trials:
         if t.state == optuna.trial.TrialState.WAITING:  # enqueued (a warm start), never asked

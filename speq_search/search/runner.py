@@ -23,7 +23,6 @@ from speq_search.search.cluster import check_nodes
 from speq_search.search.folder import RunLock, storage_root
 from speq_search.search.prepare import absolute_paths, prepare_fp, sensitivity_seed, shared_fp_state
 from speq_search.search.resources import check_resources, local_resources
-from speq_search.search.results import write_outputs
 from speq_search.space import SearchSpec, dump_space
 
 
@@ -72,9 +71,9 @@ def run_search(spec: SearchSpec, run_dir: str | Path, opts: RunOptions | None = 
                 if session:
                     check_nodes(folder, spec.train, log)  # before the float model trains
                 meta, fp_state = _start_run(spec, run_dir, storage, opts, log)
-                return _execute(spec, run_dir, meta, fp_state, opts, [], 0, started=lock.keep, session=session)
+                return _run(spec, run_dir, meta, fp_state, opts, log, resumed=False, started=lock.keep, session=session)
         except BaseException:
-            lock.discard()  # only while no trial has started: _execute disarms it once one may have
+            lock.discard()  # only while no trial has started: run_phase disarms it once one may have
             raise
 
 
@@ -107,7 +106,7 @@ def resume_search(run_dir: str | Path, opts: RunOptions | None = None) -> dict:
     The folder may have been moved or copied since: everything is read from (and written to)
     where it is now. A missing float model is rebuilt.
     """
-    from speq_search.search.resume import carried_trials
+    from speq_search.search.resume import study_trials
     from speq_search.space import load_space
 
     opts = opts or RunOptions()
@@ -126,12 +125,12 @@ def resume_search(run_dir: str | Path, opts: RunOptions | None = None) -> dict:
         opts.address = opts.address or meta.get("address")
         if not opts.address:
             check_resources(spec, local_resources(), None, log)
-        carried, asked = carried_trials(run_dir, spec, schema.experiment_folders(run_dir, meta))
+        study_trials(run_dir, spec)  # a corrupt study is one line, before anything starts
         with _cluster_session(spec, opts, log) as session:
             if session:
                 check_nodes(schema.experiment_storage(run_dir, meta), spec.train, log)
             fp_state = shared_fp_state(run_dir, spec, meta, log)
-            return _execute(spec, run_dir, meta, fp_state, opts, carried, asked, resumed=True, session=session)
+            return _run(spec, run_dir, meta, fp_state, opts, log, resumed=True, session=session)
 
 
 def experiment_name(run_dir: Path, storage: str) -> str:
@@ -153,63 +152,29 @@ def read_run_json(run_dir: Path) -> dict:
     return meta
 
 
-def _new_segment(run_dir: Path, meta: dict) -> str:
-    """Name and record the experiment this run of the search writes (before anything runs in it)."""
-    if "segments" not in meta:  # a run made before segments: its one experiment is the first
-        meta["segments"] = [meta.get("experiment_name", "ray")]
-    segments = meta["segments"]
-    base = meta["experiment_name"]
-    name = base if not segments else f"{base}-r{len(segments)}"
-    segments.append(name)
-    atomic_write(run_dir / "run.json", json.dumps(meta, indent=2) + "\n")
-    return name
+def _run(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts: RunOptions, log, resumed: bool,
+         started=None, session=None) -> dict:
+    """Run (or resume) the search's trials: one phase, or a one-shot search's three."""
+    if spec.oneshot is not None:
+        from speq_search.search.oneshot import run_oneshot
 
+        return run_oneshot(spec, run_dir, meta, fp_state, opts, log, resumed, started, session)
+    from speq_search.search.phases import Phase, run_phase
+    from speq_search.search.resume import carried_trials
+    from speq_search.search.trainable import speq_trainable
 
-def _execute(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts: RunOptions, carried: list, asked: int,
-             resumed: bool = False, started=None, session=None) -> dict:
-    """Run what is missing (``carried`` trials, then new ones up to ``search.num_samples``) as a new
-    segment, in ``session`` (else a Ray session opened here); ``started()`` is called once trials may
-    have run (the folder is then kept)."""
-    from speq_search.search.progress import Progress
-    from speq_search.search.session import RaySession
-    from speq_search.search.tuner import make_tuner
-
-    log = _log(opts)
+    carried, asked = carried_trials(run_dir, spec, schema.experiment_folders(run_dir, meta)) if resumed else ([], 0)
     total = spec.search.num_samples
-    to_run = len(carried) + max(0, total - asked)
     if spec.search.sampler == "grid" and not resumed:
         from speq_search.samplers import grid_size
 
         if total < grid_size(spec):
             log(f"grid of {grid_size(spec)} points: running {total} of them (search.num_samples)")
-    segment = _new_segment(run_dir, meta) if to_run else None
-    experiments = schema.experiment_folders(run_dir, meta)
-    mirror = None
-    if schema.is_uri(meta.get("storage_path")) and segment:
-        mirror = (experiments[-1], meta["storage_path"].split("://", 1)[0])
-    progress = Progress(spec, run_dir, experiments, meta["reference"], log, total, mirror)
-    if to_run:
-        with contextlib.nullcontext() if session else RaySession(spec, opts.address, opts.verbose, log):
-            warm = [] if resumed else list(spec.warm_start) + ([meta["sensitivity_seed"]] if meta.get("sensitivity_seed")
-                                                               else [])
-            tuner = make_tuner(spec, run_dir, segment, schema.experiment_storage(run_dir, meta), fp_state, opts,
-                               progress, to_run, carried, warm)
-            if resumed:
-                log(f"resuming {run_dir}: {len(carried)} unfinished trial(s) continue, {to_run - len(carried)} new")
-            log(f"search '{spec.name}': {total} trials, sampler {spec.search.sampler}, up to "
-                f"{spec.search.max_concurrent} at a time, objectives "
-                + ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives))
-            if started is not None:
-                started()
-            tuner.fit()
-    summary = write_outputs(run_dir, spec, experiments, meta["reference"],
-                            extra={"run_dir": str(run_dir), "resumed": resumed},
-                            chance_acc=meta.get("chance_acc"), table=progress.table).summary
+    warm = [] if resumed else list(spec.warm_start) + ([meta["sensitivity_seed"]] if meta.get("sensitivity_seed") else [])
+    phase = Phase("search", speq_trainable, {"fp_state": fp_state}, total, spec.name, carried=carried, asked=asked,
+                  warm_start=warm)
+    summary = run_phase(spec, run_dir, meta, opts, phase, log, resumed, started, session)
     if summary.get("n_at_chance"):
         log(f"warning: {summary['n_at_chance']} of {summary['n_completed']} completed trials are at chance level "
             f"(val_acc < {1.5 * summary['chance_acc']:.3f}): check the learning rate, the bits and the data")
-    finished = summary["n_completed"] + summary["n_failed"] + summary["n_stopped"] + summary["n_infeasible"]
-    summary["stopped_on_failures"] = progress.stopping
-    summary["interrupted"] = finished < total and not summary["stopped_on_failures"]
     return summary
-

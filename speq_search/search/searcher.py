@@ -46,15 +46,17 @@ class RunStudy:
     ask-and-tell hands a live trial only to the process that asked, and a resumed search continues
     older ones."""
 
-    def __init__(self, spec: SearchSpec, path: str | Path, sampler: optuna.samplers.BaseSampler | None = None) -> None:
+    def __init__(self, spec: SearchSpec, path: str | Path, sampler: optuna.samplers.BaseSampler | None = None,
+                 study_name: str | None = None) -> None:
+        name = study_name or spec.name
         self.storage = optuna.storages.RDBStorage(f"sqlite:///{Path(path).resolve()}")
         self.study = optuna.create_study(
-            storage=self.storage, study_name=spec.name, sampler=sampler, load_if_exists=True,
+            storage=self.storage, study_name=name, sampler=sampler, load_if_exists=True,
             directions=["maximize" if o.mode == "max" else "minimize" for o in spec.objectives])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study.set_metric_names([o.metric for o in spec.objectives])
-        self._study_id = self.storage.get_study_id_from_name(spec.name)
+        self._study_id = self.storage.get_study_id_from_name(name)
 
     def _id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
@@ -88,9 +90,12 @@ class StudySearcher(Searcher):
       Ray folder (trials.csv).
     """
 
-    def __init__(self, spec: SearchSpec, study_path: str | Path, segment: str = "", carried=(), warm_start=()):
+    def __init__(self, spec: SearchSpec, study_path: str | Path, segment: str = "", carried=(), warm_start=(),
+                 study_name: str | None = None):
         super().__init__(metric=[o.metric for o in spec.objectives], mode=[o.mode for o in spec.objectives])
         self.spec, self.study_path, self.segment = spec, Path(study_path), segment
+        # A study besides the run's own (a one-shot search's evaluations): named in each trial's config.
+        self.study_name = study_name if study_name not in (None, spec.name) else None
         self._carried = list(carried)
         self._warm_start = list(warm_start)
         self._numbers: dict[str, int] = {}  # Ray trial id -> Optuna trial number
@@ -116,7 +121,7 @@ class StudySearcher(Searcher):
             trial.set_user_attr("segment", self.segment)
         except Exception as err:  # noqa: BLE001 - bookkeeping never stops the search
             _logger.warning("could not record trial %s in the Optuna study (%s)", trial_id, err)
-        return {**params, schema.TRIAL_KEY: number}
+        return {**params, schema.TRIAL_KEY: number, **({schema.STUDY_KEY: self.study_name} if self.study_name else {})}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Store each epoch's validation accuracy on the running Optuna trial (and its companion)."""
@@ -183,7 +188,7 @@ class StudySearcher(Searcher):
         if "study" not in self._live:
             from speq_search.samplers import make_sampler
 
-            run_study = RunStudy(self.spec, self.study_path, make_sampler(self.spec))
+            run_study = RunStudy(self.spec, self.study_path, make_sampler(self.spec), self.study_name)
             for point in self._warm_start:
                 run_study.study.enqueue_trial(point, skip_if_exists=True)
             self._live["study"] = run_study
@@ -211,7 +216,8 @@ class StudySearcher(Searcher):
     def _curve_study(self) -> optuna.Study:
         if "curves" not in self._live:
             self._live["curves"] = optuna.create_study(
-                storage=self.run_study.storage, study_name=f"{self.spec.name}{CURVES_SUFFIX}", direction="maximize",
+                storage=self.run_study.storage, study_name=f"{self.study_name or self.spec.name}{CURVES_SUFFIX}",
+                direction="maximize",
                 sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner(), load_if_exists=True)
             self._live["companions"] = {}
         return self._live["curves"]

@@ -34,7 +34,7 @@ def speq_trainable(config: dict, spec: SearchSpec, fp_state: bytes | None, threa
 
     torch.set_num_threads(max(1, threads))
     limit_compile_threads(threads)
-    values = {k: v for k, v in config.items() if k != schema.TRIAL_KEY}
+    values = {k: v for k, v in config.items() if k not in (schema.TRIAL_KEY, schema.STUDY_KEY)}
     cfg = spec.trial_config(values)
     work = Path(tune.get_context().get_trial_dir()) / "train"
     resume = False

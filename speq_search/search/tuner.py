@@ -4,40 +4,44 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from speq_search.search.searcher import Carried, StudySearcher
+from speq_search.search.searcher import StudySearcher
 from speq_search.space import SearchSpec
 
 
-def make_tuner(spec: SearchSpec, run_dir: Path, segment: str, storage: str, fp_state: bytes | None, opts,
-               progress, num_samples: int, carried: list[Carried] = (), warm_start: list[dict] = ()):
-    """The Tuner that runs ``num_samples`` trials into the Ray experiment ``storage/segment``.
+def make_tuner(spec: SearchSpec, run_dir: Path, segment: str, storage: str, opts, progress, phase, num_samples: int):
+    """The Tuner that runs ``num_samples`` trials of ``phase`` (:class:`~speq_search.search.phases.Phase`)
+    into the Ray experiment ``storage/segment``.
 
-    ``carried`` trials (see :class:`~speq_search.search.searcher.Carried`) come first and continue
-    from their checkpoints; ``warm_start`` points are enqueued in the study before anything is asked.
+    Its carried trials (see :class:`~speq_search.search.searcher.Carried`) come first and continue
+    from their checkpoints; its warm-start points are enqueued in its study before anything is
+    asked. A phase without a study runs one trial of the fixed configuration (the supernet).
     """
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
     from speq_search.search.tracking import logger_callbacks
-    from speq_search.search.trainable import speq_trainable
 
     s = spec.search
-    threads = max(1, int(s.cpus_per_trial))
-    resume_from = {c.number: c.checkpoint for c in carried if c.checkpoint}
-    trainable = tune.with_resources(
-        tune.with_parameters(speq_trainable, spec=spec, fp_state=fp_state, threads=threads, verbose=opts.verbose,
-                             resume_from=resume_from),
-        {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial},
-    )
-    searcher = StudySearcher(spec, run_dir / "study.db", segment=segment, carried=carried, warm_start=warm_start)
-    log = progress.log
+    params = dict(phase.params, threads=max(1, int(s.cpus_per_trial)), verbose=opts.verbose)
+    if phase.study is not None:
+        params["resume_from"] = {c.number: c.checkpoint for c in phase.carried if c.checkpoint}
+    trainable = tune.with_resources(tune.with_parameters(phase.trainable, spec=spec, **params),
+                                    {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
+    search_alg = None
+    if phase.study is not None:
+        searcher = StudySearcher(spec, run_dir / "study.db", segment=segment, carried=phase.carried,
+                                 warm_start=phase.warm_start, study_name=phase.study)
+        search_alg = ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent)
+    from ray.tune.schedulers import FIFOScheduler
+
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent),
-                                    scheduler=_scheduler(spec), num_samples=num_samples, reuse_actors=True),
+        tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=num_samples, reuse_actors=True,
+                                    scheduler=_scheduler(spec) if phase.scheduler else FIFOScheduler()),
         run_config=tune.RunConfig(
             name=segment, storage_path=storage, verbose=0, stop=progress.stopper,
-            callbacks=[progress.callback, *logger_callbacks(opts.loggers, run_dir, spec.name, opts.mlflow_uri, log)],
+            callbacks=[progress.callback, *logger_callbacks(opts.loggers, run_dir, spec.name, opts.mlflow_uri,
+                                                            progress.log)],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=max_retries(spec, opts.address))),
     )
