@@ -334,7 +334,9 @@ class OneShotConfig(_Section):
       own statistics);
     - ``lr``: the supernet's learning rate (None: ``optim.lr``);
     - ``finetune_top``: how many assignments of the evaluated front are fine-tuned (K), for
-      ``finetune_epochs`` epochs at ``finetune_lr`` (None: a tenth of ``optim.lr``).
+      ``finetune_epochs`` epochs at ``finetune_lr`` (None: a tenth of ``optim.lr``);
+    - ``supernet``: a trained supernet to search instead of training one (``supernet.pt`` of an
+      earlier one-shot run of the same model, data and per-layer choices).
     """
 
     supernet_epochs: int = 15
@@ -347,8 +349,10 @@ class OneShotConfig(_Section):
     finetune_top: int = 6
     finetune_epochs: int = 3
     finetune_lr: float | None = None
+    supernet: str | None = None
 
     _checks: ClassVar = {
+        "supernet": _path("oneshot.supernet"),
         "supernet_epochs": lambda v: check_number("oneshot.supernet_epochs", v, 1, 100000, integer=True),
         "paths": lambda v: check_number("oneshot.paths", v, 0, 64, integer=True),
         "teacher": lambda v: check_choice("oneshot.teacher", v, ONESHOT_TEACHERS),

@@ -54,12 +54,18 @@ class Run:
         return completed_trials(self.trials)
 
 
-def completed_trials(df: pd.DataFrame) -> pd.DataFrame:
+def completed_trials(df: pd.DataFrame, fidelity: str | None = "highest") -> pd.DataFrame:
     """Rows a front may hold: status COMPLETED (so not failed, stopped early or over budget) and,
-    where the column exists, full fidelity."""
+    where the column exists, full fidelity; of a one-shot search's (a ``fidelity`` column), those
+    of the highest fidelity it has (fine-tuned over supernet evaluations: :data:`schema.FIDELITIES`),
+    or those of ``fidelity`` when named (None: every fidelity)."""
     done = df[df["status"] == schema.COMPLETED] if "status" in df else df
     if "full_fidelity" in done:
         done = done[done["full_fidelity"].fillna(True).astype(bool)]
+    if fidelity is not None and "fidelity" in done and len(done):
+        measured = done["fidelity"].fillna(schema.FIDELITIES[0])
+        wanted = max(measured.unique(), key=schema.FIDELITIES.index) if fidelity == "highest" else fidelity
+        done = done[measured == wanted]
     return done
 
 

@@ -35,7 +35,20 @@ def absolute_paths(spec: SearchSpec, shared_folder: str | None = None) -> Search
         changes["fp_cache_dir"] = str(Path(shared_folder) / "fp-cache")
     else:
         changes["fp_cache_dir"] = str(fp_cache_dir(train).resolve())
-    return dataclasses.replace(spec, train=train.replace(**changes))
+    oneshot = spec.oneshot
+    if oneshot is not None and oneshot.supernet:
+        oneshot = dataclasses.replace(oneshot, supernet=str(Path(oneshot.supernet).expanduser().resolve()))
+    return dataclasses.replace(spec, train=train.replace(**changes), oneshot=oneshot)
+
+
+def check_supernet(spec: SearchSpec) -> None:
+    """A one-shot space's given supernet (``oneshot.supernet``) is one of this model, data and per-layer
+    choices: else one line, before anything trains."""
+    if spec.oneshot is None or not spec.oneshot.supernet:
+        return
+    from speq_search.train.supernet import load_supernet
+
+    load_supernet(spec.oneshot.supernet, spec.train, choices=spec.group_choices(), device=None)
 
 
 def serialise_state(state_dict: dict) -> bytes:

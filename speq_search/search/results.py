@@ -133,7 +133,7 @@ def write_outputs(run_dir: Path, spec: SearchSpec, experiments, full_precision: 
     accuracy is below 1.5 x chance (``n_at_chance``): a search of such trials has learned
     nothing, whatever its front looks like. ``table`` (kept by the caller between calls) spares
     reading the trials whose files did not change."""
-    df = collect_trials(experiments, spec, table)
+    df = _with_supernet_accuracy(collect_trials(experiments, spec, table))
     done = completed_trials(df)
     objectives = [(o.metric, o.mode) for o in spec.objectives]
     front = front_rows(done, objectives)
@@ -156,6 +156,7 @@ def write_outputs(run_dir: Path, spec: SearchSpec, experiments, full_precision: 
         "n_stopped": int((df["status"] == schema.STOPPED).sum()),
         "n_incomplete": int((df["status"] == schema.INCOMPLETE).sum()),
         "n_infeasible": int((df["status"] == schema.INFEASIBLE).sum()),
+        **_phase_counts(df),
         "front_size": int(len(front)),
         "reference_point": dict(zip(metrics, reference_values(metrics, values if len(values) else
                                                                np.full((1, len(metrics)), np.nan), full_precision))),
@@ -176,6 +177,28 @@ def write_outputs(run_dir: Path, spec: SearchSpec, experiments, full_precision: 
         summary["figure_note"] = write_figure(front_figure(df, spec, x, y, name=Path(run_dir).name),
                                               run_dir / "pareto.html", png=True)
     return RunFiles(summary, df, front)
+
+
+def _with_supernet_accuracy(df: pd.DataFrame) -> pd.DataFrame:
+    """A one-shot search's fine-tuned rows get ``supernet_val_acc``: what the supernet predicted
+    for the same assignment (its evaluation's validation accuracy)."""
+    if "fidelity" not in df or "layer_bits" not in df:
+        return df
+    evaluated = df[(df["fidelity"] == "supernet") & (df["status"] == schema.COMPLETED)]
+    predicted = evaluated.groupby("layer_bits")["val_acc"].max()
+    tuned = df["fidelity"] == "finetuned"
+    df = df.copy()
+    df.loc[tuned, "supernet_val_acc"] = df.loc[tuned, "layer_bits"].map(predicted)
+    return df
+
+
+def _phase_counts(df: pd.DataFrame) -> dict:
+    """A one-shot search's evaluations and fine-tunes done (finished, feasible or not)."""
+    if "fidelity" not in df:
+        return {}
+    ended = df["status"].isin([schema.COMPLETED, schema.INFEASIBLE])
+    return {"n_evaluated": int((ended & (df["fidelity"] == "supernet")).sum()),
+            "n_finetuned": int((ended & (df["fidelity"] == "finetuned")).sum())}
 
 
 def _at_chance(done: pd.DataFrame, chance_acc: float) -> int:

@@ -21,7 +21,7 @@ from speq_search.errors import ConfigError
 from speq_search.files import atomic_write
 from speq_search.search.cluster import check_nodes
 from speq_search.search.folder import RunLock, storage_root
-from speq_search.search.prepare import absolute_paths, prepare_fp, sensitivity_seed, shared_fp_state
+from speq_search.search.prepare import absolute_paths, check_supernet, prepare_fp, sensitivity_seed, shared_fp_state
 from speq_search.search.resources import check_resources, local_resources
 from speq_search.space import SearchSpec, dump_space
 
@@ -68,6 +68,7 @@ def run_search(spec: SearchSpec, run_dir: str | Path, opts: RunOptions | None = 
             with _cluster_session(spec, opts, log) as session:
                 folder = str(run_dir) if storage == schema.IN_RUN_DIR else storage
                 spec = absolute_paths(spec, folder if session and not schema.is_uri(storage) else None)
+                check_supernet(spec)
                 if session:
                     check_nodes(folder, spec.train, log)  # before the float model trains
                 meta, fp_state = _start_run(spec, run_dir, storage, opts, log)
