@@ -227,13 +227,15 @@ def _run(args: argparse.Namespace) -> int:
     opts = RunOptions(address=args.address, storage_path=args.storage_path, verbose=args.verbose,
                       loggers=tuple(args.logger), mlflow_uri=args.mlflow_uri)
     if args.resume:
-        ignored = [flag for flag in ("space", "name", *_RUN_FLAGS) if getattr(args, flag) is not None] + (
-            ["set"] if args.set else []) + (["plugin"] if args.plugin else []) + (["logger"] if args.logger else [])
+        ignored = [flag for flag in ("space", "name", *_RUN_FLAGS) if getattr(args, flag) is not None
+                   and flag != "num_samples"] + (["set"] if args.set else []) + (["plugin"] if args.plugin else []) + (
+            ["logger"] if args.logger else [])
         if ignored:
             raise ConfigError("--resume", "--" + ignored[0].replace("_", "-"), "no other search settings (a resumed "
-                              "search runs as its space.yaml says; --address and --verbose may be given)")
+                              "search runs as its space.yaml says; --num-samples to extend it, --address and --verbose "
+                              "may be given)")
         ensure_writable(args.resume, "--resume")
-        summary = resume_search(args.resume, opts)
+        summary = resume_search(args.resume, opts, num_samples=args.num_samples)
     else:
         overrides = {key: getattr(args, flag) for flag, key in _RUN_FLAGS.items() if getattr(args, flag) is not None}
         overrides.update(_parse_set(args.set))
@@ -357,13 +359,23 @@ def _print_front(summary: dict) -> None:
         print(f"Pareto front ({len(shown)} points{tied}):")
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"\nwrote {run_dir}/ (trials.csv, pareto.csv, summary.json, pareto.html, study.db)")
-    print(f"next: speq-search report {run_dir} --out {run_dir}/report   (or speq-search plot {run_dir} --x avg_bits)")
+    me = invocation()
+    print(f"next: {me} report {run_dir} --out {run_dir}/report   (or {me} plot {run_dir} --x avg_bits)")
     if summary.get("figure_note"):
         print(summary["figure_note"])
     if summary.get("stopped_on_failures"):
         print(f"the search stopped on failed trials (see the error column of {run_dir}/trials.csv); exit code 1")
     elif summary.get("interrupted"):
-        print(f"the search did not finish; continue it with: speq-search run --resume {run_dir}")
+        print(f"the search did not finish; continue it with: {invocation()} run --resume {run_dir}")
+
+
+def invocation() -> str:
+    """How this command was started, for the hints it prints (``.venv/bin/speq-search`` when that is
+    what was typed; ``python -m speq_search.cli`` when run as a module)."""
+    prog = sys.argv[0] if sys.argv and sys.argv[0] else "speq-search"
+    if prog.endswith((".py", "__main__")):
+        return f"{sys.executable} -m speq_search.cli"
+    return prog
 
 
 def _listing(entries: dict[str, str]) -> int:

@@ -321,3 +321,27 @@ def test_every_sampler_the_readme_offers_runs_a_search(sampler, tmp_path):
     assert summary["n_completed"] == 3 and not summary["interrupted"]
     study = optuna.load_study(study_name="samplers", storage=f"sqlite:///{tmp_path / 'r' / 'study.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+
+
+def test_a_finished_search_is_extended_with_resume_and_num_samples(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "extended"
+    shutil.copytree(tiny_run[0], run_dir)
+    assert main(["run", "--resume", str(run_dir), "--num-samples", "3"]) == 2  # fewer than the 4 it has
+    assert "--num-samples" in capsys.readouterr().err
+    assert main(["run", "--resume", str(run_dir), "--num-samples", "5"]) == 0
+    trials = read_run_csv(run_dir / "trials.csv")
+    assert len(trials) == 5 and set(trials["status"]) == {"COMPLETED"} and trials["trial_id"].is_unique
+    assert load_space(str(run_dir / "space.yaml"), paths_relative_to_file=False).search.num_samples == 5
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 5  # the same study went on
+
+
+def test_the_hints_name_the_command_as_it_was_started(monkeypatch):
+    from speq_search.cli import invocation
+
+    monkeypatch.setattr(sys, "argv", [".venv/bin/speq-search", "run"])
+    assert invocation() == ".venv/bin/speq-search"
+    monkeypatch.setattr(sys, "argv", ["/x/speq_search/cli.py", "run"])
+    assert invocation() == f"{sys.executable} -m speq_search.cli"

@@ -101,9 +101,11 @@ def _start_run(spec: SearchSpec, run_dir: Path, storage: str, opts: RunOptions, 
     return meta, fp_state
 
 
-def resume_search(run_dir: str | Path, opts: RunOptions | None = None) -> dict:
+def resume_search(run_dir: str | Path, opts: RunOptions | None = None, num_samples: int | None = None) -> dict:
     """Continue an interrupted search in ``run_dir``: finished trials are kept, the rest run.
 
+    ``num_samples`` (at least the space's) extends a search, finished or not: the same study goes on
+    to that many trials (a one-shot search: that many evaluations, before its fine-tuning starts).
     The folder may have been moved or copied since: everything is read from (and written to)
     where it is now. A missing float model is rebuilt.
     """
@@ -120,6 +122,8 @@ def resume_search(run_dir: str | Path, opts: RunOptions | None = None) -> dict:
         # A run folder's space.yaml holds the data folder as the run resolved it (older runs: as
         # given, relative to where they were started), not relative to the run folder.
         spec = load_space(str(run_dir / "space.yaml"), paths_relative_to_file=False)
+        if num_samples is not None:
+            spec = _extended(spec, run_dir, meta, num_samples)
         if opts.storage_path:
             raise ConfigError("storage_path", opts.storage_path, "nothing when resuming (the run folder's run.json "
                               "says where its experiments are)")
@@ -138,6 +142,27 @@ def experiment_name(run_dir: Path, storage: str) -> str:
     """``ray`` inside the run folder; elsewhere named after the run, and unique, so that any number of
     runs share one storage folder (two runs of the same name in different folders included)."""
     return "ray" if storage == schema.IN_RUN_DIR else f"{run_dir.name}-{secrets.token_hex(4)}"
+
+
+def _extended(spec: SearchSpec, run_dir: Path, meta: dict, num_samples) -> SearchSpec:
+    """``spec`` with ``num_samples`` trials (checked, and recorded in the run's space.yaml)."""
+    import dataclasses
+
+    from speq_search.config import check_number
+
+    now = spec.search.num_samples
+    check_number("--num-samples", num_samples, now, 100000, integer=True)
+    if spec.search.sampler == "grid":
+        from speq_search.samplers import grid_size
+
+        check_number("--num-samples", num_samples, now, grid_size(spec), integer=True)
+    if spec.oneshot is not None and meta.get("oneshot", {}).get("phase") in ("finetune", "done"):
+        raise ConfigError("--num-samples", num_samples, f"nothing for this one-shot search (its {now} evaluations are "
+                          "done and its best assignments fine-tuned: start a new run, oneshot.supernet reuses its "
+                          "supernet)")
+    spec = dataclasses.replace(spec, search=dataclasses.replace(spec.search, num_samples=int(num_samples)))
+    dump_space(spec, run_dir / "space.yaml")
+    return spec
 
 
 def read_run_json(run_dir: Path) -> dict:

@@ -52,6 +52,9 @@ FIGURES.register("sensitivity", FigureKind("sensitivity"),
                  description="each layer's accuracy drop at few bits (a run with sensitivity.csv)")
 FIGURES.register("layer-bits", FigureKind("layer_bits"),
                  description="bits per layer along the front (per-layer searches)")
+FIGURES.register("oneshot", FigureKind("oneshot"),
+                 description="a one-shot search's prediction: each fine-tuned assignment's accuracy on the supernet "
+                 "against its fine-tuned accuracy, with Kendall's tau")
 
 
 class FigureRequest(NamedTuple):

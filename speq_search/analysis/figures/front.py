@@ -74,7 +74,8 @@ def front_data(df: pd.DataFrame, x: str, y: str, x_mode: str = "min", y_mode: st
     stopped and unfinished trials are left out. The reference line of a group is the mean of
     ``fp_<y>`` (``fp_val_acc`` for ``val_acc``) over its rows, when that column exists.
     """
-    done = completed_trials(df).dropna(subset=[x, y])
+    # Grouped by fidelity (a one-shot search), each group is a front of its own: every fidelity shown.
+    done = completed_trials(df, fidelity=None if group == "fidelity" else "highest").dropna(subset=[x, y])
     cols = list(hover) if hover else [c for c in df.columns if c not in SKIP_HOVER]
     groups = [(str(k), g) for k, g in done.groupby(group, sort=True)] if group else [("", done)]
     fronts, reference = [], {}
@@ -208,7 +209,10 @@ def front_figure(df: pd.DataFrame, spec, x: str, y: str, name: str | None = None
     """The run's front figure: x and y modes from the space's objectives; ``name``: the run's (default: the space's)."""
     modes = {o.metric: o.mode for o in spec.objectives}
     hover = [p.name for p in spec.params] + [o.metric for o in spec.objectives] + ["test_acc", "trial_id"]
-    data = front_data(df, x, y, modes.get(x, "min"), modes.get(y, "max"), hover=hover)
+    group = None
+    if "fidelity" in df and df["fidelity"].nunique() > 1:  # a one-shot search: the evaluated front beside the fine-tuned one
+        group, hover = "fidelity", hover + ["supernet_val_acc"]
+    data = front_data(df, x, y, modes.get(x, "min"), modes.get(y, "max"), group=group, hover=hover)
     return render_fronts(data, f"{name or spec.name}: {axis_title(y)} against {axis_title(x)}")
 
 
