@@ -35,9 +35,11 @@ _EXPORTS = {
     "calibrating": "speq_search.quant.convert",
     "in_group": "speq_search.quant.convert",
     "layer_bits": "speq_search.quant.convert",
+    "layer_bits_of": "speq_search.quant.convert",
     "layer_groups": "speq_search.quant.convert",
     "quantizable_layers": "speq_search.quant.convert",
     "quantize_model": "speq_search.quant.convert",
+    "set_layer_bits": "speq_search.quant.convert",
 }
 
 if TYPE_CHECKING:  # what static tools and IDEs see
@@ -47,9 +49,11 @@ if TYPE_CHECKING:  # what static tools and IDEs see
         calibrating,
         in_group,
         layer_bits,
+        layer_bits_of,
         layer_groups,
         quantizable_layers,
         quantize_model,
+        set_layer_bits,
     )
     from speq_search.quant.grids import MIDPOINT, SIGNED, UNSIGNED, Grid, Quantized, fake_quantize, quantize, round_ste
     from speq_search.quant.modules import ActQuantizer, QuantConv2d, QuantLinear, WeightCodes, WeightQuantizer
@@ -103,10 +107,12 @@ __all__ = [
     "fake_quantize_weight",
     "in_group",
     "layer_bits",
+    "layer_bits_of",
     "layer_groups",
     "quantizable_layers",
     "quantize",
     "quantize_model",
     "register_weight_quantizer",
     "round_ste",
+    "set_layer_bits",
 ]

@@ -60,6 +60,47 @@ def layer_groups(model: nn.Module, granularity: str, first_last_bits: int | None
     return groups
 
 
+def layer_bits_of(names: list[str], quant: QuantConfig) -> dict[str, dict[str, int]]:
+    """``{layer name: {"w_bits", "a_bits"}}`` that ``quant`` gives the layers ``names`` (a model's
+    quantizable layers in registration order: :func:`quantizable_layers`).
+
+    The one per-layer rule, in order (later wins): ``w_bits``/``a_bits``; ``group_bits`` (shorter
+    keys first); the first layer's input at ``input_bits``; the first and last layers' weights at
+    ``first_last_bits``; ``overrides``. :func:`quantize_model` builds with it and
+    :func:`set_layer_bits` switches a quantized model to it in place (the one-shot supernet).
+    """
+    groups = sorted(quant.group_bits, key=len)
+    out = {}
+    for i, name in enumerate(names):
+        bits = {"w_bits": quant.w_bits, "a_bits": quant.a_bits}
+        for group in groups:
+            if in_group(name, group):
+                bits.update(quant.group_bits[group])
+        if i == 0:
+            bits["a_bits"] = quant.input_bits
+        if quant.first_last_bits is not None and i in (0, len(names) - 1):
+            bits["w_bits"] = quant.first_last_bits
+        for pattern, values in quant.overrides.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                bits.update(values)
+        out[name] = bits
+    return out
+
+
+def set_layer_bits(model: nn.Module, bits: Mapping[str, Mapping[str, int]]) -> None:
+    """Set every quantized layer's precision in place: ``bits[name]`` (``{"w_bits", "a_bits"}``,
+    values already checked, e.g. from :func:`layer_bits_of`) for each layer of ``model``.
+
+    No module is rebuilt and no weight copied: the quantizers' precision is data, so a compiled
+    forward serves every assignment. A quantized layer missing from ``bits`` is a ``KeyError``.
+    """
+    for name, m in model.named_modules():
+        if isinstance(m, QUANT_LAYERS):
+            b = bits[name]
+            m.weight_quant.set_checked_bits(b["w_bits"])
+            m.act_quant.set_checked_bits(b["a_bits"])
+
+
 def quantize_model(model: nn.Module, quant: QuantConfig | None = None, **settings) -> nn.Module:
     """Replace every ``nn.Conv2d``/``nn.Linear`` of ``model`` by its quantized twin, in place.
 
@@ -105,18 +146,7 @@ def quantize_model(model: nn.Module, quant: QuantConfig | None = None, **setting
     names = [n for n, _ in layers]
     _check_overrides(quant.overrides, names)
     signed = set(getattr(model, "signed_input_layers", ())) | {names[0]}
-    for i, (name, layer) in enumerate(layers):
-        bits = {"w_bits": quant.w_bits, "a_bits": quant.a_bits}
-        for group in sorted(quant.group_bits, key=len):
-            if in_group(name, group):
-                bits.update(quant.group_bits[group])
-        if i == 0:
-            bits["a_bits"] = quant.input_bits
-        if quant.first_last_bits is not None and i in (0, len(layers) - 1):
-            bits["w_bits"] = quant.first_last_bits
-        for pattern, values in quant.overrides.items():
-            if fnmatch.fnmatchcase(name, pattern):
-                bits.update(values)
+    for (name, layer), bits in zip(layers, layer_bits_of(names, quant).values()):
         cls = QuantConv2d if isinstance(layer, nn.Conv2d) else QuantLinear
         qlayer = cls.from_float(
             layer, bits["w_bits"], bits["a_bits"], signed_input=name in signed,

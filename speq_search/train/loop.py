@@ -25,6 +25,7 @@ from speq_search.train.checkpoints import CHECKPOINT_FORMAT, atomic_torch_save, 
 from speq_search.train.fp import full_precision_model
 from speq_search.train.model import (
     build_model,
+    init_weights,
     load_data,
     planned_costs,
     prepare_student,
@@ -65,11 +66,13 @@ def run(
     check_weight_quantizer(cfg.quant.weight_quantizer)  # a bad name fails even where nothing is quantized (fp)
     compile_start = compile_seconds()
     splits = load_data(cfg)  # bad data settings fail before anything is written
+    init_state = None
     if not resume:
         planned_costs(cfg, splits)  # so do a model that does not build or quantize, and a bad cost table
+        init_state = init_weights(cfg, splits)  # and an init_checkpoint that does not load
     out = Path(out_dir) if out_dir is not None else None
-    state = _open_run_folder(cfg, out, resume)
-    training = _Training(cfg, splits, device, state, log, compile_start, out)
+    state = open_run_folder(cfg, out, resume)
+    training = _Training(cfg, splits, device, state, log, compile_start, out, init_state)
     for epoch in range(training.start_epoch, cfg.optim.epochs):
         row = training.epoch(epoch)
         if out is not None:
@@ -90,7 +93,7 @@ def run(
     return metrics
 
 
-def _open_run_folder(cfg: TrainConfig, out: Path | None, resume: bool) -> dict | None:
+def open_run_folder(cfg: TrainConfig, out: Path | None, resume: bool) -> dict | None:
     """Check the run folder (new, or one to resume) and write ``config.yaml``; the checkpoint to resume from."""
     if out is None:
         return None
@@ -112,14 +115,14 @@ class _Training:
     history and the best epoch, made new or restored from a checkpoint."""
 
     def __init__(self, cfg: TrainConfig, splits: Splits, device: torch.device, state: dict | None, log,
-                 compile_start: float, out: Path | None = None) -> None:
+                 compile_start: float, out: Path | None = None, init_state: dict | None = None) -> None:
         self.cfg, self.splits, self.device, self.log = cfg, splits, device, log
         sp = cfg.speq
         needs_fp = state is None or sp.teacher == "fp"
         self.fp_model, self.fp_info = (full_precision_model(cfg, splits, device, log) if needs_fp
                                        else (None, state["fp_info"]))
         if state is None:
-            self.student = prepare_student(cfg, self.fp_model, splits, device)
+            self.student = prepare_student(cfg, self.fp_model, splits, device, init_state)
         else:
             seed_everything(cfg.seed)
             self.student = quantize_for(cfg, build_model(cfg, splits))

@@ -16,6 +16,7 @@ from speq_search.errors import ConfigError
 from speq_search.models import build_model as build_from_config
 from speq_search.plugins import load_plugins
 from speq_search.quant import calibrating, quantize_model
+from speq_search.train.checkpoints import load_checkpoint, load_state
 
 
 def resolve_device(name: str) -> torch.device:
@@ -62,12 +63,30 @@ def planned_costs(cfg: TrainConfig, splits: Splits | None = None) -> dict:
     return report_costs(model, splits.train.x[:1], cfg.cost_model)
 
 
-def prepare_student(cfg: TrainConfig, fp_model: nn.Module, splits: Splits, device: torch.device) -> nn.Module:
-    """A copy of the float model, quantized and calibrated (``fp`` method: just the copy)."""
+def init_weights(cfg: TrainConfig, splits: Splits) -> dict | None:
+    """The state dict ``cfg.init_checkpoint`` holds (``None`` without one), checked against the
+    model ``cfg`` builds: a missing or corrupt file, or the state of another model or shape, is a
+    one-line error naming ``init_checkpoint``. Reads a ``supernet.pt`` or a run's ``checkpoint.pt``
+    (its selected model)."""
+    if not cfg.init_checkpoint:
+        return None
+    ckpt = load_checkpoint(cfg.init_checkpoint, "init_checkpoint")
+    state = ckpt.get("best_model") or ckpt.get("model") or ckpt.get("state_dict")
+    load_state(quantize_for(cfg, build_model(cfg, splits)), state, "init_checkpoint", cfg.init_checkpoint)
+    return state
+
+
+def prepare_student(cfg: TrainConfig, fp_model: nn.Module, splits: Splits, device: torch.device,
+                    init_state: dict | None = None) -> nn.Module:
+    """A copy of the float model, quantized and calibrated (``fp`` method: just the copy); with
+    ``init_state`` (:func:`init_weights`) quantized and loaded from it instead of calibrated."""
     student = copy.deepcopy(fp_model)
     if not cfg.quantized:
         return student
     quantize_for(cfg, student).to(device)
+    if init_state is not None:
+        load_state(student, init_state, "init_checkpoint", str(cfg.init_checkpoint))
+        return student
     student.train()
     with calibrating(student):
         # Calibrate on a fixed slice of training data: the run's RNG streams stay untouched.

@@ -156,45 +156,65 @@ READ_EVERY = 25  # steps between reads of the running sums (progress bar, diverg
 
 
 def train_epoch(model, splits, optimizer, scheduler, step_fn, generator, batch_size, device, desc, progress):
-    """One pass over the training split; returns summed statistics and step times.
+    """One pass over the training split with a method's step (:func:`make_step`); returns summed
+    statistics (:data:`_SUMS` and ``n``) and step times (see :func:`run_epoch`)."""
+    no_teacher = torch.zeros((), device=device)
 
-    Nothing in a step waits for the device: statistics accumulate on it and are read every
-    :data:`READ_EVERY` steps (a divergence is caught there) and at the end.
+    def summed_step(x, y):
+        loss, ce, kd, logits, t_logits = step_fn(x, y)
+        with torch.no_grad():
+            b = len(y)
+            t_correct = (t_logits.argmax(1) == y).sum() if t_logits is not None else no_teacher
+            correct = (logits.argmax(1) == y).sum()
+            sums = torch.stack([loss * b, ce * b, kd * b, correct.float(), t_correct.float()]).double()
+        return loss, sums
+
+    return run_epoch(model, splits, optimizer, scheduler, summed_step, generator, batch_size, device, desc, progress,
+                     _SUMS)
+
+
+def run_epoch(model, splits, optimizer, scheduler, step_fn, generator, batch_size, device, desc, progress,
+              names: tuple[str, ...]):
+    """One pass over the training split; returns summed statistics (``names`` and ``n``) and step times.
+
+    ``step_fn(x, y) -> (loss, sums)``: ``loss`` is backpropagated here (``None``: the step ran
+    its own backward passes, whose gradients add up), ``sums`` a float64 tensor with one value
+    per name of ``names``, the first being the loss times the batch size. One optimiser and
+    scheduler step per batch. Nothing in a step waits for the device: statistics accumulate on
+    it and are read every :data:`READ_EVERY` steps (a divergence is caught there) and at the end.
     """
     model.train()
-    sums = torch.zeros(len(_SUMS), device=device, dtype=torch.float64)
+    sums = torch.zeros(len(names), device=device, dtype=torch.float64)
     n = 0
     timer = _StepTimer(device)
     batches = iterate_batches(splits.train, batch_size, shuffle=True, generator=generator,
                               augment=splits.augment, drop_last=True)
     n_batches = max(len(splits.train) // batch_size, 1)
     bar = tqdm(batches, total=n_batches, desc=desc, leave=False, disable=not progress, file=sys.stderr)
+    accuracy = next((k for k in names if k.endswith("correct")), None)
 
     def read() -> dict:
-        values = dict(zip(_SUMS, sums.tolist()))
-        if not math.isfinite(values["loss"]):
-            raise TrainingDiverged(f"loss became {values['loss'] / max(n, 1)} in {desc}")
+        values = dict(zip(names, sums.tolist()))
+        if not math.isfinite(values[names[0]]):
+            raise TrainingDiverged(f"loss became {values[names[0]] / max(n, 1)} in {desc}")
         return values
 
-    no_teacher = torch.zeros((), device=device)
     for i, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         started = timer.start()
-        loss, ce, kd, logits, t_logits = step_fn(x, y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, step_sums = step_fn(x, y)
+        if loss is not None:
+            loss.backward()
         optimizer.step()
         scheduler.step()
         timer.stop(started)
-        with torch.no_grad():
-            b = len(y)
-            t_correct = (t_logits.argmax(1) == y).sum() if t_logits is not None else no_teacher
-            correct = (logits.argmax(1) == y).sum()
-            sums += torch.stack([loss * b, ce * b, kd * b, correct.float(), t_correct.float()]).double()
-        n += b
+        sums += step_sums
+        n += len(y)
         if (i + 1) % READ_EVERY == 0:
             values = read()
-            bar.set_postfix(loss=f"{values['loss'] / n:.3f}", acc=f"{values['correct'] / n:.3f}")
+            bar.set_postfix(loss=f"{values[names[0]] / n:.3f}",
+                            **({"acc": f"{values[accuracy] / n:.3f}"} if accuracy else {}))
     totals = read()
     totals["n"] = n
     return totals, timer.seconds()
