@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -47,17 +48,22 @@ def run_oneshot(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts, log
 
     state = meta.setdefault("oneshot", {"phase": "supernet"})
     summary = None
-    with contextlib.nullcontext(session) if session else RaySession(spec, opts.address, opts.verbose, log) as held:
+    with contextlib.nullcontext(session) if session else RaySession(spec, opts.address, opts.verbose, log) as held, \
+            _Interrupts() as interrupts:
         if state["phase"] == "supernet" and spec.oneshot.supernet:
             _reuse_supernet(spec, run_dir, meta, state, log)
         while state["phase"] != "done":
             phase = _phase(spec, run_dir, meta, fp_state, state)
             summary = run_phase(spec, run_dir, meta, opts, phase, log, resumed, started, held)
+            interrupts.arm()  # Ray Tune's own handler stood in during the phase
             if summary["interrupted"] or summary["stopped_on_failures"] or not phase_finished(run_dir, spec, meta, phase):
                 summary["interrupted"] = not summary["stopped_on_failures"]
                 summary["phase"] = state["phase"]
                 return summary
             _advance(spec, run_dir, meta, state, log)
+            if interrupts.seen and state["phase"] != "done":  # Ctrl-C between two phases
+                summary.update(interrupted=True, phase=state["phase"])
+                return summary
     if summary is None:  # resumed after the last phase ended: the files are rewritten, nothing runs
         summary = write_outputs(run_dir, spec, schema.experiment_folders(run_dir, meta), meta["reference"],
                                 extra={"run_dir": str(run_dir), "resumed": resumed},
@@ -65,6 +71,36 @@ def run_oneshot(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts, log
         summary.update(stopped_on_failures=False, interrupted=False)
     summary["phase"] = "done"
     return summary
+
+
+class _Interrupts:
+    """Ctrl-C between two phases (no Tuner running, so Ray Tune's graceful stop is not there to take
+    it): noted, and the search stops before the next phase, as it stops within one."""
+
+    def __init__(self) -> None:
+        self.seen, self._previous, self._armed = False, None, False
+
+    def _handler(self, signum, frame) -> None:
+        self.seen = True
+
+    def arm(self) -> None:
+        try:
+            signal.signal(signal.SIGINT, self._handler)
+            self._armed = True
+        except ValueError:  # not the main thread (a caller's own thread): Ctrl-C is theirs
+            self._armed = False
+
+    def __enter__(self) -> _Interrupts:
+        try:
+            self._previous = signal.getsignal(signal.SIGINT)
+        except ValueError:
+            self._previous = None
+        self.arm()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._armed and self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def _phase(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, state: dict) -> Phase:

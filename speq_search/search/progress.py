@@ -82,7 +82,8 @@ class Progress:
         """Every reported result: copied (object storage); the supernet's epochs shown as they end."""
         self.copy_trial(trial)
         if self.label == "supernet" and "epoch" in result:
-            shown = ", ".join(f"{k.replace('_', ' ')} {result[k]:.4f}" for k in ("val_acc_highest", "val_acc_lowest")
+            shown = ", ".join(f"{label} {result[k]:.4f}" for k, label in (("high_val_acc", "val acc, highest bits"),
+                                                                          ("low_val_acc", "lowest bits"))
                               if isinstance(result.get(k), (int, float)))
             self.log(f"[{time.time() - self.t0:6.0f}s] supernet epoch {result['epoch']}/"
                      f"{self.spec.oneshot.supernet_epochs}" + (f": {shown}" if shown else ""))
