@@ -344,8 +344,13 @@ def _print_front(summary: dict) -> None:
     front = read_run_csv(run_dir / "pareto.csv") if (run_dir / "pareto.csv").stat().st_size > 1 else pd.DataFrame()
     objectives = [o["metric"] for o in summary["objectives"]]
     infeasible = f", {summary['n_infeasible']} over budget" if summary.get("n_infeasible") else ""
-    print(f"\n{summary['n_completed']} completed, {summary['n_failed']} failed, {summary['n_stopped']} stopped early"
-          f"{infeasible} of {summary['n_trials']} trials; hypervolume {summary['hypervolume']:.4f}")
+    if "n_evaluated" in summary:  # a one-shot search: its front is the fine-tuned trials'
+        print(f"\none-shot search: {summary['n_evaluated']} assignments evaluated on the supernet, "
+              f"{summary['n_finetuned']} fine-tuned, {summary['n_failed']} failed{infeasible}; hypervolume of the "
+              f"fine-tuned front {summary['hypervolume']:.4f}")
+    else:
+        print(f"\n{summary['n_completed']} completed, {summary['n_failed']} failed, {summary['n_stopped']} stopped early"
+              f"{infeasible} of {summary['n_trials']} trials; hypervolume {summary['hypervolume']:.4f}")
     if summary.get("n_at_chance"):
         print(f"warning: {summary['n_at_chance']} of {summary['n_completed']} completed trials learned nothing "
               f"(validation accuracy near chance, {100 * summary['chance_acc']:.0f} %): their front means nothing")

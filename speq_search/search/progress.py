@@ -57,6 +57,8 @@ class Progress:
         """Rewrite trials.csv, pareto.csv and summary.json; print the progress line if it changed."""
         summary, _, df_front = write_outputs(self.run_dir, self.spec, self.experiments, self.reference, plots=False,
                                              table=self.table)
+        if self.label == "supernet":  # its epochs were shown as they ended (see result)
+            return summary
         self.failures = max(self.failures, summary["n_failed"])
         over = f", {summary['n_infeasible']} over budget" if summary["n_infeasible"] else ""
         finished = summary["n_completed"] + summary["n_infeasible"] + summary["n_failed"] + summary["n_stopped"]
