@@ -215,17 +215,20 @@ def test_kill_between_the_study_commit_and_ray_snapshot_then_resume_a_moved_fold
 
 
 def test_searcher_does_not_tell_a_trial_the_study_already_finished(tmp_path):
-    from speq_search.search.searcher import StudySearcher
+    """The study commits a trial, then the driver dies before the run files say so: the resumed search
+    runs the trial again (it is carried) and must not tell the study a second time."""
+    from speq_search.search.searcher import Carried, StudySearcher
 
     spec = parse_space(dict(TINY, params={"temperature": {"type": "choice", "values": [1.0, 2.0]}}))
     s = StudySearcher(spec, tmp_path / "study.db")
     config = s.suggest("x")
-    s.save(str(tmp_path / "searcher.json"))
     s.study.tell(config["optuna_trial"], [0.9, 5.0])  # told before a crash
-    restored = StudySearcher(spec, tmp_path / "study.db")  # a searcher that does not know it was told
-    restored.restore(str(tmp_path / "searcher.json"))
-    restored.on_trial_complete("x", {"val_acc": 0.5, "bitops": 3.0, "full_fidelity": True})  # must not raise
-    assert s.study.trials[0].values == [0.9, 5.0]
+    resumed = StudySearcher(spec, tmp_path / "study.db",
+                            carried=[Carried(config["optuna_trial"], {"temperature": config["temperature"]})])
+    again = resumed.suggest("y")
+    assert again["optuna_trial"] == config["optuna_trial"]  # the same Optuna trial, run again
+    resumed.on_trial_complete("y", {"val_acc": 0.5, "bitops": 3.0, "full_fidelity": True})  # must not raise
+    assert [t.values for t in s.study.trials] == [[0.9, 5.0]]
 
 
 def test_a_search_that_fails_before_its_trials_leaves_no_folder_behind(tmp_path, capsys):

@@ -10,7 +10,6 @@ pickled: Ray pickles a searcher into its experiment, and gets only its plain set
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -88,6 +87,8 @@ class StudySearcher(Searcher):
       objective (``<name>-curves``) for optuna-dashboard's learning-curve views.
     - No failure to tell the study stops the search: it is logged, and the result stays in the trial's
       Ray folder (trials.csv).
+    - No ``save``/``restore``: the study holds the searcher's state, and a resumed search reads it
+      there (:mod:`speq_search.search.resume`), never from Ray's saved experiment.
     """
 
     def __init__(self, spec: SearchSpec, study_path: str | Path, segment: str = "", carried=(), warm_start=(),
@@ -164,16 +165,6 @@ class StudySearcher(Searcher):
             _logger.warning("could not record trial %s in the Optuna study (%s: %s)", trial_id, type(err).__name__, err)
             return
         _test_fault_after_tell()
-
-    def save(self, checkpoint_path: str) -> None:
-        """Which Optuna trial each Ray trial runs (the study holds everything else)."""
-        with open(checkpoint_path, "w") as f:
-            json.dump({"numbers": self._numbers, "told": sorted(self._told)}, f)
-
-    def restore(self, checkpoint_path: str) -> None:  # noqa: D102
-        with open(checkpoint_path) as f:
-            state = json.load(f)
-        self._numbers, self._told = dict(state["numbers"]), set(state["told"])
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_live"}  # settings only (see module docstring)

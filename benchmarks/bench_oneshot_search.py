@@ -1,0 +1,186 @@
+"""Is the one-shot search better and cheaper than the per-trial search? (issue 26)
+
+For each seed, on the same space (the shipped ``oneshot`` space's model, data, per-layer choices and
+objectives, or ``--setting``), two searches:
+
+- ``oneshot``: the one-shot search as shipped (a supernet, ``search.num_samples`` evaluations, the
+  best ``oneshot.finetune_top`` fine-tuned): its fine-tuned front;
+- ``pertrial``: the per-trial search (TPE, the same per-layer parameters, each trial trained for
+  ``train.optim.epochs``), with ``--trials`` trials (enough to spend several times the one-shot's compute).
+
+Compute is counted in image-epochs of training (forward and backward passes over one training
+image): per-trial, the epochs every trial trained; one-shot, the supernet's epochs times its paths
+per step (the highest, the lowest, ``paths`` random), the fine-tunes' epochs, and the evaluations'
+forward passes (calibration batches and the validation split) at a third of a training pass each.
+The per-trial front is taken at equal compute (its trials in the order they finished, up to the
+one-shot's compute), at three times it, and at its end. Fronts are compared on (val_acc, BitOps) by
+hypervolume in a box fitted to the union of the fronts compared (accuracy from the worst to the best
+point of either, log10 BitOps from the cheapest to the dearest), and by the share of each front the
+other weakly dominates. ``--teachers`` repeats the one-shot search with other supernet teachers
+(SPEQ's in-place cosine distillation, its stochastic teacher, none) on the same seeds.
+
+    .venv/bin/python benchmarks/bench_oneshot_search.py --seeds 0 1 2 --out benchmarks/results/oneshot-search.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from speq_search.analysis.pareto import box_hypervolume, pareto_mask
+
+OBJ = ["val_acc", "bitops"]
+
+
+def _front(df: pd.DataFrame) -> np.ndarray:
+    v = df[OBJ].dropna().to_numpy(dtype=float)
+    return v[pareto_mask(v, ["max", "min"])] if len(v) else v
+
+
+def coverage(a: np.ndarray, b: np.ndarray) -> float:
+    """The share of ``a``'s points that some point of ``b`` weakly dominates."""
+    if not len(a):
+        return float("nan")
+    return float(np.mean([any(q[0] >= p[0] and q[1] <= p[1] for q in b) for p in a]))
+
+
+def compare(fronts: dict[str, np.ndarray]) -> dict:
+    """Hypervolume of each front in the box of their union, and pairwise coverage."""
+    union = np.vstack([f for f in fronts.values() if len(f)])
+    ideal, reference = [union[:, 0].max(), union[:, 1].min()], [union[:, 0].min(), union[:, 1].max()]
+    if ideal[0] == reference[0]:
+        reference[0] -= 1e-3
+    if ideal[1] == reference[1]:
+        reference[1] *= 1.01
+    out = {f"hv_{k}": round(box_hypervolume(f, ideal, reference, log_axes=[1]), 4) if len(f) else 0.0
+           for k, f in fronts.items()}
+    keys = list(fronts)
+    for a in keys:
+        for b in keys:
+            if a != b:
+                out[f"{b}_covers_{a}"] = round(coverage(fronts[a], fronts[b]), 3)
+    return out
+
+
+def _space(base: dict, name: str, seed: int, **changes) -> dict:
+    raw = json.loads(json.dumps(base))
+    raw["name"] = name
+    raw["search"] = {**raw.get("search", {}), "seed": seed}
+    raw["train"] = {**raw["train"], "seed": seed, "progress": False}
+    for key, value in changes.items():
+        raw[key] = value
+    return {k: v for k, v in raw.items() if v is not None}
+
+
+def _run(raw: dict, folder: Path) -> tuple[pd.DataFrame, dict, float]:
+    from speq_search.search import RunOptions, run_search
+    from speq_search.space import parse_space
+
+    started = time.perf_counter()
+    summary = run_search(parse_space(raw), folder / raw["name"], RunOptions(log=lambda msg: None))
+    wall = time.perf_counter() - started
+    trials = pd.read_csv(folder / raw["name"] / "trials.csv", dtype={"trial_id": str})
+    return trials, summary, wall
+
+
+def oneshot_compute(raw: dict, trials: pd.DataFrame, n_train: int, n_val: int) -> dict:
+    """Image-epochs of a one-shot search (see the module docstring)."""
+    shot = raw["oneshot"]
+    paths = 2 + shot.get("paths", 2) + (shot.get("paths", 2) + 1 if shot.get("teacher") == "stochastic" else 0) / 3
+    supernet = shot.get("supernet_epochs", 15) * paths * n_train
+    tuned = trials[trials["fidelity"] == "finetuned"]
+    finetune = float(tuned["epochs_done"].sum()) * n_train
+    batch = raw["train"].get("data", {}).get("batch_size", 64)
+    evaluations = (trials["fidelity"] == "supernet").sum() * (shot.get("calibration_batches", 8) * batch + n_val) / 3
+    return {"supernet": supernet, "finetune": finetune, "evaluations": float(evaluations),
+            "total": supernet + finetune + float(evaluations)}
+
+
+def pertrial_prefix(trials: pd.DataFrame, n_train: int, budget: float) -> pd.DataFrame:
+    """The per-trial search's trials that finished within ``budget`` image-epochs (in finishing order)."""
+    done = trials[trials["status"].isin(["COMPLETED", "INFEASIBLE"])].copy()
+    spent = (done["epochs_done"].fillna(0) * n_train).cumsum()
+    return done[spent <= budget + 1e-9]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--trials", type=int, default=48, help="per-trial search budget")
+    parser.add_argument("--space", default="oneshot", help="a one-shot space (shipped name or file)")
+    parser.add_argument("--teachers", nargs="*", default=[], help="also run the one-shot search with these teachers")
+    parser.add_argument("--folder", default="/tmp/bench-oneshot-search")
+    parser.add_argument("--out", help="write the figures as JSON here (kept between runs: seeds done are skipped)")
+    args = parser.parse_args()
+    from speq_search.space import load_space
+    from speq_search.train import load_data
+
+    spec = load_space(args.space)
+    base = spec.to_dict()  # the resolved space (absolute data folder)
+    splits = load_data(spec.train)
+    n_train, n_val = len(splits.train), len(splits.val)
+    folder = Path(args.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    results = json.loads(Path(args.out).read_text()) if args.out and Path(args.out).exists() else {"runs": []}
+    done = {(r["seed"], r.get("teacher", "inplace")) for r in results["runs"]}
+    for seed in args.seeds:
+        for teacher in ["inplace", *args.teachers]:
+            if (seed, teacher) in done:
+                continue
+            results["runs"].append(one_seed(base, folder, seed, teacher, args.trials, n_train, n_val))
+            print(json.dumps(results["runs"][-1]), flush=True)
+            if args.out:
+                Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    summarise(results)
+
+
+def one_seed(base: dict, folder: Path, seed: int, teacher: str, budget: int, n_train: int, n_val: int) -> dict:
+    shot = {**base["oneshot"], "teacher": teacher}
+    raw_shot = _space(base, f"oneshot-{teacher}-s{seed}", seed, oneshot=shot)
+    shot_trials, shot_summary, shot_wall = _run(raw_shot, folder)
+    compute = oneshot_compute(raw_shot, shot_trials, n_train, n_val)
+    record = {"seed": seed, "teacher": teacher, "oneshot_wall_s": round(shot_wall, 1), "oneshot_compute": compute}
+    tuned = shot_trials[(shot_trials["fidelity"] == "finetuned") & (shot_trials["status"] == "COMPLETED")]
+    predicted = tuned[["supernet_val_acc", "val_acc"]].dropna()
+    if len(predicted) >= 3:
+        from scipy.stats import kendalltau
+
+        record["finetuned_tau"] = round(float(kendalltau(predicted["supernet_val_acc"], predicted["val_acc"]).statistic), 3)
+    if teacher != "inplace":
+        record["front"] = _front(tuned).tolist()
+        return record
+    raw_trial = _space(base, f"pertrial-s{seed}", seed, oneshot=None,
+                       search={**base.get("search", {}), "num_samples": budget, "seed": seed})
+    trial_trials, _, trial_wall = _run(raw_trial, folder)
+    fronts = {"oneshot": _front(tuned)}
+    for label, factor in (("equal", 1), ("triple", 3), ("end", None)):
+        part = trial_trials if factor is None else pertrial_prefix(trial_trials, n_train, compute["total"] * factor)
+        fronts[f"pertrial_{label}"] = _front(part)
+        record[f"pertrial_{label}_trials"] = int(len(part))
+    spent = float((trial_trials["epochs_done"].fillna(0) * n_train).sum())
+    record.update(pertrial_wall_s=round(trial_wall, 1), pertrial_compute=spent,
+                  compute_ratio_oneshot_over_pertrial=round(compute["total"] / spent, 3))
+    for label in ("equal", "triple", "end"):
+        record[label] = compare({"oneshot": fronts["oneshot"], "pertrial": fronts[f"pertrial_{label}"]})
+    record["fronts"] = {k: v.tolist() for k, v in fronts.items()}
+    return record
+
+
+def summarise(results: dict) -> None:
+    rows = [r for r in results["runs"] if r["teacher"] == "inplace" and "equal" in r]
+    if not rows:
+        return
+    for label in ("equal", "triple", "end"):
+        ratio = [r[label]["hv_oneshot"] / max(r[label]["hv_pertrial"], 1e-9) for r in rows]
+        print(f"{label:>6}: one-shot / per-trial hypervolume {np.mean(ratio):.3f} (seeds: "
+              + ", ".join(f"{x:.3f}" for x in ratio) + ")")
+    print("compute one-shot / per-trial (whole): " + ", ".join(str(r["compute_ratio_oneshot_over_pertrial"]) for r in rows))
+
+
+if __name__ == "__main__":
+    main()
