@@ -7,16 +7,16 @@ import reprlib
 # A message shows at most this much of a value: a YAML bomb or a whole file given as a value
 # must not be expanded (or echoed) into the error line.
 _SHORT = reprlib.Repr()
-_SHORT.maxstring = 80
+_SHORT.maxstring = 240  # long enough for a path the user must recognise
 _SHORT.maxother = 80
 _SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxset = _SHORT.maxdict = 6
 _SHORT.maxlevel = 3
 
 
 def short_repr(value: object) -> str:
-    """``repr(value)``, cut to about 80 characters and 3 levels of nesting (never expands a huge value)."""
+    """``repr(value)``, cut to about 240 characters and 3 levels of nesting (never expands a huge value)."""
     text = _SHORT.repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
+    return text if len(text) <= 260 else text[:257] + "..."
 
 
 def near_miss(value: object, names) -> str | None:

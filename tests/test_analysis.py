@@ -535,7 +535,8 @@ def test_figure_kinds_are_one_registry_whose_listing_imports_no_pandas():
 
     from speq_search.analysis.figures import FIGURES
 
-    assert FIGURES.names() == ("front", "parallel", "importance", "curves", "hypervolume", "sensitivity", "layer-bits")
+    assert FIGURES.names() == ("front", "parallel", "importance", "curves", "hypervolume", "sensitivity", "layer-bits",
+                               "oneshot")
     for entry in FIGURES:
         assert callable(entry.obj.data_fn) and callable(entry.obj.render_fn) and entry.description
     code = ("import sys; from speq_search.cli import build_parser; build_parser(); "
@@ -558,7 +559,9 @@ def test_every_kind_draws_from_its_data_and_an_unknown_kind_lists_the_registry(r
         assert len(figure.render_fn(data).data) >= 1
     with pytest.raises(ConfigError, match="layer_bits column"):  # no per-layer bits in this run
         FIGURES.get("layer-bits").obj.data_fn(runs, df, request)
-    with pytest.raises(ConfigError, match=r"^kind: .*front \| parallel .*layer-bits \(did you mean front\?\)"):
+    with pytest.raises(ConfigError, match="one-shot search"):  # a per-trial search has no supernet accuracies
+        FIGURES.get("oneshot").obj.data_fn(runs, df, request)
+    with pytest.raises(ConfigError, match=r"^kind: .*front \| parallel .*layer-bits \| oneshot \(did you mean front\?\)"):
         make_figure(runs, df, "fronts")
     assert main(["plot", str(run_dir), "--kind", "pie"]) == 2
     assert f"--kind: got 'pie'; accepted: {FIGURES.choices()}" in capsys.readouterr().err

@@ -354,10 +354,12 @@ def test_yaml_on_and_off_mean_the_compile_modes(tmp_path):
 def test_a_trial_compiles_with_its_own_cpus(monkeypatch):
     import torch._inductor.config as inductor_config
 
-    monkeypatch.setattr(inductor_config, "compile_threads", inductor_config.compile_threads)  # restored after
     monkeypatch.delenv("TORCHINDUCTOR_COMPILE_THREADS", raising=False)
-    compiling.limit_compile_threads(1)
-    assert inductor_config.compile_threads == 1
-    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "3")
-    compiling.limit_compile_threads(2)
-    assert inductor_config.compile_threads == 1  # the user's setting is left to inductor
+    # inductor's own patch restores the setting (pytest's monkeypatch deletes it from torch's config module)
+    with inductor_config.patch(compile_threads=inductor_config.compile_threads):
+        compiling.limit_compile_threads(1)
+        assert inductor_config.compile_threads == 1
+        monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "3")
+        compiling.limit_compile_threads(2)
+        assert inductor_config.compile_threads == 1  # the user's setting is left to inductor
+    assert inductor_config.compile_threads >= 1

@@ -161,8 +161,8 @@ def test_train_validates_everything_before_writing(tmp_path, capsys):
 
 
 def test_resume_refuses_settings_it_would_ignore(tmp_path, capsys):
-    assert main(["run", "--resume", str(tmp_path), "--num-samples", "6"]) == 2
-    assert "--num-samples" in _one_line_error(capsys, "--resume")
+    assert main(["run", "--resume", str(tmp_path), "--sampler", "random"]) == 2
+    assert "--sampler" in _one_line_error(capsys, "--resume")  # --num-samples extends a search instead
     assert main(["train", "--out", str(tmp_path), "--resume", "--epochs", "3"]) == 2
     assert "--epochs" in _one_line_error(capsys, "--resume")
 
