@@ -188,6 +188,8 @@ def mean_over(rows: list[dict], n: int, key: str) -> list[float]:
 def ceiling(by_seed: dict[int, list[float]], idx: list[int]) -> float:
     """Tau between one seed and the mean of the others, averaged over the seed left out."""
     seeds = sorted(by_seed)
+    if len(seeds) < 2:  # one seed has no others to be compared with
+        return float("nan")
     taus = []
     for s in seeds:
         rest = [statistics.fmean(by_seed[o][i] for o in seeds if o != s) for i in idx]
@@ -227,7 +229,9 @@ def rank(args) -> int:
     out = Path(args.out)
     rows = read_rows(out, key)
     done_sa = {(r["index"], r["seed"]) for r in rows if r["kind"] == "standalone"}
-    done_sn = {(r["variant"], r["seed"]) for r in rows if r["kind"] == "supernet"}
+    # A supernet is done when it evaluated every assignment (a larger --n evaluates it again).
+    done_sn = {(r["variant"], r["seed"]) for r in rows
+               if r["kind"] == "supernet" and len(r["evals"]["recalibrate"]) >= len(assignments)}
     jobs = []
     if not args.supernets_only:
         jobs += [("sa", i, s) for s in args.seeds for i in range(len(assignments)) if (i, s) not in done_sa]
@@ -307,7 +311,11 @@ def report(rows: list[dict], setting: str = "") -> str:
     lines += ["", "| design | evaluation | supernet seeds | tau val [95 % CI] | tau test | per seed (val) | "
               "− base per seed | top-1 regret (pts) | highest / lowest val | train s | eval s |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
-    sn = [r for r in rows if r["kind"] == "supernet"]
+    latest = {}  # per design and seed, its last record that evaluated every assignment in the table
+    for r in rows:
+        if r["kind"] == "supernet" and len(r["evals"]["recalibrate"]) > max(complete):
+            latest[(r["variant"], r["seed"])] = r
+    sn = list(latest.values())
     base_tau = {}
     for variant in [v for v in VARIANTS if any(r["variant"] == v for r in sn)]:
         for how in EVALS:
@@ -315,7 +323,23 @@ def report(rows: list[dict], setting: str = "") -> str:
             if not runs:
                 continue
             lines.append(_design_row(variant, how, runs, complete, mean_val, mean_test, base_tau))
+            if len(runs) > 1 and how == "recalibrate":
+                lines.append(_ensemble_row(variant, how, runs, complete, mean_val, mean_test))
     return "\n".join(lines)
+
+
+def _ensemble_row(variant, how, runs, complete, mean_val, mean_test) -> str:
+    """The supernets of every seed as one ranker: each assignment's accuracy averaged over them."""
+    avg = {key: {i: statistics.fmean(r["evals"][how][i][key] for r in runs) for i in complete}
+           for key in ("val_acc", "test_acc")}
+
+    def tau(idx, key="val_acc", target=mean_val):
+        return kendall([avg[key][i] for i in idx], [target[i] for i in idx])
+
+    lo, hi = bootstrap(lambda p: tau([complete[j] for j in p]), len(complete))
+    regret = 100 * (max(mean_val.values()) - mean_val[max(complete, key=lambda i: avg["val_acc"][i])])
+    return (f"| {variant}, mean of the {len(runs)} supernets | {how} | {len(runs)} | {tau(complete):.3f} "
+            f"[{lo:.3f}, {hi:.3f}] | {tau(complete, 'test_acc', mean_test):.3f} | - | - | {regret:.2f} | | | |")
 
 
 def _seed_sd(val: dict, complete: list[int]) -> float:
