@@ -55,11 +55,14 @@ class Run:
 
 
 def completed_trials(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows a front may hold: status COMPLETED (so not failed, stopped early or over budget) and,
-    where the column exists, full fidelity."""
+    """Rows a front may hold: status COMPLETED (so not failed, stopped early or over budget), where
+    the column exists full fidelity, and not a reused result (``reused_from``: the model of the trial
+    it names, which is listed itself)."""
     done = df[df["status"] == schema.COMPLETED] if "status" in df else df
     if "full_fidelity" in done:
         done = done[done["full_fidelity"].fillna(True).astype(bool)]
+    if "reused_from" in done:  # issue 27: a configuration trained once, on a front once
+        done = done[done["reused_from"].isna()]
     return done
 
 

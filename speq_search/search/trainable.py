@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from speq_search import schema
+from speq_search.search.dedupe import REUSE_KEY, reused_result
 from speq_search.space import SearchSpec
 
 
@@ -34,8 +35,11 @@ def speq_trainable(config: dict, spec: SearchSpec, fp_state: bytes | None, threa
 
     torch.set_num_threads(max(1, threads))
     limit_compile_threads(threads)
-    values = {k: v for k, v in config.items() if k != schema.TRIAL_KEY}
+    values = {k: v for k, v in config.items() if k not in (schema.TRIAL_KEY, REUSE_KEY)}
     cfg = spec.trial_config(values)
+    if config.get(REUSE_KEY):  # issue 27: a finished trial had this effective configuration: its result, no training
+        tune.report(reused_result(cfg, config[REUSE_KEY], bool(spec.constraints)))
+        return
     work = Path(tune.get_context().get_trial_dir()) / "train"
     resume = False
     checkpoint = tune.get_checkpoint()
