@@ -21,7 +21,7 @@ from speq_search.errors import ConfigError
 from speq_search.files import atomic_write
 from speq_search.search.cluster import check_nodes
 from speq_search.search.folder import RunLock, storage_root
-from speq_search.search.prepare import absolute_paths, prepare_fp, sensitivity_seed, shared_fp_state
+from speq_search.search.prepare import absolute_paths, prepare_fp, proxy_seed, sensitivity_seed, shared_fp_state
 from speq_search.search.resources import check_resources, local_resources
 from speq_search.search.results import write_outputs
 from speq_search.space import SearchSpec, dump_space
@@ -95,6 +95,8 @@ def _start_run(spec: SearchSpec, run_dir: Path, storage: str, opts: RunOptions, 
             "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     if spec.per_layer.get("sensitivity"):
         meta["sensitivity_seed"] = sensitivity_seed(spec, run_dir, log)
+    if spec.proxy_warm_start:  # issue 27: warm_start: sensitivity
+        meta["proxy_front"] = proxy_seed(spec, run_dir, log)
     if fp_state is not None:
         (run_dir / "fp_model.pt").write_bytes(fp_state)
     atomic_write(run_dir / "run.json", json.dumps(meta, indent=2) + "\n")
@@ -191,7 +193,7 @@ def _execute(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts: RunOpt
     if to_run:
         with contextlib.nullcontext() if session else RaySession(spec, opts.address, opts.verbose, log):
             warm = [] if resumed else list(spec.warm_start) + ([meta["sensitivity_seed"]] if meta.get("sensitivity_seed")
-                                                               else [])
+                                                               else []) + list(meta.get("proxy_front", []))
             tuner = make_tuner(spec, run_dir, segment, schema.experiment_storage(run_dir, meta), fp_state, opts,
                                progress, to_run, carried, warm)
             if resumed:
