@@ -280,6 +280,21 @@ def run_proxy(spec, pool, seeds, cache, warm_count, budget=24) -> dict:
     return out
 
 
+def print_proxy(result: dict, seeds: list[int]) -> None:
+    print(f"base accuracy (every layer at 8 bits, post-training): {result['base_acc']:.4f}; "
+          f"{len(result['warm_start'])} warm-start points")
+    print("| Spearman: predicted order (less summed score first) against trained val_acc | rho |")
+    print("|---|---|")
+    for name, rho in result["spearman"].items():
+        print(f"| {name} | {rho:+.3f} |")
+    print("\n| TPE | HV at 8 trials, per seed | mean | at 16 | mean | at 24 | mean |")
+    print("|---|---|---|---|---|---|---|")
+    for w in ("cold", "warm"):
+        rows = [result["hv"][f"{w}/{s}"] for s in seeds]
+        cells = [f"{', '.join(f'{r[k]:.3f}' for r in rows)} | {statistics.fmean(r[k] for r in rows):.3f}" for k in range(3)]
+        print(f"| {'without' if w == 'cold' else 'with'} the proxy warm start | " + " | ".join(cells) + " |")
+
+
 def run_samplers(spec, pool, seeds, budget, cache, warm_count) -> dict:
     _, _, _, warm = proxy_points(spec, warm_count, cache)
     feasible = [e for e in pool if e["feasible"]]
@@ -349,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         cache = Path(args.pool).with_suffix(".scores.json")
         if args.part == "proxy":
             result = run_proxy(spec, pool, args.seeds, cache, args.warm)
-            print(json.dumps({k: v for k, v in result.items() if k in ("spearman", "hv")}, indent=1))
+            print_proxy(result, args.seeds)
         else:
             result = run_samplers(spec, pool, args.seeds, args.budget, cache, args.warm)
             print_samplers(result, args.seeds)
