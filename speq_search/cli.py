@@ -147,7 +147,16 @@ def _add_sensitivity(sub) -> None:
     sens.add_argument("space", nargs="?", help="space file or shipped space name (its train settings are used)")
     sens.add_argument("--bits", type=int, default=2, help="the probe precision (default: 2)")
     sens.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field of the space")
-    sens.add_argument("--out", help="also write the table to this CSV file")
+    sens.add_argument("--out", help="also write the table to this CSV file (with --front: the front)")
+    front = sens.add_argument_group("proxy front (a per-layer space: the assignment of least summed score under each "
+                                    "budget, before any training)")
+    front.add_argument("--front", action="store_true", help="score each per-layer choice and print the proxy front")
+    front.add_argument("--points", type=int, default=8, help="budgets between the cheapest and the widest assignment "
+                       "(default: 8)")
+    front.add_argument("--metric", help="the cost the budgets bound (default: the space's cost objective)")
+    front.add_argument("--score", default="loss", help="what is summed: loss (each choice's validation-loss "
+                       "increase, the default) or acc (its accuracy drop)")
+    front.add_argument("--figure", help="draw the front into this file (.html, or .png with a browser)")
 
 
 def _add_export(sub) -> None:
@@ -311,6 +320,8 @@ def _sensitivity(args: argparse.Namespace) -> int:
     from speq_search.space import load_space
 
     spec = load_space(args.space, _parse_set(args.set))
+    if args.front:
+        return _proxy_front(spec, args)
     base, scores = layer_sensitivity(spec.train, probe_bits=args.bits,
                                      log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(f"base (every layer at 8 bits): val acc {base:.4f}")
@@ -320,6 +331,34 @@ def _sensitivity(args: argparse.Namespace) -> int:
     if args.out:
         write_sensitivity_csv(args.out, base, scores, args.bits)
         print(f"wrote {args.out}")
+    return 0
+
+
+def _proxy_front(spec, args: argparse.Namespace) -> int:
+    """``sensitivity --front``: the proxy front of a per-layer space (speq_search.proxy), printed and drawn."""
+    from speq_search.proxy import proxy_front, write_proxy_front_csv
+
+    if args.points < 1:
+        raise ConfigError("--points", args.points, "a whole number >= 1")
+    front = proxy_front(spec, args.points, args.metric, score=args.score,
+                        log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(f"base (every layer at 8 bits): val acc {front.base_acc:.4f}; summed score: {args.score}")
+    names = list(front.points[0].params)
+    print(f"{front.metric:>14} {'score':>9} {'pred_acc':>8}  " + " ".join(n.replace("_bits@", "@") for n in names))
+    for p in front.points:
+        print(f"{schema.format_value(front.metric, p.costs[front.metric]):>14} {p.score:>+9.4f} {p.predicted_acc:>8.4f}  "
+              + " ".join(str(p.params[n]) for n in names))
+    if args.out:
+        write_proxy_front_csv(args.out, front)
+        print(f"wrote {args.out}")
+    if args.figure:
+        import pandas as pd
+
+        from speq_search.analysis.figures.proxy_front import proxy_front_data, render_proxy_front
+        from speq_search.analysis.plots import write_figure
+
+        data = proxy_front_data(pd.DataFrame(front.rows()), front.metric, title=f"{spec.name}: proxy front from sensitivity")
+        print(write_figure(render_proxy_front(data), Path(args.figure), png=False))
     return 0
 
 

@@ -6,6 +6,10 @@ everywhere, calibrated, and evaluated; then, one layer at a time, that layer alo
 ``input_bits``). The score is the drop in validation accuracy from the ``base_bits`` model.
 A cheap first-order ranking (in the spirit of HAWQ's per-layer ranking, without the Hessian):
 it is computed once per run and seeds the per-layer search.
+
+:func:`bit_sensitivity` scores a per-layer space's choices the same way, one per group, kind
+(weights or input activations) and bit-width: what :mod:`speq_search.proxy` turns into a proxy
+front (issue 27).
 """
 
 from __future__ import annotations
@@ -59,6 +63,53 @@ def layer_sensitivity(cfg: TrainConfig, probe_bits: int = 2, base_bits: int = 8,
     return float(base_acc), scores
 
 
+@dataclass(frozen=True)
+class BitSensitivity:
+    """The drop when one group's weights (``kind`` ``w_bits``) or input activations (``a_bits``) alone
+    take ``bits``, every other layer at the base bits."""
+
+    group: str
+    kind: str
+    bits: int
+    val_acc: float
+    drop: float  # base accuracy minus val_acc
+    loss_increase: float = 0.0  # val_loss minus the base's: a smoother score than the drop (no ties)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def bit_sensitivity(cfg: TrainConfig, choices: dict[str, dict[str, Sequence[int]]], base_bits: int = 8,
+                    log: Callable[[str], None] = lambda msg: None) -> tuple[float, list[BitSensitivity]]:
+    """``(base accuracy, one score per group, kind and bit-width of choices)``, post-training.
+
+    ``choices``: ``{group: {"w_bits": [...], "a_bits": [...]}}`` (a space's ``group_choices()``). A
+    probe at ``base_bits`` is the base model itself (drop 0, not evaluated again); the first/last
+    and input rules hold as in a search (a group's pinned layers keep their bits).
+    """
+    from speq_search.config import check_bits
+    from speq_search.train import evaluate, full_precision_model, load_data, prepare_student, resolve_device
+
+    check_bits(base_bits, "base_bits")
+    device = resolve_device(cfg.device)
+    splits = load_data(cfg)
+    fp_model, _ = full_precision_model(cfg, splits, device, log)
+    fp_model.to(device)
+    base_cfg = cfg.replace(trusted=True, **{"quant.w_bits": base_bits, "quant.a_bits": base_bits, "quant.group_bits": {},
+                              "quant.overrides": {}, "speq.method": "qat"})
+    base_acc, base_loss = evaluate(prepare_student(base_cfg, fp_model, splits, device), splits.val, device)
+    probes = [(g, kind, int(b)) for g, kinds in choices.items() for kind, bits in kinds.items() for b in bits]
+    scores = []
+    for i, (group, kind, bits) in enumerate(probes):
+        acc, loss = base_acc, base_loss
+        if bits != base_bits:
+            probe = base_cfg.replace(trusted=True, **{"quant.group_bits": {group: {kind: bits}}})
+            acc, loss = evaluate(prepare_student(probe, fp_model, splits, device), splits.val, device)
+        scores.append(BitSensitivity(group, kind, bits, float(acc), float(base_acc - acc), float(loss - base_loss)))
+        log(f"sensitivity {i + 1}/{len(probes)} {kind}@{group}={bits}: val acc {acc:.4f} (drop {base_acc - acc:+.4f})")
+    return float(base_acc), scores
+
+
 def write_sensitivity_csv(path, base_acc: float, scores: Sequence[LayerSensitivity], probe_bits: int) -> None:
     """The scores as a CSV table (``RUN_DIR/sensitivity.csv``), one row per layer."""
     import csv
@@ -67,6 +118,16 @@ def write_sensitivity_csv(path, base_acc: float, scores: Sequence[LayerSensitivi
         writer = csv.DictWriter(f, fieldnames=[*scores[0].as_dict(), "base_val_acc", "probe_bits"])
         writer.writeheader()
         writer.writerows(dict(s.as_dict(), base_val_acc=base_acc, probe_bits=probe_bits) for s in scores)
+
+
+def write_bit_sensitivity_csv(path, base_acc: float, scores: Sequence[BitSensitivity]) -> None:
+    """:func:`bit_sensitivity`'s scores as a CSV table (``RUN_DIR/sensitivity-bits.csv``), one row per probe."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["group", "kind", "bits", "val_acc", "drop", "loss_increase", "base_val_acc"])
+        writer.writeheader()
+        writer.writerows(dict(s.as_dict(), base_val_acc=base_acc) for s in scores)
 
 
 def group_sensitivity(scores: Sequence[LayerSensitivity], groups: Sequence[str]) -> dict[str, float]:
@@ -90,4 +151,5 @@ def sensitivity_seed(scores: Sequence[LayerSensitivity], choices: dict[str, Sequ
     return {name: (min(bits) if name.partition("@")[2] in cheap else max(bits)) for name, bits in choices.items()}
 
 
-__all__ = ["LayerSensitivity", "group_sensitivity", "layer_sensitivity", "sensitivity_seed", "write_sensitivity_csv"]
+__all__ = ["BitSensitivity", "LayerSensitivity", "bit_sensitivity", "group_sensitivity", "layer_sensitivity",
+           "sensitivity_seed", "write_bit_sensitivity_csv", "write_sensitivity_csv"]

@@ -12,7 +12,7 @@ LAYERS = {
     1: ("schema", "config", "errors", "files", "yamlio", "plugins", "registry", "storage"),
     2: ("quant", "speq", "models", "data", "costs", "compiling"),
     3: ("train", "sensitivity"),
-    4: ("space", "spec", "samplers"),
+    4: ("space", "spec", "samplers", "proxy"),
     5: ("analysis",),
     6: ("search", "export"),
     7: ("cli",),

@@ -58,7 +58,8 @@ def completed_trials(df: pd.DataFrame, fidelity: str | None = "highest") -> pd.D
     """Rows a front may hold: status COMPLETED (so not failed, stopped early or over budget) and,
     where the column exists, full fidelity; of a one-shot search's (a ``fidelity`` column), those
     of the highest fidelity it has (fine-tuned over supernet evaluations: :data:`schema.FIDELITIES`),
-    or those of ``fidelity`` when named (None: every fidelity)."""
+    or those of ``fidelity`` when named (None: every fidelity); not a reused result (``reused_from``:
+    the model of the trial it names, which is listed itself)."""
     done = df[df["status"] == schema.COMPLETED] if "status" in df else df
     if "full_fidelity" in done:
         done = done[done["full_fidelity"].fillna(True).astype(bool)]
@@ -66,6 +67,8 @@ def completed_trials(df: pd.DataFrame, fidelity: str | None = "highest") -> pd.D
         measured = done["fidelity"].fillna(schema.FIDELITIES[0])
         wanted = max(measured.unique(), key=schema.FIDELITIES.index) if fidelity == "highest" else fidelity
         done = done[measured == wanted]
+    if "reused_from" in done:  # issue 27: a configuration trained once, on a front once
+        done = done[done["reused_from"].isna()]
     return done
 
 

@@ -117,3 +117,20 @@ def sensitivity_seed(spec: SearchSpec, run_dir: Path, log) -> dict:
     log("most sensitive: " + ", ".join(f"{s.layer} ({s.drop:+.4f})" for s in top))
     choices = {p.name: list(p.values) for p in spec.params if "@" in p.name}
     return sensitivity_seed(scores, choices)
+
+
+def proxy_seed(spec: SearchSpec, run_dir: Path, log) -> list[dict]:
+    """Issue 27 (``warm_start: sensitivity``): score every per-layer choice once
+    (RUN_DIR/sensitivity-bits.csv), build the proxy front (RUN_DIR/proxy-front.csv) and return its
+    points, to try first."""
+    from speq_search.proxy import proxy_front, warm_start_points, write_proxy_front_csv
+    from speq_search.sensitivity import write_bit_sensitivity_csv
+
+    log(f"proxy front: each per-layer choice scored post-training; {spec.proxy_warm_start} points to try first")
+    front = proxy_front(spec, points=spec.proxy_warm_start)
+    write_bit_sensitivity_csv(run_dir / "sensitivity-bits.csv", front.base_acc, front.scores)
+    write_proxy_front_csv(run_dir / "proxy-front.csv", front)
+    log(f"proxy front: {len(front.points)} points from {front.points[0].costs[front.metric]:.4g} to "
+        f"{front.points[-1].costs[front.metric]:.4g} {front.metric}, predicted val_acc "
+        f"{front.points[0].predicted_acc:.4f} to {front.points[-1].predicted_acc:.4f}")
+    return warm_start_points(front, spec.proxy_warm_start)

@@ -19,6 +19,7 @@ from speq_search import schema
 from speq_search.analysis.load import completed_trials
 from speq_search.analysis.pareto import front_rows, hypervolume, reference_values
 from speq_search.files import atomic_write
+from speq_search.search.dedupe import REUSE_KEY
 from speq_search.space import SearchSpec
 
 
@@ -99,7 +100,7 @@ def _read_trial(trial_dir: Path, spec: SearchSpec) -> tuple[float, dict]:
     trial = schema.read_trial_folder(trial_dir)
     last = trial.last
     done = int(last.get("epochs_done", 0))
-    params = {k: v for k, v in trial.params.items() if k not in (schema.TRIAL_KEY, schema.STUDY_KEY)}
+    params = {k: v for k, v in trial.params.items() if k not in (schema.TRIAL_KEY, schema.STUDY_KEY, REUSE_KEY)}
     total = int(last.get("epochs_total", 0)) or int(spec.trial_config(params).optim.epochs)
     row = {"trial_id": trial.trial_id, "status": trial.status()}
     if isinstance(trial.params.get(schema.TRIAL_KEY), int):  # the Optuna trial it ran (not a column)
@@ -114,7 +115,23 @@ def _read_trial(trial_dir: Path, spec: SearchSpec) -> tuple[float, dict]:
                 "trial_dir": trial_dir.name})
     if trial.retried_after:  # it lost its node (or its worker) once and was retried from a checkpoint
         row["retried_after"] = trial.retried_after
+    row.update(_scheduler_notes(trial_dir, last) if trial.stopped or "reused_from" in last else {})  # issue 27
     return trial.order_key, row
+
+
+def _scheduler_notes(trial_dir: Path, last: dict) -> dict:
+    """Issue 27: the rung a trial was stopped at and why (the ``stopped`` file the Pareto-aware scheduler
+    writes), and the Optuna trial whose result a trial reused instead of training (``reused_from``)."""
+    out = {}
+    if isinstance(last.get("reused_from"), (int, float)):
+        out["reused_from"] = int(last["reused_from"])
+    try:
+        note = json.loads((trial_dir / "stopped").read_text() or "{}")
+    except (OSError, ValueError):
+        note = {}
+    if isinstance(note, dict):
+        out.update({k: note[k] for k in ("stopped_at_rung", "stop_reason") if k in note})
+    return out
 
 
 class RunFiles(NamedTuple):
@@ -134,7 +151,8 @@ def write_outputs(run_dir: Path, spec: SearchSpec, experiments, full_precision: 
     nothing, whatever its front looks like. ``table`` (kept by the caller between calls) spares
     reading the trials whose files did not change."""
     df = _with_supernet_accuracy(collect_trials(experiments, spec, table))
-    done = completed_trials(df)
+    done = completed_trials(df)  # without reused results (issue 27): each model once
+    reused = int(df["reused_from"].notna().sum()) if "reused_from" in df else 0
     objectives = [(o.metric, o.mode) for o in spec.objectives]
     front = front_rows(done, objectives)
     atomic_write(run_dir / "trials.csv", df.to_csv(index=False))
@@ -151,12 +169,13 @@ def write_outputs(run_dir: Path, spec: SearchSpec, experiments, full_precision: 
         "scheduler": spec.search.scheduler,
         "num_samples": spec.search.num_samples,
         "n_trials": int(len(df)),
-        "n_completed": int(len(done)),
+        "n_completed": int(len(done)) + reused,
         "n_failed": int((df["status"] == schema.FAILED).sum()),
         "n_stopped": int((df["status"] == schema.STOPPED).sum()),
         "n_incomplete": int((df["status"] == schema.INCOMPLETE).sum()),
         "n_infeasible": int((df["status"] == schema.INFEASIBLE).sum()),
         **_phase_counts(df),
+        "n_reused": reused,  # completed by reusing an earlier trial's result (issue 27)
         "front_size": int(len(front)),
         "reference_point": dict(zip(metrics, reference_values(metrics, values if len(values) else
                                                                np.full((1, len(metrics)), np.nan), full_precision))),

@@ -21,7 +21,7 @@ from speq_search.errors import ConfigError
 from speq_search.files import atomic_write
 from speq_search.search.cluster import check_nodes
 from speq_search.search.folder import RunLock, storage_root
-from speq_search.search.prepare import absolute_paths, check_supernet, prepare_fp, sensitivity_seed, shared_fp_state
+from speq_search.search.prepare import absolute_paths, check_supernet, prepare_fp, proxy_seed, sensitivity_seed, shared_fp_state
 from speq_search.search.resources import check_resources, local_resources
 from speq_search.space import SearchSpec, dump_space
 
@@ -95,6 +95,8 @@ def _start_run(spec: SearchSpec, run_dir: Path, storage: str, opts: RunOptions, 
             "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     if spec.per_layer.get("sensitivity"):
         meta["sensitivity_seed"] = sensitivity_seed(spec, run_dir, log)
+    if spec.proxy_warm_start:  # issue 27: warm_start: sensitivity
+        meta["proxy_front"] = proxy_seed(spec, run_dir, log)
     if fp_state is not None:
         (run_dir / "fp_model.pt").write_bytes(fp_state)
     atomic_write(run_dir / "run.json", json.dumps(meta, indent=2) + "\n")
@@ -196,7 +198,8 @@ def _run(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts: RunOptions
 
         if total < grid_size(spec):
             log(f"grid of {grid_size(spec)} points: running {total} of them (search.num_samples)")
-    warm = [] if resumed else list(spec.warm_start) + ([meta["sensitivity_seed"]] if meta.get("sensitivity_seed") else [])
+    warm = [] if resumed else (list(spec.warm_start) + ([meta["sensitivity_seed"]] if meta.get("sensitivity_seed") else [])
+                               + list(meta.get("proxy_front", [])))
     phase = Phase("search", speq_trainable, {"fp_state": fp_state}, total, spec.name, carried=carried, asked=asked,
                   warm_start=warm)
     summary = run_phase(spec, run_dir, meta, opts, phase, log, resumed, started, session)

@@ -23,6 +23,7 @@ from ray.tune.search import Searcher
 
 from speq_search import schema
 from speq_search.samplers import distribution
+from speq_search.search.dedupe import KEY_ATTR, REUSE_KEY, effective_key, reusable
 from speq_search.space import SearchSpec
 
 CURVES_SUFFIX = "-curves"  # the companion study of per-epoch validation accuracy
@@ -109,12 +110,14 @@ class StudySearcher(Searcher):
 
     def suggest(self, trial_id: str) -> dict | None:
         """The next configuration: a carried trial's, else the sampler's (``study.ask``)."""
+        reuse = None
         if self._carried:
             carried = self._carried.pop(0)
             number, params = carried.number, dict(carried.params)
         else:
             trial = self.study.ask({p.name: distribution(p) for p in self.spec.params})
             number, params = trial.number, dict(trial.params)
+            reuse = self._reuse(number, params)  # issue 27: no configuration trained twice
         self._numbers[trial_id] = number
         try:
             trial = self.run_study.trial(number)
@@ -122,7 +125,20 @@ class StudySearcher(Searcher):
             trial.set_user_attr("segment", self.segment)
         except Exception as err:  # noqa: BLE001 - bookkeeping never stops the search
             _logger.warning("could not record trial %s in the Optuna study (%s)", trial_id, err)
-        return {**params, schema.TRIAL_KEY: number, **({schema.STUDY_KEY: self.study_name} if self.study_name else {})}
+        return {**params, schema.TRIAL_KEY: number, **({schema.STUDY_KEY: self.study_name} if self.study_name else {}),
+                **({REUSE_KEY: reuse} if reuse else {})}
+
+    def _reuse(self, number: int, params: dict) -> dict | None:
+        """Issue 27: key trial ``number``'s effective configuration (:mod:`speq_search.search.dedupe`);
+        a completed trial with the same key is reused (what the trainable reports instead of training)."""
+        try:
+            key = effective_key(self.spec, params)
+            self.run_study.trial(number).set_user_attr(KEY_ATTR, key)
+            finished = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            return reusable(finished, key, list(self.metric))
+        except Exception as err:  # noqa: BLE001 - then it trains: a duplicate costs time, never the search
+            _logger.warning("could not compare trial %s with the finished ones (%s: %s)", number, type(err).__name__, err)
+            return None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Store each epoch's validation accuracy on the running Optuna trial (and its companion)."""
@@ -198,6 +214,8 @@ class StudySearcher(Searcher):
         for key in schema.stored_metrics():  # so that study.db alone can be analysed
             if isinstance((result or {}).get(key), (int, float)):
                 trial.set_user_attr(key, result[key])
+        if isinstance((result or {}).get("reused_from"), int):  # issue 27: told as a reuse of that trial
+            trial.set_user_attr("reused_from", result["reused_from"])
         try:
             self.study.tell(trial, values, state=state)
         except RuntimeError as exc:  # GridSampler calls study.stop() when the grid ends, outside optimize()

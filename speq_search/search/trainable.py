@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from speq_search import schema
+from speq_search.search.dedupe import REUSE_KEY, reused_result
 from speq_search.space import SearchSpec
 
 
@@ -78,10 +79,14 @@ def speq_trainable(config: dict, spec: SearchSpec, fp_state: bytes | None, threa
     from speq_search.train import run
 
     _threads(threads)
-    values = {k: v for k, v in config.items() if k not in (schema.TRIAL_KEY, schema.STUDY_KEY)}
+    values = {k: v for k, v in config.items() if k not in (schema.TRIAL_KEY, schema.STUDY_KEY, REUSE_KEY)}
     cfg = spec.trial_config(values)
     if changes:
         cfg = cfg.replace(trusted=True, **changes)
+    if config.get(REUSE_KEY):  # issue 27: a finished trial had this effective configuration: its result, no training
+        tune.report({**reused_result(cfg, config[REUSE_KEY], bool(spec.constraints)),
+                     **({"fidelity": fidelity} if fidelity else {})})
+        return
     work, resume = _work_folder(tune, "train", (resume_from or {}).get(config.get(schema.TRIAL_KEY)))
     if fp_state is not None and not resume:
         cfg = cfg.replace(fp_checkpoint=_weights_file(work, "fp_model.pt", fp_state))
@@ -151,8 +156,12 @@ def evaluate_trainable(config: dict, spec: SearchSpec, supernet: bytes, key: str
     from speq_search.train.supernet import evaluate_assignment, load_supernet
 
     _threads(threads)
-    values = {k: v for k, v in config.items() if k not in (schema.TRIAL_KEY, schema.STUDY_KEY)}
+    values = {k: v for k, v in config.items() if k not in (schema.TRIAL_KEY, schema.STUDY_KEY, REUSE_KEY)}
     cfg = spec.trial_config(values)
+    if config.get(REUSE_KEY):  # an assignment evaluated before: its result, listed once on the evaluated front
+        tune.report({**reused_result(cfg, config[REUSE_KEY], bool(spec.constraints)), "fidelity": "supernet",
+                     "epochs_total": 0})
+        return
     if key not in _SUPERNETS:
         _SUPERNETS.clear()
         path = Path(tune.get_context().get_trial_dir()) / "supernet.pt"

@@ -37,7 +37,7 @@ def make_tuner(spec: SearchSpec, run_dir: Path, segment: str, storage: str, opts
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=num_samples, reuse_actors=True,
-                                    scheduler=_scheduler(spec) if phase.scheduler else FIFOScheduler()),
+                                    scheduler=_scheduler(spec, run_dir) if phase.scheduler else FIFOScheduler()),
         run_config=tune.RunConfig(
             name=segment, storage_path=storage, verbose=0, stop=progress.stopper,
             callbacks=[progress.callback, *logger_callbacks(opts.loggers, run_dir, spec.name, opts.mlflow_uri,
@@ -57,13 +57,17 @@ def max_retries(spec: SearchSpec, address: str | None) -> int:
     return given if given is not None else (CLUSTER_RETRIES if address else 0)
 
 
-def _scheduler(spec: SearchSpec):
+def _scheduler(spec: SearchSpec, run_dir: Path | None = None):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     s = spec.search
-    if s.scheduler != "asha":
+    if s.scheduler not in ("asha", "asha-first"):
         return FIFOScheduler()
-    first = spec.objectives[0]
+    if s.scheduler == "asha" and len(spec.objectives) > 1:  # issue 27: asha ranks by non-dominated sorting
+        from speq_search.search.scheduler import ParetoASHA
+
+        return ParetoASHA.for_space(spec, run_dir)  # its rungs restored from the run's earlier trials
+    first = spec.objectives[0]  # asha-first: Ray's ASHA on the first objective alone
     # epochs_done, not training_iteration: a trial a resumed search continues counts on from its checkpoint.
     return ASHAScheduler(metric=first.metric, mode=first.mode, time_attr="epochs_done",
                          max_t=spec.train.optim.epochs, grace_period=s.grace_period, reduction_factor=s.reduction_factor)

@@ -12,7 +12,7 @@ from speq_search.errors import ConfigError
 from speq_search.space.names import config_changes
 
 PARAM_TYPES = ("choice", "int", "uniform", "loguniform")
-SCHEDULERS = ("fifo", "asha")
+SCHEDULERS = ("fifo", "asha", "asha-first")  # asha: Pareto-aware (search/scheduler.py); asha-first: Ray's ASHA
 MODES = ("max", "min")
 
 
@@ -107,6 +107,7 @@ class SearchSpec:
     constraints: tuple[Constraint, ...] = ()
     warm_start: tuple[dict, ...] = ()  # points tried first
     oneshot: OneShotConfig | None = None  # a one-shot search: one supernet, evaluations, the best fine-tuned
+    proxy_warm_start: int = 0  # warm_start: sensitivity: this many points of the proxy front first (issue 27)
 
     def to_dict(self) -> dict:
         """The resolved space, as written to ``RUN_DIR/space.yaml``."""
@@ -122,6 +123,8 @@ class SearchSpec:
             out["constraints"] = [str(c) for c in self.constraints]
         if self.warm_start:
             out["warm_start"] = [dict(p) for p in self.warm_start]
+        if self.proxy_warm_start:
+            out["warm_start"] = {"sensitivity": self.proxy_warm_start}
         if self.oneshot is not None:
             out["oneshot"] = self.oneshot.to_dict()
         return out

@@ -77,11 +77,12 @@ def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpe
     if not isinstance(constraints_raw, list):
         raise ConfigError("constraints", constraints_raw, "a list of 'METRIC <= NUMBER' budgets")
     constraints = tuple(_parse_constraint(i, c, train) for i, c in enumerate(constraints_raw))
-    warm_start = _parse_warm_start(raw.get("warm_start"), params, search)
+    proxy_points = _parse_proxy_warm_start(raw.get("warm_start"), params, search)
+    warm_start = () if proxy_points else _parse_warm_start(raw.get("warm_start"), params, search)
     name = check_run_name(raw.get("name") or "space", "name")
     oneshot = _parse_oneshot(raw.get("oneshot"), params, search)
     spec = SearchSpec(name, str(raw.get("description", "")), train, params, objectives, search, per_layer,
-                      constraints, warm_start, oneshot)
+                      constraints, warm_start, oneshot, proxy_points)
     check_sampler(spec)  # an Optuna class with its keywords: built once, asked for one point
     return spec
 
@@ -238,6 +239,24 @@ def _check_table_metric(metric: str, train: TrainConfig, where: str) -> None:
 _BITS_PARAM = re.compile(r"^(w_bits|a_bits|bits)(@.*)?$")
 
 
+def _parse_proxy_warm_start(entry: Any, params: tuple[Param, ...], search: SearchSettings) -> int:
+    """``warm_start: sensitivity`` (or ``{sensitivity: COUNT}``): how many points of the proxy front
+    (:mod:`speq_search.proxy`) are tried first; 0 for any other warm start. Default: a quarter of
+    ``search.num_samples``, from 2 to 8."""
+    if entry == "sensitivity":
+        count = min(8, max(2, search.num_samples // 4))
+    elif isinstance(entry, dict) and set(entry) == {"sensitivity"}:
+        count = check_number("warm_start.sensitivity", entry["sensitivity"], 1, 1000, integer=True)
+    else:
+        return 0
+    if search.sampler == "grid":
+        raise ConfigError("warm_start", entry, "a sampler other than grid (a grid tries every point anyway)")
+    if not any("@" in p.name for p in params):
+        raise ConfigError("warm_start", entry, "a space with a per_layer section (the proxy front assigns per-layer "
+                          "bits), or uniform, or a list of {param: value}")
+    return int(count)
+
+
 def _parse_warm_start(entry: Any, params: tuple[Param, ...], search: SearchSettings) -> tuple[dict, ...]:
     if not entry:
         return ()
@@ -255,7 +274,8 @@ def _parse_warm_start(entry: Any, params: tuple[Param, ...], search: SearchSetti
             raise ConfigError("warm_start", entry, "a space with bits parameters that allow 2, 4 or 8")
         return tuple(points)
     if not isinstance(entry, list):
-        raise ConfigError("warm_start", entry, "'uniform' or a list of {param: value}")
+        raise ConfigError("warm_start", entry, "'uniform', 'sensitivity', {sensitivity: COUNT} or a list of "
+                          "{param: value}")
     for i, point in enumerate(entry):
         if not isinstance(point, dict) or not point:
             raise ConfigError(f"warm_start[{i}]", point, "a mapping {param: value}")
