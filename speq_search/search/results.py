@@ -18,6 +18,7 @@ import pandas as pd
 from speq_search import schema
 from speq_search.analysis.load import completed_trials
 from speq_search.analysis.pareto import front_rows, hypervolume, reference_values
+from speq_search.analysis.stats import add_intervals
 from speq_search.files import atomic_write
 from speq_search.space import SearchSpec
 
@@ -133,7 +134,7 @@ def write_outputs(run_dir: Path, spec: SearchSpec, experiments, full_precision: 
     accuracy is below 1.5 x chance (``n_at_chance``): a search of such trials has learned
     nothing, whatever its front looks like. ``table`` (kept by the caller between calls) spares
     reading the trials whose files did not change."""
-    df = collect_trials(experiments, spec, table)
+    df = add_intervals(collect_trials(experiments, spec, table))  # issue 28: every accuracy with its 95 % interval
     done = completed_trials(df)
     objectives = [(o.metric, o.mode) for o in spec.objectives]
     front = front_rows(done, objectives)
