@@ -90,6 +90,8 @@ def _add_run(sub) -> None:
     run.add_argument("--cpus-per-trial", type=float, help="CPUs each trial holds (also its torch threads)")
     run.add_argument("--gpus-per-trial", type=float, help="GPUs each trial holds, e.g. 0.25")
     run.add_argument("--max-failures", type=int, help="stop after more failed trials than this")
+    run.add_argument("--repeats", type=int, help="train each configuration with N seeds: its objectives are their "
+                     "means, their spread is recorded (search.repeats; default 1)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a field of the space file, e.g. train.epochs=2 or search.num_samples=8")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted search")
@@ -214,7 +216,7 @@ def _train(args: argparse.Namespace) -> int:
 _RUN_FLAGS = {"num_samples": "search.num_samples", "max_concurrent": "search.max_concurrent",
               "sampler": "search.sampler", "scheduler": "search.scheduler", "seed": "search.seed",
               "cpus_per_trial": "search.cpus_per_trial", "gpus_per_trial": "search.gpus_per_trial",
-              "max_failures": "search.max_failures"}
+              "max_failures": "search.max_failures", "repeats": "search.repeats"}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -277,6 +279,11 @@ def _plot(args: argparse.Namespace) -> int:
     ensure_writable(out.parent, "--out")
     runs, df = load_runs(args.runs, _objectives(args.objectives))
     fig = make_figure(runs, df, args.kind, args.x, args.y, args.color, args.group_by)
+    if len(runs) > 1 and all(r.objectives for r in runs):  # several runs: is their difference real?
+        from speq_search.analysis.compare import compare_runs
+
+        for paired, hv in compare_runs(runs, metric=args.y):
+            print(paired.text() + (f"\n{hv.text()}" if hv else ""))
     try:
         print(write_figure(fig, out, png=False, strict=True))
     except ImageExportError as err:  # the HTML is written; the image the user asked for is not

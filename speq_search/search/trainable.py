@@ -30,7 +30,7 @@ def speq_trainable(config: dict, spec: SearchSpec, fp_state: bytes | None, threa
     from ray import tune
 
     from speq_search.compiling import limit_compile_threads
-    from speq_search.train import run
+    from speq_search.train import run_repeats
 
     torch.set_num_threads(max(1, threads))
     limit_compile_threads(threads)
@@ -54,7 +54,7 @@ def speq_trainable(config: dict, spec: SearchSpec, fp_state: bytes | None, threa
         fp_path = work.parent / "fp_model.pt"
         fp_path.write_bytes(fp_state)
         cfg = cfg.replace(fp_checkpoint=str(fp_path))
-    total = cfg.optim.epochs
+    total = cfg.optim.epochs * spec.search.repeats  # issue 28: search.repeats seeds, one after another
     if spec.constraints and not resume:
         from speq_search.train import planned_costs
 
@@ -76,4 +76,4 @@ def speq_trainable(config: dict, spec: SearchSpec, fp_state: bytes | None, threa
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(work)))
 
     log = (lambda msg: print(msg, file=sys.stderr)) if verbose else (lambda msg: None)
-    run(cfg, work, resume=resume, callback=report, log=log)
+    run_repeats(cfg, work, spec.search.repeats, resume=resume, callback=report, log=log)  # issue 28: run if 1

@@ -376,9 +376,13 @@ def _parse_search(entry: dict) -> SearchSettings:
     for key, lo, hi, integer in (("num_samples", 1, 100000, True), ("max_concurrent", 1, 1024, True),
                                  ("seed", 0, 2**31 - 1, True), ("cpus_per_trial", 0.01, 1024, False),
                                  ("gpus_per_trial", 0, 64, False), ("max_failures", 0, 100000, True),
-                                 ("grace_period", 1, 100000, True), ("reduction_factor", 2, 100, True)):
+                                 ("grace_period", 1, 100000, True), ("reduction_factor", 2, 100, True),
+                                 ("repeats", 1, 100, True)):
         # an integral float (num_samples: 8.0) is the integer it is
         changes[key] = check_number(f"search.{key}", getattr(s, key), lo, hi, integer=integer)
+    if changes["repeats"] > 1 and changes["scheduler"] == "asha":
+        # ASHA stops a trial on one seed's early epochs; a repeated trial's objective is the seeds' mean.
+        raise ConfigError("search.repeats", s.repeats, "1 with scheduler asha (repeats need scheduler fifo)")
     if s.max_retries is not None:
         changes["max_retries"] = check_number("search.max_retries", s.max_retries, 0, 100, integer=True)
     return dataclasses.replace(s, **changes)

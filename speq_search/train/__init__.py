@@ -11,7 +11,7 @@ Knows nothing of Ray or Optuna: the search layer calls :func:`run` with a callba
 
 from speq_search.train.checkpoints import CHECKPOINT_FORMAT, atomic_torch_save, load_checkpoint
 from speq_search.train.fp import data_fingerprint, fp_cache_dir, fp_cache_key, full_precision_model
-from speq_search.train.loop import load_trained, run
+from speq_search.train.loop import load_trained, run, run_repeats, summarise_repeats
 from speq_search.train.model import (
     build_model,
     load_data,
@@ -56,7 +56,9 @@ __all__ = [
     "quantize_for",
     "resolve_device",
     "run",
+    "run_repeats",
     "seed_everything",
+    "summarise_repeats",
     "teacher_diagnostics",
     "train_epoch",
 ]
