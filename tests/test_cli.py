@@ -28,6 +28,7 @@ from speq_search.cli import main
     (["--compile", "fast"], "compile"),
     (["--cost-model", "no-such-table"], "cost_model"),
     (["--set", "quant.group_bits={features.4: {w_bits: 9}}"], "quant.group_bits.features.4.w_bits"),
+    (["--set", "quant.group_bits={features.3: {w_bits: 4}}"], "quant.group_bits"),  # no such layer (issue 28)
 ])
 def test_bad_input_is_one_line_naming_the_field_and_exit_2(tmp_path, capsys, args, field):
     assert main(["train", "--out", str(tmp_path / "r"), *args]) == 2
@@ -93,3 +94,15 @@ def test_sensitivity_command(tmp_path, capsys):
     assert out.read_text().splitlines()[0].startswith("layer,shape_class,params,macs,val_acc,drop")
     assert main(["sensitivity", "default", "--bits", "9"]) == 2
     assert main(["sensitivity", "no-such-space"]) == 2
+
+
+def test_a_wrong_set_key_is_named_as_the_key_with_the_one_meant(tmp_path, capsys):
+    """`--set speq.method=speq` on run: the key lacks `train.`; the value is fine."""
+    assert main(["run", "default", "--out-dir", str(tmp_path), "--set", "speq.method=speq"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("speq-search run: error: --set: got 'speq.method'; accepted: a key train.<section>.<field>, "
+                   "params.<name>.<key>, search.<field> or name (did you mean train.speq.method?)")
+    assert main(["run", "default", "--out-dir", str(tmp_path), "--set", "epochs=2"]) == 2
+    assert "(did you mean train.epochs?)" in capsys.readouterr().err
+    assert main(["run", "default", "--out-dir", str(tmp_path), "--set", "nope.x=1"]) == 2
+    assert "did you mean" not in capsys.readouterr().err and not any(tmp_path.iterdir())
