@@ -349,8 +349,11 @@ def _print_front(summary: dict) -> None:
     front = read_run_csv(run_dir / "pareto.csv") if (run_dir / "pareto.csv").stat().st_size > 1 else pd.DataFrame()
     objectives = [o["metric"] for o in summary["objectives"]]
     infeasible = f", {summary['n_infeasible']} over budget" if summary.get("n_infeasible") else ""
+    asked = summary.get("num_samples")
+    # An interrupted search ran fewer trials than it was asked for: say both.
+    of = f"{summary['n_trials']} trials" + (f" ({asked} asked)" if asked and asked != summary["n_trials"] else "")
     print(f"\n{summary['n_completed']} completed, {summary['n_failed']} failed, {summary['n_stopped']} stopped early"
-          f"{infeasible} of {summary['n_trials']} trials; hypervolume {summary['hypervolume']:.4f}")
+          f"{infeasible} of {of}; hypervolume {summary['hypervolume']:.4f}")
     if summary.get("n_at_chance"):
         print(f"warning: {summary['n_at_chance']} of {summary['n_completed']} completed trials learned nothing "
               f"(validation accuracy near chance, {100 * summary['chance_acc']:.0f} %): their front means nothing")
@@ -361,9 +364,15 @@ def _print_front(summary: dict) -> None:
         # Trials that sampled the same configuration and got the same result are one point: one row.
         shown = front[cols].drop_duplicates(subset=[c for c in cols if c != "trial_id"])
         tied = f"; {len(front) - len(shown)} tied trials not repeated" if len(shown) < len(front) else ""
-        print(f"Pareto front ({len(shown)} points{tied}):")
-        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"\nwrote {run_dir}/ (trials.csv, pareto.csv, summary.json, pareto.html, study.db)")
+        # Points as the progress line counts them: distinct objective values (two configurations may share one).
+        points = len(front[objectives].drop_duplicates())
+        several = f", {len(shown)} configurations" if len(shown) != points else ""
+        print(f"Pareto front ({points} points{several}{tied}):")
+        print(_with_intervals(shown, front).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        _print_indistinguishable(front, summary["objectives"])
+    written = [n for n in ("trials.csv", "pareto.csv", "summary.json", "pareto.html", "study.db")
+               if (run_dir / n).exists()]
+    print(f"\nwrote {run_dir}/ ({', '.join(written)})")
     print(f"next: speq-search report {run_dir} --out {run_dir}/report   (or speq-search plot {run_dir} --x avg_bits)")
     if summary.get("figure_note"):
         print(summary["figure_note"])
@@ -371,6 +380,36 @@ def _print_front(summary: dict) -> None:
         print(f"the search stopped on failed trials (see the error column of {run_dir}/trials.csv); exit code 1")
     elif summary.get("interrupted"):
         print(f"the search did not finish; continue it with: speq-search run --resume {run_dir}")
+
+
+def _with_intervals(shown, front):
+    """The printed front with each accuracy's 95 % interval beside it (``[95.12, 98.20]``)."""
+    from speq_search.analysis import stats
+
+    shown = shown.copy()
+    for acc in stats.SPLIT_OF:
+        lo, hi = stats.interval_columns(acc)
+        if acc in shown and lo in front:
+            rows = front.loc[shown.index]
+            at = list(shown.columns).index(acc) + 1
+            shown.insert(at, f"{acc} 95%", [f"[{100 * a:.2f}, {100 * b:.2f}]" if a == a and b == b else ""
+                                            for a, b in zip(rows[lo], rows[hi])])
+    return shown
+
+
+def _print_indistinguishable(front, objectives: list[dict]) -> None:
+    """The cheapest front point the validation split cannot tell from the most accurate one."""
+    from speq_search.analysis import stats
+
+    score = next((o for o in objectives if schema.is_score(o["metric"])), None)
+    cost = next((o["metric"] for o in objectives if score is None or o["metric"] != score["metric"]), None)
+    if score is None or cost is None:
+        return
+    pick = stats.cheapest_indistinguishable(front, score["metric"], cost, score.get("mode", "max"))
+    if pick is not None:
+        print(f"cheapest point within the 95 % interval of the most accurate one: trial {pick['trial_id']} at "
+              f"{schema.format_value(cost, pick[cost], 'text')}, {stats.with_interval(score['metric'], pick)} "
+              f"(the split cannot tell them apart)")
 
 
 def _listing(entries: dict[str, str]) -> int:
