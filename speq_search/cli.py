@@ -114,9 +114,10 @@ _SOURCES_HELP = ("run folders of `speq-search run`, Ray Tune experiment folders,
 
 def _add_plot(sub, sources_help: str = _SOURCES_HELP) -> None:
     plot = sub.add_parser("plot", help="draw the Pareto front (or another figure) of one or more runs",
-                          description="Draw a figure of one or more runs; several runs are overlaid. The format "
-                          "follows --out: .html (self-contained), .png, .svg or .pdf (need Chromium; without it "
-                          "the HTML is written instead).")
+                          description="Draw a figure of one or more runs; several runs are overlaid, and whether "
+                          "their difference is real is printed. The format follows --out: .html (self-contained), "
+                          ".png, .svg or .pdf (need kaleido and Chrome or Chromium; without them the HTML is written "
+                          "instead).")
     plot.add_argument("runs", nargs="+", metavar="RUN_DIR", help=sources_help)
     from speq_search.analysis.figures import FIGURES  # the kinds only: no pandas, no plotly
 
