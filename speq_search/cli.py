@@ -155,8 +155,8 @@ def _add_sensitivity(sub) -> None:
 
 def _add_export(sub) -> None:
     export = sub.add_parser("export", help="write a trained model as an ONNX file (QDQ form), verified in onnxruntime",
-                            description="Export a trained model as ONNX with integer weights and QuantizeLinear/"
-                            "DequantizeLinear activations (opset 21), run it in onnxruntime on the run's test split "
+                            description="Export a trained model as ONNX with integer weights (each layer's codes in "
+                            "INT2/INT4/INT8) and QuantizeLinear/DequantizeLinear activations, run it in onnxruntime on the run's test split "
                             "beside the PyTorch model, and write --out only if their accuracies agree within "
                             "--tolerance points. Needs: pip install 'speq-search[export]'.")
     export.add_argument("source", metavar="SOURCE", help="a `train` run folder, or a `run` folder with --trial or --budget")
@@ -168,7 +168,8 @@ def _add_export(sub) -> None:
                         help="fold BatchNorm into the weight scales (default: keep it as a float op: exact)")
     export.add_argument("--tolerance", type=float, default=0.1,
                         help="largest accepted test-accuracy difference in points (default: 0.1)")
-    export.add_argument("--opset", type=int, default=21, help="ONNX opset, 21 or later (default: 21)")
+    export.add_argument("--opset", type=int, default=None, help="ONNX opset, 21 or later; 25 stores 2-bit weights as "
+                        "INT2 (default: 25 where the installed onnx and onnxruntime run INT2, else 21)")
 
 
 def _add_listings(sub) -> None:
