@@ -90,6 +90,8 @@ def _add_run(sub) -> None:
     run.add_argument("--cpus-per-trial", type=float, help="CPUs each trial holds (also its torch threads)")
     run.add_argument("--gpus-per-trial", type=float, help="GPUs each trial holds, e.g. 0.25")
     run.add_argument("--max-failures", type=int, help="stop after more failed trials than this")
+    run.add_argument("--repeats", type=int, help="train each configuration with N seeds: its objectives are their "
+                     "means, their spread is recorded (search.repeats; default 1)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a field of the space file, e.g. train.epochs=2 or search.num_samples=8")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted search")
@@ -112,9 +114,10 @@ _SOURCES_HELP = ("run folders of `speq-search run`, Ray Tune experiment folders,
 
 def _add_plot(sub, sources_help: str = _SOURCES_HELP) -> None:
     plot = sub.add_parser("plot", help="draw the Pareto front (or another figure) of one or more runs",
-                          description="Draw a figure of one or more runs; several runs are overlaid. The format "
-                          "follows --out: .html (self-contained), .png, .svg or .pdf (need Chromium; without it "
-                          "the HTML is written instead).")
+                          description="Draw a figure of one or more runs; several runs are overlaid, and whether "
+                          "their difference is real is printed. The format follows --out: .html (self-contained), "
+                          ".png, .svg or .pdf (need kaleido and Chrome or Chromium; without them the HTML is written "
+                          "instead).")
     plot.add_argument("runs", nargs="+", metavar="RUN_DIR", help=sources_help)
     from speq_search.analysis.figures import FIGURES  # the kinds only: no pandas, no plotly
 
@@ -161,8 +164,9 @@ def _add_sensitivity(sub) -> None:
 
 def _add_export(sub) -> None:
     export = sub.add_parser("export", help="write a trained model as an ONNX file (QDQ form), verified in onnxruntime",
-                            description="Export a trained model as ONNX with integer weights and QuantizeLinear/"
-                            "DequantizeLinear activations (opset 21), run it in onnxruntime on the run's test split "
+                            description="Export a trained model as ONNX with integer weights (each layer's codes in "
+                            "INT2/INT4/INT8) and QuantizeLinear/DequantizeLinear activations, run it in onnxruntime on the run's test "
+                            "split "
                             "beside the PyTorch model, and write --out only if their accuracies agree within "
                             "--tolerance points. Needs: pip install 'speq-search[export]'.")
     export.add_argument("source", metavar="SOURCE", help="a `train` run folder, or a `run` folder with --trial or --budget")
@@ -174,7 +178,8 @@ def _add_export(sub) -> None:
                         help="fold BatchNorm into the weight scales (default: keep it as a float op: exact)")
     export.add_argument("--tolerance", type=float, default=0.1,
                         help="largest accepted test-accuracy difference in points (default: 0.1)")
-    export.add_argument("--opset", type=int, default=21, help="ONNX opset, 21 or later (default: 21)")
+    export.add_argument("--opset", type=int, default=None, help="ONNX opset, 21 or later; 25 stores 2-bit weights as "
+                        "INT2 (default: 25 where the installed onnx and onnxruntime run INT2, else 21)")
 
 
 def _add_listings(sub) -> None:
@@ -223,7 +228,7 @@ def _train(args: argparse.Namespace) -> int:
 _RUN_FLAGS = {"num_samples": "search.num_samples", "max_concurrent": "search.max_concurrent",
               "sampler": "search.sampler", "scheduler": "search.scheduler", "seed": "search.seed",
               "cpus_per_trial": "search.cpus_per_trial", "gpus_per_trial": "search.gpus_per_trial",
-              "max_failures": "search.max_failures"}
+              "max_failures": "search.max_failures", "repeats": "search.repeats"}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -288,6 +293,11 @@ def _plot(args: argparse.Namespace) -> int:
     ensure_writable(out.parent, "--out")
     runs, df = load_runs(args.runs, _objectives(args.objectives))
     fig = make_figure(runs, df, args.kind, args.x, args.y, args.color, args.group_by)
+    if len(runs) > 1 and all(r.objectives for r in runs):  # several runs: is their difference real?
+        from speq_search.analysis.compare import compare_runs
+
+        for paired, hv in compare_runs(runs, metric=args.y):
+            print(paired.text() + (f"\n{hv.text()}" if hv else ""))
     try:
         print(write_figure(fig, out, png=False, strict=True))
     except ImageExportError as err:  # the HTML is written; the image the user asked for is not
@@ -388,8 +398,11 @@ def _print_front(summary: dict) -> None:
               f"{summary['n_finetuned']} fine-tuned, {summary['n_failed']} failed{infeasible}; hypervolume of the "
               f"fine-tuned front {summary['hypervolume']:.4f}")
     else:
+        asked = summary.get("num_samples")
+        # An interrupted search ran fewer trials than it was asked for: say both.
+        of = f"{summary['n_trials']} trials" + (f" ({asked} asked)" if asked and asked != summary["n_trials"] else "")
         print(f"\n{summary['n_completed']} completed, {summary['n_failed']} failed, {summary['n_stopped']} stopped early"
-              f"{infeasible} of {summary['n_trials']} trials; hypervolume {summary['hypervolume']:.4f}")
+              f"{infeasible} of {of}; hypervolume {summary['hypervolume']:.4f}")
     if summary.get("n_at_chance"):
         print(f"warning: {summary['n_at_chance']} of {summary['n_completed']} completed trials learned nothing "
               f"(validation accuracy near chance, {100 * summary['chance_acc']:.0f} %): their front means nothing")
@@ -400,9 +413,15 @@ def _print_front(summary: dict) -> None:
         # Trials that sampled the same configuration and got the same result are one point: one row.
         shown = front[cols].drop_duplicates(subset=[c for c in cols if c != "trial_id"])
         tied = f"; {len(front) - len(shown)} tied trials not repeated" if len(shown) < len(front) else ""
-        print(f"Pareto front ({len(shown)} points{tied}):")
-        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"\nwrote {run_dir}/ (trials.csv, pareto.csv, summary.json, pareto.html, study.db)")
+        # Points as the progress line counts them: distinct objective values (two configurations may share one).
+        points = len(front[objectives].drop_duplicates())
+        several = f", {len(shown)} configurations" if len(shown) != points else ""
+        print(f"Pareto front ({points} points{several}{tied}):")
+        print(_with_intervals(shown, front).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        _print_indistinguishable(front, summary["objectives"])
+    written = [n for n in ("trials.csv", "pareto.csv", "summary.json", "pareto.html", "study.db")
+               if (run_dir / n).exists()]
+    print(f"\nwrote {run_dir}/ ({', '.join(written)})")
     me = invocation()
     print(f"next: {me} report {run_dir} --out {run_dir}/report   (or {me} plot {run_dir} --x avg_bits)")
     if summary.get("figure_note"):
@@ -420,6 +439,36 @@ def invocation() -> str:
     if prog.endswith((".py", "__main__")):
         return f"{sys.executable} -m speq_search.cli"
     return prog
+
+
+def _with_intervals(shown, front):
+    """The printed front with each accuracy's 95 % interval beside it (``[95.12, 98.20]``)."""
+    from speq_search.analysis import stats
+
+    shown = shown.copy()
+    for acc in stats.SPLIT_OF:
+        lo, hi = stats.interval_columns(acc)
+        if acc in shown and lo in front:
+            rows = front.loc[shown.index]
+            at = list(shown.columns).index(acc) + 1
+            shown.insert(at, f"{acc} 95%", [f"[{100 * a:.2f}, {100 * b:.2f}]" if a == a and b == b else ""
+                                            for a, b in zip(rows[lo], rows[hi])])
+    return shown
+
+
+def _print_indistinguishable(front, objectives: list[dict]) -> None:
+    """The cheapest front point the validation split cannot tell from the most accurate one."""
+    from speq_search.analysis import stats
+
+    score = next((o for o in objectives if schema.is_score(o["metric"])), None)
+    cost = next((o["metric"] for o in objectives if score is None or o["metric"] != score["metric"]), None)
+    if score is None or cost is None:
+        return
+    pick = stats.cheapest_indistinguishable(front, score["metric"], cost, score.get("mode", "max"))
+    if pick is not None:
+        print(f"cheapest point within the 95 % interval of the most accurate one: trial {pick['trial_id']} at "
+              f"{schema.format_value(cost, pick[cost], 'text')}, {stats.with_interval(score['metric'], pick)} "
+              f"(the split cannot tell them apart)")
 
 
 def _listing(entries: dict[str, str]) -> int:

@@ -8,12 +8,16 @@ The graph (opset 21) is what ONNX runtimes recognise as a quantized model:
   The ``Clip`` keeps the codes within the b-bit range below 8 bits. It is used rather than
   ONNX's 4-bit types because those exist for 4 bits only, while a layer may run at 2 to 8,
   and a ``Clip`` before ``QuantizeLinear`` is a pattern every runtime executes.
-- **Weights** are integer initializers with one scale per output channel (``DequantizeLinear``
-  with ``axis=0``), never float copies. The weight grid is the mid-point grid, levels
-  ``(k + 1/2) * step``, written exactly as the odd codes ``2k + 1`` at half the step:
-  ``INT4`` at 2 and 3 bits (codes within +-7), ``INT8`` at 4 to 7 bits, ``INT16`` at 8. 32-bit
-  weights stay float. Every layer keeps the bits it was trained with (first and last layers,
-  per-layer mixed precision).
+- **Weights** are integer initializers, each layer's codes in its own bit-width's ONNX type where
+  ONNX has one: ``INT2`` at 2 bits (opset 25, where the installed onnx and onnxruntime run it;
+  else ``INT4``), ``INT4`` at 3 and 4 bits, ``INT8`` at 5 to 8 bits. The weight grid is the
+  mid-point grid, levels ``(k + 1/2) * step`` with ``k`` in ``-2**(b-1) .. 2**(b-1) - 1``: the codes
+  ``k`` are stored, ``DequantizeLinear`` (one scale, the step, per output channel: ``axis=0``)
+  gives ``k * step``, and one ``Add`` per layer adds the half step (a zero point of -1/2 is not
+  an integer). The file's weights thus take the b bits the run's size estimate counts (3 bits: 4).
+  ``k * step + step / 2`` is the trained weight ``(k + 1/2) * step`` up to one float rounding.
+  32-bit weights stay float. Every layer keeps the bits it was trained with (first and last
+  layers, per-layer mixed precision).
 - **BatchNorm** stays a float ``BatchNormalization`` op after its convolution by default, so
   the exported graph computes exactly what the trained model computes. Folding it into the
   layer's per-channel weight scale and float bias (``fold_batchnorm=True``) keeps the integer
@@ -51,7 +55,8 @@ from speq_search.quant.convert import set_submodule
 from speq_search.quant.modules import QUANT_LAYERS, ActQuantizer, QuantConv2d, QuantLinear
 from speq_search.quant.primitives import FULL_PRECISION
 
-OPSET = 21  # the first with INT4/INT16 in DequantizeLinear
+OPSET = 21  # the first with INT4 in DequantizeLinear
+INT2_OPSET = 25  # the first with INT2
 INSTALL_HINT = "pip install 'speq-search[export]'"
 # A deployed model must score as the trained one does: more than this many points apart fails.
 DEFAULT_TOLERANCE = 0.1
@@ -112,25 +117,73 @@ def _translations() -> dict:
 
 # ----------------------------------------------------------------------------- the deployable model
 def weight_codes(layer: QuantConv2d | QuantLinear) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(codes, scale)`` with ``codes * scale`` (per output channel) equal to ``layer.quantized_weight()``.
+    """``(codes, scale)``: the layer's b-bit codes ``k`` and its step per output channel, with
+    ``(codes + 1/2) * scale`` (per output channel) equal to ``layer.quantized_weight()``.
 
     Read from what the layer's weight quantizer returns (:meth:`WeightQuantizer.quantize`: its
-    codes, scale and zero point), written with zero point 0: the mid-point grid's codes ``k``
-    (zero point -1/2) are stored as the odd integers ``2k + 1``, ``scale`` as half the step.
-    """
+    codes, scale and zero point, -1/2 on the mid-point grid)."""
     with torch.no_grad():
         q = layer.weight_quant.quantize(layer.weight)
     if q.bits >= FULL_PRECISION:
         raise ValueError("a 32-bit weight has no integer codes")
-    codes = 2 * (q.codes - q.zero_point)  # exact: the codes are integers, the zero point a half
-    scale = (q.scale / 2).reshape(-1)
+    if not bool(torch.all(torch.as_tensor(q.zero_point) == -0.5)):
+        raise ValueError("export writes the mid-point grid (zero point -1/2); this weight quantizer's differs")
+    half = 2 ** (q.bits - 1)
+    codes = q.codes.to(torch.int16)
+    if int(codes.min()) < -half or int(codes.max()) > half - 1:
+        raise RuntimeError(f"export: weight codes outside {q.bits} bits; please report it")
+    scale = torch.as_tensor(q.scale).reshape(-1)
     if scale.numel() == 1:  # a per-tensor clip: the same scale for every channel
         scale = scale.expand(codes.shape[0])
-    return codes.to(torch.int16), scale.contiguous().clone()
+    return codes.to(torch.int8), scale.contiguous().clone()
 
 
-def _code_dtype(bits: int) -> torch.dtype:
-    return torch.int8 if bits <= 7 else torch.int16  # 2-3 bits are packed to INT4 after export
+def weight_type(bits: int, opset: int) -> str:
+    """The ONNX type a layer's ``bits``-bit weight codes are stored in at ``opset``."""
+    if bits <= 2 and opset >= INT2_OPSET and int2_supported():
+        return "INT2"
+    return "INT4" if bits <= 4 else "INT8" if bits <= 8 else "FLOAT"
+
+
+_INT2: list[bool] = []
+
+
+def int2_supported() -> bool:
+    """Whether the installed onnx, ml_dtypes and onnxruntime write and run ``INT2`` weights: a
+    one-node model is built, checked and run once per process."""
+    if not _INT2:
+        _INT2.append(_try_int2())
+    return _INT2[0]
+
+
+def _try_int2() -> bool:
+    try:
+        import ml_dtypes
+        import numpy as np
+        import onnx
+        import onnxruntime as ort
+        from onnx import helper, numpy_helper
+
+        codes = numpy_helper.from_array(np.array([-2, -1, 0, 1], dtype=np.int8).astype(ml_dtypes.int2), "w")
+        scale = numpy_helper.from_array(np.array(0.5, dtype=np.float32), "s")
+        graph = helper.make_graph([helper.make_node("DequantizeLinear", ["w", "s"], ["y"])], "int2", [],
+                                  [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4])], [codes, scale])
+        opsets = [helper.make_opsetid("", INT2_OPSET)]
+        model = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
+        onnx.checker.check_model(model, full_check=True)
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return bool(np.array_equal(session.run(None, {})[0], np.array([-1.0, -0.5, 0.0, 0.5], dtype=np.float32)))
+    except Exception:  # noqa: BLE001 - any part missing or too old: INT4 instead
+        return False
+
+
+def default_opset() -> int:
+    """The opset an export is written at: 25 where INT2 weights are supported (:func:`int2_supported`), else 21."""
+    return INT2_OPSET if int2_supported() else OPSET
+
+
+def _per_channel(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.reshape((-1,) + (1,) * (like.dim() - 1))
 
 
 class _InputQDQ(nn.Module):
@@ -175,24 +228,26 @@ class _DeployLayer(nn.Module):
         self.register_buffer("bias", bias)
         self.register_buffer("weight", None)
         self.register_buffer("codes", None)
+        self.register_buffer("offset", None)
         if self.w_bits < FULL_PRECISION:
             codes, scale = weight_codes(layer)
-            exact = codes.float() * scale.reshape((-1,) + (1,) * (codes.dim() - 1))
-            if not torch.equal(exact, layer.quantized_weight().detach()):
+            trained = layer.quantized_weight().detach()
+            if not torch.equal((codes.float() + 0.5) * _per_channel(scale, codes), trained):
                 raise RuntimeError("export: the integer weight codes do not reproduce the layer's weights; please report it")
             if gain is not None:
-                flip = torch.where(gain < 0, -1, 1).to(codes.dtype)
-                codes = codes * flip.reshape((-1,) + (1,) * (codes.dim() - 1))
+                # A negative gain flips the weight: (k + 1/2) * -s is (-1 - k + 1/2) * s, a code of the same bits.
+                codes = torch.where(_per_channel(gain < 0, codes), -1 - codes, codes).to(torch.int8)
                 scale = scale * gain.abs()
-            self.codes = codes.to(_code_dtype(self.w_bits))
+            self.codes = codes
             self.register_buffer("scale", scale.reshape(out_channels))
+            self.offset = _per_channel(scale / 2, codes).clone()  # the half step: one Add in the graph
         else:
             w = layer.weight.detach().clone()
             self.weight = w * gain.reshape((-1,) + (1,) * (w.dim() - 1)) if gain is not None else w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         x = self.input_qdq(x)
-        w = dequantize_weight(self.codes, self.scale) if self.codes is not None else self.weight
+        w = dequantize_weight(self.codes, self.scale) + self.offset if self.codes is not None else self.weight
         if self.is_conv:
             return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
         return F.linear(x, w, self.bias)
@@ -290,7 +345,7 @@ def export_onnx(
     example_input: torch.Tensor,
     path: str | Path,
     *,
-    opset: int = OPSET,
+    opset: int | None = None,
     fold_batchnorm: bool = False,
     metadata: dict[str, str] | None = None,
 ) -> ExportResult:
@@ -302,15 +357,18 @@ def export_onnx(
         example_input: a batch of inputs of the model's shape (at least 2 images: the batch
             dimension is exported as dynamic).
         path: the ``.onnx`` file to write (written whole or not at all).
-        opset: ONNX opset; 21 or later (INT4 and INT16 weights need it).
+        opset: ONNX opset; 21 or later (INT4 weights need it); 25 or later stores 2-bit weights as
+            INT2. Default: :func:`default_opset` (25 where the installed onnx and onnxruntime run
+            INT2, else 21).
         fold_batchnorm: fold BatchNorms into the layers before them (see the module docstring).
         metadata: extra ``metadata_props`` of the model (strings).
     """
     require_export_packages()
     import onnx
 
+    opset = default_opset() if opset is None else opset
     if opset < OPSET:
-        raise ConfigError("opset", opset, f"an ONNX opset >= {OPSET} (INT4 and INT16 weight codes need it)")
+        raise ConfigError("opset", opset, f"an ONNX opset >= {OPSET} (INT4 weight codes need it)")
     x = example_input.detach().cpu()
     if x.shape[0] < 2:
         x = torch.cat([x, x])  # torch.export specialises a batch of 1; 2 keeps the dimension dynamic
@@ -322,13 +380,15 @@ def export_onnx(
             optimize=True, verbose=False, report=False,
         )
     proto = program.model_proto
-    weight_types, weight_bytes = _pack_weights(proto, deploy)
+    weight_types, weight_bytes = _pack_weights(proto, deploy, opset)
     for node in proto.graph.node:  # the exporter's per-node stack traces: most of a small model's bytes
         del node.metadata_props[:]
         node.doc_string = ""
     del proto.graph.value_info[:]  # intermediate shapes, which runtimes infer themselves
     props = {"producer": "speq-search", "layer_bits": json.dumps(plan.layers),
-             "folded_batchnorm": json.dumps(plan.folded), **(metadata or {})}
+             "folded_batchnorm": json.dumps(plan.folded),
+             "weights": "per layer: DequantizeLinear(codes k, step per output channel) + step/2 (the mid-point grid)",
+             **(metadata or {})}
     onnx.helper.set_model_props(proto, {k: str(v) for k, v in props.items()})
     onnx.checker.check_model(proto, full_check=True)
     path = Path(path)
@@ -336,13 +396,15 @@ def export_onnx(
     return ExportResult(path, opset, path.stat().st_size, plan.layers, plan.folded, weight_types, weight_bytes, plan.note)
 
 
-def _pack_weights(proto, deploy: nn.Module) -> tuple[dict[str, str], int]:
-    """Store the codes of 2- and 3-bit layers as INT4 (two per byte); return each layer's weight
-    type and the bytes all weights take."""
+def _pack_weights(proto, deploy: nn.Module, opset: int) -> tuple[dict[str, str], int]:
+    """Store each layer's codes in its bit-width's type (:func:`weight_type`: INT2 or INT4 packed
+    two or four to a byte, INT8); return each layer's weight type and the bytes all weights take."""
+    import ml_dtypes
     import numpy as np
     import onnx
     from onnx import numpy_helper
 
+    packed_types = {"INT2": ml_dtypes.int2, "INT4": ml_dtypes.int4}
     initializers = {t.name: t for t in proto.graph.initializer}
     types, total = {}, 0
     for name, m in deploy.named_modules():
@@ -353,13 +415,14 @@ def _pack_weights(proto, deploy: nn.Module) -> tuple[dict[str, str], int]:
         if tensor is None:  # an exporter that renamed it: the graph is still right, only not packed
             types[name] = "?"
             continue
-        if m.codes is not None and m.w_bits <= 3:
-            import ml_dtypes
-
-            packed = numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.int8).astype(ml_dtypes.int4), key)
-            tensor.CopyFrom(packed)
+        kind = weight_type(m.w_bits, opset) if m.codes is not None else "FLOAT"
+        if kind in packed_types:
+            codes = numpy_helper.to_array(tensor).astype(np.int8)
+            tensor.CopyFrom(numpy_helper.from_array(codes.astype(packed_types[kind]), key))
         types[name] = onnx.TensorProto.DataType.Name(tensor.data_type)
         total += len(tensor.raw_data)
+    if "INT2" in types.values():  # the file's IR version must know INT2
+        proto.ir_version = max(proto.ir_version, onnx.helper.find_min_ir_version_for(list(proto.opset_import)))
     return types, total
 
 
@@ -417,7 +480,7 @@ def export_run(
     budget: str | None = None,
     fold_batchnorm: bool = False,
     tolerance: float = DEFAULT_TOLERANCE,
-    opset: int = OPSET,
+    opset: int | None = None,
     log=print,
 ) -> dict:
     """Export a trained model (see :func:`resolve_source`) to ``out`` and verify it in onnxruntime.
@@ -448,7 +511,8 @@ def export_run(
     check = verify_onnx(staging, model, splits.test.x, splits.test.y)
     summary = {
         "out": str(out), "source": src.label, "opset": result.opset, "file_bytes": result.file_bytes,
-        "weight_bytes": result.weight_bytes, "size_bytes_estimate": src.metrics.get("size_bytes"),
+        "weight_bytes": result.weight_bytes, "weight_bytes_at_bits": weight_bytes_at_bits(model),
+        "size_bytes_estimate": src.metrics.get("size_bytes"),
         "weight_types": result.weight_types, "folded_batchnorm": len(result.folded), "test_images": check.images,
         "onnx_test_acc": check.onnx_acc, "torch_test_acc": check.torch_acc, "max_logit_diff": check.max_logit_diff,
         "agreement": check.agreement,
@@ -457,9 +521,11 @@ def export_run(
     estimate = src.metrics.get("size_bytes")
     log(f"ONNX opset {result.opset}: {len(result.layers)} quantized layers (weights {types}), "
         + (f"{len(result.folded)} BatchNorms folded" if fold_batchnorm else "BatchNorms kept as float ops"))
-    log(f"size: {_kib(result.file_bytes)} file, {_kib(result.weight_bytes)} of weights; the run's estimate "
-        + (f"{_kib(estimate)}" if estimate else "(not recorded)")
-        + " (b bits per weight; the file stores the odd codes 2k+1, one bit more, in INT4/INT8/INT16)")
+    at_bits = summary["weight_bytes_at_bits"]
+    log(f"size: {_kib(result.file_bytes)} file, {_kib(result.weight_bytes)} of weights ({result.weight_bytes / max(at_bits, 1):.2f}x "
+        f"the {_kib(at_bits)} they take at their bits: each layer's codes in INT2/INT4/INT8, the half step an Add); "
+        "the run's estimate " + (f"{_kib(estimate)}" if estimate else "(not recorded)")
+        + " (weights at their bits, scales, BatchNorm)")
     log(f"onnxruntime ({check.provider}) on the test split, {check.images} images: {100 * check.onnx_acc:.2f} %; "
         f"PyTorch {100 * check.torch_acc:.2f} %; same prediction on {100 * check.agreement:.2f} %; "
         f"largest logit difference {check.max_logit_diff:.3g}")
@@ -471,6 +537,17 @@ def export_run(
     os.replace(staging, out)
     log(f"wrote {out}")
     return summary
+
+
+def weight_bytes_at_bits(model: nn.Module) -> int:
+    """The bytes the quantized layers' weights take at their bits (what the run's ``size_bytes``
+    counts for them): ``b / 8`` per weight, 4 bytes at 32 bits."""
+    total = 0.0
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):  # the quantized layers are their subclasses
+            bits = m.weight_quant.bits if isinstance(m, QUANT_LAYERS) else FULL_PRECISION
+            total += m.weight.numel() * min(bits, FULL_PRECISION) / 8
+    return int(round(total))
 
 
 def _kib(n: float | None) -> str:

@@ -101,6 +101,21 @@ def _metrics() -> dict[str, Metric]:
         Metric("supernet_val_acc", "score", "validation accuracy on the supernet (%)", column="optional", stored=True),
         Metric("feasible", "info", "within the space's budgets", column="optional"),
         Metric("constraint_violation", "info", "how far over budget (relative)", column="optional"),
+        # How sure an accuracy is (speq_search.analysis.stats): the split sizes, a search's repeats
+        # (search.repeats: seeds per configuration, the accuracy their mean), and the 95 % interval
+        # columns the run files add from them (never reported by a trial).
+        Metric("val_images", "info", "validation images (the split's size)", column="optional", stored=True),
+        Metric("test_images", "info", "test images (the split's size)", column="optional", stored=True),
+        Metric("repeats", "info", "seeds the configuration was trained with", column="optional", stored=True),
+        Metric("val_acc_sd", "diagnostic", "standard deviation of the validation accuracy over seeds",
+               column="optional", stored=True),
+        Metric("test_acc_sd", "diagnostic", "standard deviation of the test accuracy over seeds", column="optional",
+               stored=True),
+        Metric("val_acc_seeds", "info", "each seed's validation accuracy (;-separated)", column="optional"),
+        Metric("test_acc_seeds", "info", "each seed's test accuracy (;-separated)", column="optional"),
+        *[Metric(f"{acc}_{end}", "info", f"{word} end of the {split} accuracy's 95 % interval", column="no")
+          for acc, split in (("val_acc", "validation"), ("test_acc", "test")) for end, word in (("lo", "lower"),
+                                                                                               ("hi", "upper"))],
     ]
     return {m.name: m for m in listed}
 

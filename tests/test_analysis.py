@@ -449,7 +449,7 @@ def test_report_html_renders_the_markdown_and_formats_numbers_by_column(tmp_path
     out = tmp_path / "rep"
     assert main(["report", str(run_dir), "--out", str(out)]) == 0
     page = (out / "report.html").read_text()
-    text = page.split("</script>")[-1]  # after the plotly bundle's tag
+    text = re.sub(r"<script.*?</script>", "", page, flags=re.S)  # every text outside the figures' scripts
     assert "<strong>" in text and "**" not in text and "|---|" not in text and "`" not in text
     assert "<th></th>" not in text and "<th>importance for val_acc</th>" in text
     assert "overflow-x:auto" in page  # wide tables scroll instead of widening the page
@@ -580,3 +580,22 @@ def test_curves_data_labels_trials_by_their_parameters_and_colours_them_by_a_cos
     assert label.startswith("w_bits=") and "method=" in label and "p_high=" in label
     cost, values = data.color_by
     assert cost == "bitops" and values[("synthetic", "a0000000")] == float(_trials().bitops[0])
+
+
+def test_without_kaleido_the_error_names_kaleido_and_its_install_command(run_dir, monkeypatch, capsys, tmp_path):
+    """From a plain wheel install: `PNG not made: RuntimeError: ` said nothing, and report blamed Chromium."""
+    import sys
+
+    from speq_search.analysis.figures.files import error_reason
+
+    monkeypatch.setitem(sys.modules, "kaleido", None)  # as if not installed: importing it fails
+    assert main(["plot", str(run_dir), "--out", str(run_dir / "front.png")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "kaleido is not installed" in err and "pip install 'speq-search[png]'" in err
+    assert "Chrom" not in err
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "kaleido is not installed" in md and "Chromium" not in md
+    assert error_reason(RuntimeError("\n\nKaleido requires Google Chrome to be installed.\n")) == (
+        "RuntimeError: Kaleido requires Google Chrome to be installed.")
+    assert error_reason(RuntimeError("")) == "RuntimeError"

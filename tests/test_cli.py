@@ -28,6 +28,7 @@ from speq_search.cli import main
     (["--compile", "fast"], "compile"),
     (["--cost-model", "no-such-table"], "cost_model"),
     (["--set", "quant.group_bits={features.4: {w_bits: 9}}"], "quant.group_bits.features.4.w_bits"),
+    (["--set", "quant.group_bits={features.3: {w_bits: 4}}"], "quant.group_bits"),  # no such layer (issue 28)
 ])
 def test_bad_input_is_one_line_naming_the_field_and_exit_2(tmp_path, capsys, args, field):
     assert main(["train", "--out", str(tmp_path / "r"), *args]) == 2
@@ -93,3 +94,44 @@ def test_sensitivity_command(tmp_path, capsys):
     assert out.read_text().splitlines()[0].startswith("layer,shape_class,params,macs,val_acc,drop")
     assert main(["sensitivity", "default", "--bits", "9"]) == 2
     assert main(["sensitivity", "no-such-space"]) == 2
+
+
+def test_a_wrong_set_key_is_named_as_the_key_with_the_one_meant(tmp_path, capsys):
+    """`--set speq.method=speq` on run: the key lacks `train.`; the value is fine."""
+    assert main(["run", "default", "--out-dir", str(tmp_path), "--set", "speq.method=speq"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("speq-search run: error: --set: got 'speq.method'; accepted: a key train.<section>.<field>, "
+                   "params.<name>.<key>, search.<field> or name (did you mean train.speq.method?)")
+    assert main(["run", "default", "--out-dir", str(tmp_path), "--set", "epochs=2"]) == 2
+    assert "(did you mean train.epochs?)" in capsys.readouterr().err
+    assert main(["run", "default", "--out-dir", str(tmp_path), "--set", "nope.x=1"]) == 2
+    assert "did you mean" not in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_the_summary_counts_as_the_progress_line_does_and_names_only_files_written(tmp_path, capsys):
+    """Two configurations with the same objectives are one point (as the last progress line says); an
+    interrupted search says how many trials were asked; a file not written is not named."""
+    import pandas as pd
+
+    from speq_search.analysis.stats import add_intervals
+    from speq_search.cli import _print_front
+    from speq_search.search.progress import front_line
+    from speq_search.space import Objective
+
+    rows = [{"trial_id": "a", "status": "COMPLETED", "w_bits": 2, "a_bits": 8, "val_acc": 340 / 360, "bitops": 6.5e6},
+            {"trial_id": "b", "status": "COMPLETED", "w_bits": 8, "a_bits": 2, "val_acc": 340 / 360, "bitops": 6.5e6},
+            {"trial_id": "c", "status": "COMPLETED", "w_bits": 8, "a_bits": 8, "val_acc": 345 / 360, "bitops": 9.0e7}]
+    front = add_intervals(pd.DataFrame(rows).assign(val_images=360))
+    front.to_csv(tmp_path / "pareto.csv", index=False)
+    (tmp_path / "trials.csv").write_text("x\n")
+    _print_front({"run_dir": str(tmp_path), "objectives": [{"metric": "val_acc", "mode": "max"},
+                                                           {"metric": "bitops", "mode": "min"}],
+                  "n_completed": 3, "n_failed": 0, "n_stopped": 0, "n_trials": 3, "num_samples": 6,
+                  "hypervolume": 0.5, "interrupted": True})
+    out = capsys.readouterr().out
+    progress = front_line(front, [Objective("val_acc", "max"), Objective("bitops", "min")])
+    assert progress.startswith("front: 2 points") and "Pareto front (2 points, 3 configurations):" in out
+    assert "of 3 trials (6 asked)" in out
+    assert "wrote " + str(tmp_path) + "/ (trials.csv, pareto.csv)" in out and "pareto.html" not in out
+    assert "val_acc 95%" in out and "[" in out.split("val_acc 95%")[1]
+    assert "cheapest point within the 95 % interval of the most accurate one: trial a" in out

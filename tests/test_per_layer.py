@@ -94,13 +94,14 @@ def test_group_bits_reach_the_model_and_first_last_rules_win():
     bits = layer_bits(quantize_for(cfg, create_model("cnn-small")))
     assert bits["features.4"] == {"w_bits": 2, "a_bits": 2}
     assert bits["features.8"]["a_bits"] == 2
+    # (A group that matches no layer, once ignored here, is an error since issue 28: see
+    # test_a_group_that_matches_no_layer_is_an_error_naming_the_layers.)
     net = quantize_model(create_model("cnn-small"), w_bits=4, a_bits=4, group_bits={"features": {"w_bits": 2, "a_bits": 2},
-                                                                      "features.8": {"w_bits": 3},
-                                                                      "layer9": {"w_bits": 2}})
+                                                                      "features.8": {"w_bits": 3}})
     bits = layer_bits(net)
     assert bits["features.0"] == {"w_bits": 8, "a_bits": 8}  # first layer: first/last and input rules win
     assert bits["features.4"] == {"w_bits": 2, "a_bits": 2}
-    assert bits["features.8"] == {"w_bits": 3, "a_bits": 2}  # the longer key wins; an absent group is ignored
+    assert bits["features.8"] == {"w_bits": 3, "a_bits": 2}  # the longer key wins
     assert bits["classifier"] == {"w_bits": 8, "a_bits": 4}
 
 
@@ -330,3 +331,37 @@ def test_constraint_bounds_survive_the_round_trip_through_space_yaml():
     spec = parse_space(_space(constraints=["bitops <= 123456789", "avg_bits >= 2.5"]))
     again = parse_space(yaml.safe_load(yaml.safe_dump(spec.to_dict())))
     assert [c.bound for c in again.constraints] == [123456789.0, 2.5]
+
+
+def test_a_group_that_matches_no_layer_is_an_error_naming_the_layers(tmp_path, tiny_cfg):
+    """quant.group_bits {features.3: ...} on cnn-small (features.0/4/8, classifier) trained with no effect."""
+    from speq_search.config import QuantConfig
+    from speq_search.train import run as run_training
+
+    with pytest.raises(ConfigError, match=r"^group_bits: got 'features.3'; accepted: .*features.0, features.4, "
+                                          r"features.8, classifier"):
+        quantize_model(create_model("cnn-small"), w_bits=4, a_bits=4, group_bits={"features.3": {"w_bits": 2}})
+    with pytest.raises(ConfigError, match=r"^quant.group_bits: got 'features.3'"):
+        quantize_model(create_model("cnn-small"), QuantConfig(group_bits={"features.3": {"w_bits": 2}}))
+    with pytest.raises(ConfigError, match=r"^quant.group_bits: got 'features.3'"):
+        run_training(tiny_cfg.replace(**{"quant.group_bits": {"features.3": {"w_bits": 4}}}), tmp_path / "r")
+    assert not (tmp_path / "r").exists()  # refused before anything is written
+    quantize_model(create_model("cnn-small"), w_bits=4, a_bits=4, group_bits={"features": {"w_bits": 2}})  # a prefix
+
+
+def test_a_search_over_depth_leaves_out_the_groups_a_shallower_trial_lacks():
+    from speq_search.space import parse_space
+
+    spec = parse_space({"name": "d", "train": {"model": {"name": "resnet20", "width": 0.25}},
+                        "params": {"depth": {"type": "choice", "values": [1, 3]}},
+                        "per_layer": {"granularity": "block", "w_bits": [2, 4]},
+                        "objectives": [{"metric": "val_acc", "mode": "max"}, {"metric": "bitops", "mode": "min"}]})
+    values = {p.name: p.values[0] for p in spec.params}
+    shallow = spec.trial_config({**values, "depth": 1}).quant.group_bits
+    deep = spec.trial_config({**values, "depth": 3}).quant.group_bits
+    assert "layer1.2" in deep and "layer1.2" not in shallow and "layer1.0" in shallow
+    from speq_search.config import QuantConfig
+
+    quantize_model(create_model("resnet20", blocks=[1, 1, 1]), QuantConfig(group_bits=shallow))  # no error
+    with pytest.raises(ConfigError, match="got .layer1.1."):
+        quantize_model(create_model("resnet20", blocks=[1, 1, 1]), QuantConfig(group_bits=deep))

@@ -10,10 +10,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from speq_search import plugins
 from speq_search.cli import main
 from speq_search.config import TrainConfig
+from speq_search.errors import ConfigError
 
 PLUGIN = '''
 """A user's model and data set, outside speq_search."""
@@ -160,8 +162,8 @@ def test_a_search_runs_a_plugin_on_workers_that_received_it_through_the_runtime_
           model: {{name: tiny-plugin-mlp}}
           optim: {{epochs: 1, fp_epochs: 1}}
           compile: "off"
-        params:
-          w_bits: {{type: choice, values: [2, 8]}}
+        params:  # a_bits: the two-layer model's weights are all pinned by first_last_bits (issue 28)
+          a_bits: {{type: choice, values: [2, 8]}}
         objectives: [{{metric: val_acc, mode: max}}, {{metric: bitops, mode: min}}]
         search: {{num_samples: 2, max_concurrent: 2, seed: 0}}
     """))
@@ -175,6 +177,52 @@ def test_a_search_runs_a_plugin_on_workers_that_received_it_through_the_runtime_
     workers = [(pid, where) for pid, where in imports if int(pid) != os.getpid()]
     assert workers, imports  # the trials ran in other processes, which imported the plugin themselves
     assert all(Path(where) != path for _, where in workers), workers  # from Ray's copy
+
+
+def test_a_searched_bit_width_that_changes_nothing_is_refused_before_anything_trains(tmp_path, monkeypatch):
+    """A two-layer model's weights are all pinned by first_last_bits: searching w_bits would train one
+    model again and again."""
+    (tmp_path / "two_layers.py").write_text(
+        "from torch import nn\nfrom speq_search import register_model\n\n"
+        "@register_model('two-layers', in_channels=1, input_size=8)\n"
+        "def two_layers(num_classes=10, in_channels=1, width=1.0, input_size=8):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * input_size**2, 16), nn.ReLU(), "
+        "nn.Linear(16, num_classes))\n")
+    space = {"name": "two", "plugins": ["./two_layers.py"], "train": {"model": {"name": "two-layers"}},
+             "params": {"w_bits": {"type": "choice", "values": [2, 4, 8]}},
+             "objectives": [{"metric": "val_acc", "mode": "max"}, {"metric": "bitops", "mode": "min"}]}
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(space))
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert main(["run", str(tmp_path / "two.yaml"), "--out-dir", str(tmp_path / "runs")]) == 2
+        assert not (tmp_path / "runs").exists()
+        from speq_search.space import load_space
+
+        with pytest.raises(ConfigError, match=r"^params.w_bits: got \[2, 4, 8\]; accepted: a parameter that changes "
+                                              r"the model: .*first_last_bits 8.*layers of model two-layers: 1, 3\)"):
+            load_space(str(tmp_path / "two.yaml"))
+        space["params"] = {"a_bits": {"type": "choice", "values": [2, 4]}}  # the second layer's input: it matters
+        (tmp_path / "two.yaml").write_text(yaml.safe_dump(space))
+        assert load_space(str(tmp_path / "two.yaml")).params[0].name == "a_bits"
+        space["train"]["quant"] = {"first_last_bits": None}  # no rule: w_bits reaches both layers
+        space["params"] = {"w_bits": {"type": "choice", "values": [2, 4]}}
+        (tmp_path / "two.yaml").write_text(yaml.safe_dump(space))
+        assert load_space(str(tmp_path / "two.yaml")).params[0].name == "w_bits"
+    finally:
+        _forget("two_layers", "two-layers")
+
+
+def test_a_failing_plugin_is_named_as_the_key_that_lists_it(tmp_path, capsys):
+    (tmp_path / "broken.py").write_text("raise ImportError('boom')\n")
+    base = {"name": "b", "params": {"a_bits": {"type": "choice", "values": [2, 4]}},
+            "objectives": [{"metric": "val_acc", "mode": "max"}, {"metric": "bitops", "mode": "min"}]}
+    for key, space in (("plugins", {**base, "plugins": ["./broken.py"]}),
+                       ("train.plugins", {**base, "train": {"plugins": [str(tmp_path / "missing.py")]}})):
+        (tmp_path / "s.yaml").write_text(yaml.safe_dump(space))
+        assert main(["run", str(tmp_path / "s.yaml"), "--out-dir", str(tmp_path / "runs")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"speq-search run: error: {key}: got "), err
+    _forget("broken")
 
 
 def test_the_readme_example_plugin_and_space_work_as_written(tmp_path, monkeypatch):
@@ -193,6 +241,14 @@ def test_the_readme_example_plugin_and_space_work_as_written(tmp_path, monkeypat
         spec = load_space(str(tmp_path / "my-space.yaml"))
         assert spec.train.plugins == (str(tmp_path / "my_models.py"),) and spec.train.model.name == "my-mlp"
         assert spec.trial_config({"hidden": 8}).model.kwargs == {"hidden": 8}  # the dimension my-mlp declares
+        from speq_search.models import build_model
+        from speq_search.quant import layer_bits, quantize_model
+
+        def bits(w):  # the searched w_bits reaches a layer: the example searches a setting that matters
+            cfg = spec.trial_config({"w_bits": w, "a_bits": 4, "hidden": 8})
+            return layer_bits(quantize_model(build_model(cfg.model), cfg.quant))
+
+        assert bits(2) != bits(8) and [b["w_bits"] for b in bits(2).values()] == [8, 2, 8]
         assert main(["train", "--plugin", "my_models.py", "--dataset", "my-blobs", "--model", "my-mlp", "--epochs", "1",
                      "--fp-epochs", "1", "--compile", "off", "--quiet", "--out", str(tmp_path / "mine")]) == 0
         assert (tmp_path / "mine" / "metrics.json").exists()

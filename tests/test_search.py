@@ -75,6 +75,32 @@ def test_search_writes_every_output(tiny_run):
     assert resolved.train.optim.epochs == 1 and resolved.search.num_samples == 4
 
 
+def test_trials_carry_their_split_sizes_and_accuracy_intervals(tiny_run):
+    run_dir, _ = tiny_run
+    for name in ("trials.csv", "pareto.csv"):
+        trials = read_run_csv(run_dir / name)
+        assert (trials["val_images"] == 360).all() and (trials["test_images"] == 360).all()
+        for acc in ("val_acc", "test_acc"):
+            assert (trials[f"{acc}_lo"] < trials[acc]).all() and (trials[acc] <= trials[f"{acc}_hi"]).all()
+
+
+def test_a_repeated_search_trains_each_configuration_with_several_seeds(tmp_path):
+    from speq_search.analysis.select import resolve_source
+
+    space = dict(TINY, name="repeated", params={"w_bits": {"type": "choice", "values": [2, 8]}},
+                 search={"sampler": "grid", "max_concurrent": 2, "seed": 0, "repeats": 2})
+    run_search(parse_space(space), tmp_path / "rep", _quiet())
+    trials = read_run_csv(tmp_path / "rep" / "trials.csv")
+    assert len(trials) == 2 and set(trials["status"]) == {"COMPLETED"}
+    assert (trials["repeats"] == 2).all() and (trials["epochs_total"] == 2).all() and trials["full_fidelity"].all()
+    for _, t in trials.iterrows():
+        seeds = [float(v) for v in t["val_acc_seeds"].split(";")]
+        assert len(seeds) == 2 and t["val_acc"] == pytest.approx(np.mean(seeds), abs=1e-6)
+        assert t["val_acc_sd"] == pytest.approx(np.std(seeds, ddof=1), abs=1e-6)
+    source = resolve_source(tmp_path / "rep", trial=trials["trial_id"].iloc[0])
+    assert source.folder.name.startswith("repeat-")  # export takes the seed that validated best
+
+
 def test_pareto_csv_is_exactly_the_non_dominated_trials(tiny_run):
     run_dir, _ = tiny_run
     trials = read_run_csv(run_dir / "trials.csv")

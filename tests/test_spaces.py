@@ -174,3 +174,19 @@ def test_the_old_package_name_still_imports_with_a_warning():
     from speq_search import space
 
     assert old.load_space is space.load_space and old.SearchSpec is space.SearchSpec
+
+
+def test_shipped_space_descriptions_say_what_their_files_do():
+    """joint said per-stage bits while its file searches per layer; speq-hparams fixes its bits."""
+    import re
+
+    from speq_search.space import load_space, shipped_spaces
+
+    for name, description in shipped_spaces().items():
+        spec = load_space(name)
+        said = [a or b for a, b in re.findall(r"per-(layer|block|stage) bits|bits per (layer|block|stage)", description)]
+        if spec.per_layer:
+            assert said == [spec.per_layer.get("granularity", "layer")], name
+        else:
+            assert said == [], name
+    assert "no cost varies" in shipped_spaces()["speq-hparams"]

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from speq_search import schema
+from speq_search.analysis import stats
 from speq_search.errors import ConfigError, near_miss
 from speq_search.schema import STATUSES, decode_layer_bits, read_results, trial_folders
 
@@ -141,7 +142,7 @@ def load_runs(sources, objectives: list[tuple[str, str]] | None = None) -> tuple
 def _finish(df: pd.DataFrame, name: str, source: str) -> pd.DataFrame:
     if df.empty:
         raise LoadError("run", source, "a run with at least one trial (this one has none yet)")
-    df = df.copy()
+    df = stats.add_intervals(df)  # every accuracy with its interval (a copy)
     df.insert(0, "run", name)
     return df
 

@@ -9,7 +9,7 @@
 - :func:`curves_data` / :func:`render_curves`: per-trial learning curves; :func:`hypervolume_data` /
   :func:`render_hypervolume`: the front's hypervolume as trials accumulate;
 - :func:`layer_bits_data` / :func:`render_layer_bits`, :func:`render_sensitivity`: per-layer searches;
-- :func:`write_figure`: self-contained HTML, and PNG/SVG through kaleido when Chromium is there.
+- :func:`write_figure`: self-contained HTML, and PNG/SVG through kaleido when it and Chromium are there.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from speq_search.analysis.figures.curves import CurvesData, curves_data, render_
 from speq_search.analysis.figures.files import (
     IMAGE_FORMATS,
     NO_BROWSER,
+    NO_KALEIDO,
     PLOTLYJS,
     ImageExportError,
     browser_available,
@@ -43,7 +44,7 @@ from speq_search.analysis.figures.layer_bits import LayerBitsData, layer_bits_da
 from speq_search.analysis.figures.parallel import ParallelData, parallel_data, render_parallel
 from speq_search.analysis.figures.sensitivity import SensitivityData, render_sensitivity
 
-__all__ = ["FIGURES", "GROUP_SYMBOLS", "IMAGE_FORMATS", "NO_BROWSER", "PALETTE", "PARAM_TITLES", "PLOTLYJS",
+__all__ = ["FIGURES", "GROUP_SYMBOLS", "IMAGE_FORMATS", "NO_BROWSER", "NO_KALEIDO", "PALETTE", "PARAM_TITLES", "PLOTLYJS",
            "CurvesData", "FigureKind", "FigureRequest", "FrontFigureData", "FrontInfo", "HypervolumeData",
            "ImageExportError", "ImportanceData", "InfeasibleInfo", "LayerBitsData", "ParallelData", "SensitivityData",
            "axis_title", "browser_available", "browser_path", "curves_data", "default_axes", "ensure_plotlyjs",

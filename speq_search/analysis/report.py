@@ -9,13 +9,16 @@ from __future__ import annotations
 import numbers
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from speq_search import schema
+from speq_search.analysis import stats
+from speq_search.analysis.compare import compare_runs
 from speq_search.analysis.figures import default_axes, make_figure
 from speq_search.analysis.figures.files import PLOTLYJS, ensure_plotlyjs, export_image, image_session
 from speq_search.analysis.figures.importance import importance_data
@@ -30,19 +33,22 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#!|~])")
 _MD_LINE_START = re.compile(r"^(\d+\.|[-+>=])")  # a list, quote or heading underline where a line begins
 
 
-def md_escape(value: object) -> str:
+def md_escape(value: object, line_start: bool = True) -> str:
     """Text from a run (names, parameter values, paths) as Markdown that shows it literally.
 
     Markdown's punctuation is backslash-escaped, ``<`` and ``&`` become entities (no raw HTML
-    reaches a viewer), and line breaks become spaces (a value cannot end a table row).
+    reaches a viewer), and line breaks become spaces (a value cannot end a table row). With
+    ``line_start`` (text that may begin a line), a list or quote marker there is escaped too; a
+    table cell begins no line, where such an escape would show (``\\12.4 %``).
     """
     text = " ".join(str(value).splitlines())
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MD_LINE_START.sub(r"\\\1", _MD_SPECIAL.sub(r"\\\1", text))
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    return _MD_LINE_START.sub(r"\\\1", text) if line_start else text
 
 
 def _cell(column: str, v) -> str:
-    return schema.format_value(column, v) if isinstance(v, numbers.Number) else md_escape(v)
+    return schema.format_value(column, v) if isinstance(v, numbers.Number) else md_escape(v, line_start=False)
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -112,6 +118,8 @@ def run_report(run: Run, budget_metric: str = "avg_bits", budgets: Sequence[floa
     done = run.completed.dropna(subset=metrics)
     if done.empty:
         raise LoadError("run", run.source, "a run with at least one completed trial")
+    if not any(c.endswith("_lo") for c in done.columns):  # a table not read by load_run
+        done = stats.add_intervals(done)
     front = front_rows(done, run.objectives)
     values = done[metrics].to_numpy(dtype=float)
     hv = hypervolume(values, metrics, [d for _, d in run.objectives], run.full_precision)
@@ -143,42 +151,152 @@ def comparison_table(reports: Sequence[RunReport]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+class Figure(NamedTuple):
+    """Where a figure goes in the report: beside the table it belongs to."""
+
+    key: str
+
+
 def _front_columns(rep: RunReport) -> list[str]:
-    """The trial, its objectives, the metrics a front table shows (:func:`speq_search.schema.shown_metrics`), its parameters."""
+    """The trial, its objectives, the metrics a front table shows (:func:`speq_search.schema.shown_metrics`),
+    the accuracy's interval and whether it stands apart from the cheaper point, its parameters."""
     metrics = [m for m, _ in rep.run.objectives]
     shown = [c for c in schema.shown_metrics() if c in rep.front]
-    return list(dict.fromkeys(["trial_id", *metrics, *shown, *rep.run.params]))
+    extra = [c for c in (_INTERVAL, _VS_CHEAPER) if c in rep.front]
+    return list(dict.fromkeys(["trial_id", *metrics, *shown, *extra, *rep.run.params]))
+
+
+_INTERVAL = f"accuracy {stats.LEVEL} interval"
+_VS_CHEAPER = "vs next cheaper"
+
+
+def _score_and_cost(run: Run) -> tuple[str | None, str | None, str]:
+    """The run's accuracy objective, its first cost objective, and the accuracy's mode."""
+    score = next(((m, d) for m, d in run.objectives if schema.is_score(m)), None)
+    cost = next((m for m, _ in run.objectives if score is None or m != score[0]), None)
+    return (score[0] if score else None), cost, (score[1] if score else "max")
+
+
+def _with_uncertainty(front: pd.DataFrame, run: Run) -> pd.DataFrame:
+    """The front with its accuracy's interval as text and whether each point stands apart from the
+    next cheaper one (:func:`speq_search.analysis.stats.front_overlaps`)."""
+    score, cost, _ = _score_and_cost(run)
+    lo, hi = stats.interval_columns(score) if score else ("", "")
+    if front.empty or score is None or lo not in front:
+        return front
+    front = front.copy()
+    front[_INTERVAL] = [stats.interval_text(a, b) for a, b in zip(front[lo], front[hi])]
+    if cost is not None:
+        front[_VS_CHEAPER] = [{None: "", True: "overlaps: no difference shown", False: "apart"}[o]
+                              for o in stats.front_overlaps(front, score, cost)]
+    return front
+
+
+def indistinguishable_note(rep: RunReport) -> str:
+    """One sentence naming the cheapest front point whose accuracy cannot be told from the best's."""
+    score, cost, mode = _score_and_cost(rep.run)
+    if score is None or cost is None:
+        return ""
+    pick = stats.cheapest_indistinguishable(rep.front, score, cost, mode)
+    if pick is None:
+        return (f"The split size of {score} is unknown, so no interval is given (runs since the split sizes were "
+                "reported carry them).")
+    best = rep.front.loc[rep.front[score].astype(float).idxmax() if mode == "max" else rep.front[score].astype(float).idxmin()]
+    config = ", ".join(f"{p}={pick[p]:g}" if isinstance(pick[p], float) else f"{p}={pick[p]}"
+                       for p in rep.run.params if p in pick and pd.notna(pick[p]))
+    inferred = stats.SPLIT_OF.get(score, "") + "_inferred"
+    how = (" (split size inferred from the accuracies)" if inferred in rep.front and rep.front[inferred].any() else "")
+    if pick["trial_id"] == best["trial_id"]:
+        return (f"The most accurate point, trial {md_escape(pick['trial_id'])}, is also the cheapest whose "
+                f"{stats.LEVEL} interval overlaps its own{how}.")
+    return (f"**Cheapest configuration statistically indistinguishable from the best:** trial "
+            f"{md_escape(pick['trial_id'])} ({md_escape(config, False)}) at {schema.format_value(cost, pick[cost], 'text')}, "
+            f"{md_escape(stats.with_interval(score, pick), False)}, against the best "
+            f"{md_escape(stats.with_interval(score, best), False)} "
+            f"at {schema.format_value(cost, best[cost], 'text')}: their {stats.LEVEL} intervals (Wilson, from the "
+            f"split size{how}) overlap, so the split cannot tell them apart.")
+
+
+def comparison_lines(runs: Sequence[Run]) -> tuple[list[str], pd.DataFrame]:
+    """The comparisons of :func:`speq_search.analysis.compare.compare_runs`, as sentences and a table."""
+    rows, lines = [], []
+    for paired, hv in compare_runs(runs):
+        lines += ["- " + md_escape(paired.text(), False)] + (["- " + md_escape(hv.text(), False)] if hv else [])
+        rows.append({"compared": f"{paired.a} - {paired.b}", "paired configurations": paired.n,
+                     "accuracy difference (points)": f"{paired.mean:+.2f}" if paired.n else "",
+                     "95 % interval": f"[{paired.lo:+.2f}, {paired.hi:+.2f}]" if paired.n > 1 else "",
+                     "accuracy": paired.verdict,
+                     "hypervolume difference": f"{hv.value:+.4f}" if hv else "",
+                     "bootstrap 95 % interval": f"[{hv.lo:+.4f}, {hv.hi:+.4f}]" if hv else "",
+                     "hypervolume": hv.verdict if hv else ""})
+    return lines, pd.DataFrame(rows)
 
 
 def write_report(runs: Sequence[Run], df: pd.DataFrame, out: str | Path, budget_metric: str = "avg_bits",
                  budgets: Sequence[float] | None = None, log=print) -> Path:
-    """Write ``out/report.md`` and ``out/report.html`` (tables and figures); return the Markdown path."""
+    """Write ``out/report.md`` and ``out/report.html`` (each table beside its figure); return the Markdown path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     reports = [run_report(r, budget_metric, budgets) for r in runs]
     figures = report_figures(runs, df, reports, budget_metric)
     images = _write_images(figures, out)
-    skipped = [k for k, v in images.items() if v is None]
-    md = ["# speq-search report", "", "Runs: " + ", ".join(md_escape(r.source) for r in runs), ""]
+    skipped = {k: why for k, why in images.items() if not k.endswith(".png")}
+    blocks: list = ["# speq-search report", "", "Runs: " + ", ".join(md_escape(r.source) for r in runs), ""]
     for note in consistency_warnings(runs):
         log("warning: " + note)
-        md += ["**Warning:** " + md_escape(note), ""]
+        blocks += ["**Warning:** " + md_escape(note), ""]
     if skipped:
-        md += ["PNG export skipped (no Chromium found or it failed); the figures are HTML files: "
-               + ", ".join(f"[{k}]({k}.html)" for k in skipped), ""]
-    md += [line for key in figures if images[key] for line in (f"![{key}]({images[key]})", "")]
-    if len(reports) > 1:
-        note = ("Hypervolume: the fixed rule of summary.json; shared box: each objective scaled between the best "
-                "and the worst value any run reached (costs in log10), so close runs separate.")
-        md += ["## Runs compared", "", markdown_table(comparison_table(reports)), "", note, ""]
-    for rep in reports:
-        md += run_section(rep, budget_metric)
+        blocks += ["PNG export skipped (" + md_escape(next(iter(skipped.values()))) + "); the figures are HTML files: "
+                   + ", ".join(f"[{k}]({k}.html)" for k in skipped), ""]
+    blocks += report_body(runs, reports, figures, budget_metric)
+    md = [line if isinstance(line, str) else _image_line(line.key, images) for line in blocks]
     md_path = out / "report.md"
     md_path.write_text("\n".join(md) + "\n")
-    _write_html(md, figures, out)
-    log(f"wrote {md_path} and {out / 'report.html'}" + (f"; PNG skipped for {', '.join(skipped)} (no Chromium "
-                                                       "found or it failed)" if skipped else ""))
+    _write_html(blocks, figures, out)
+    why = next(iter(skipped.values()), "")
+    log(f"wrote {md_path} and {out / 'report.html'}" + (f"; PNG skipped for {', '.join(skipped)} ({why})"
+                                                       if skipped else ""))
     return md_path
+
+
+def _image_line(key: str, images: dict) -> str:
+    return f"![{key}]({key}.png)" if key in images and images[key].endswith(".png") else f"[{key}]({key}.html)"
+
+
+def report_body(runs: Sequence[Run], reports: Sequence[RunReport], figures: dict, budget_metric: str) -> list:
+    """The report after its header: Markdown lines and :class:`Figure` markers, each figure before
+    the table it belongs to; figures no table claims come last."""
+    placed: set[str] = set()
+
+    def fig(key: str) -> list:
+        if key not in figures or key in placed:
+            return []
+        placed.add(key)
+        return [Figure(key), ""]
+
+    body: list = []
+    if len(reports) > 1:
+        note = ("Hypervolume: the fixed rule of summary.json; shared box: each objective scaled between the best "
+                "and the worst value any run reached (costs in log10), so close runs separate. Whether a "
+                "difference is real: below.")
+        lines, table = comparison_lines(runs)
+        body += ["## Runs compared", "", *fig("front"), markdown_table(comparison_table(reports)), "", note, "",
+                 "### Are the differences real?", "",
+                 "Accuracy: trials of the two runs with the same configuration are paired, and the mean difference "
+                 "gets a t-interval over the pairs. Hypervolume: a bootstrap over the trials (the same "
+                 "configurations for both runs when they share them; the runs, for searches repeated with --seed). "
+                 "An interval that holds 0 says **no difference shown**.", "", *lines, ""]
+        if not table.empty:
+            body += [markdown_table(table), ""]
+        body += fig("hypervolume")
+    for rep in reports:
+        body += run_section(rep, budget_metric, fig)
+    rest = [k for k in figures if k not in placed]
+    if rest:
+        body += ["## Other figures", ""]
+        for key in rest:
+            body += fig(key)
+    return body
 
 
 def report_figures(runs: Sequence[Run], df: pd.DataFrame, reports: Sequence[RunReport], budget_metric: str) -> dict:
@@ -204,20 +322,22 @@ def report_figures(runs: Sequence[Run], df: pd.DataFrame, reports: Sequence[RunR
     return figures
 
 
-def _write_images(figures: dict, out: Path) -> dict[str, str | None]:
-    """Each figure as ``out/<name>.png`` (``None`` where no image could be made: its HTML instead)."""
+def _write_images(figures: dict, out: Path) -> dict[str, str]:
+    """Each figure as ``out/<name>.png``: ``{name: "<name>.png"}``, or where no image could be made,
+    its HTML instead and ``{name: why}``."""
     images = {}
     with image_session():
         for key, fig in figures.items():
             why = export_image(fig, out / f"{key}.png")
-            images[key] = f"{key}.png" if why is None else None
+            images[key] = f"{key}.png" if why is None else why
             if why is not None:
                 fig.write_html(str(out / f"{key}.html"), include_plotlyjs=PLOTLYJS)
     return images
 
 
-def run_section(rep: RunReport, budget_metric: str) -> list[str]:
-    """A run's part of the report, as Markdown lines: counts, hypervolume, then its tables."""
+def run_section(rep: RunReport, budget_metric: str, fig=lambda key: []) -> list:
+    """A run's part of the report, as Markdown lines: counts, hypervolume, then its tables, each
+    after its figure (``fig(key)``: the figure's lines, once; a single run's report holds them)."""
     r = rep.run
     s = r.trials["status"].value_counts().to_dict()
     counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(s.items()))
@@ -226,28 +346,40 @@ def run_section(rep: RunReport, budget_metric: str) -> list[str]:
     # The name is the run's (escaped); the rest is the tool's own text: metric names, numbers.
     md = [f"## {md_escape(r.name)}", "", f"{len(r.trials)} trials ({counts}); objectives {objectives}.", "",
           f"Hypervolume **{rep.hypervolume:.4f}** (reference point: {ref}; rule in "
-          "`speq_search.analysis.pareto`).", ""]
+          "`speq_search.analysis.pareto`).", "", *fig("hypervolume")]
     for title, table in run_tables(rep, budget_metric):
-        md += [f"### {title}", "", markdown_table(table), ""]
+        key = _FIGURE_OF.get(title.split(" (")[0].split(" with ")[0])
+        md += [*(fig(key(budget_metric)) if key else []), f"### {title}", "", markdown_table(table), ""]
+        if title == "Pareto front":
+            note = indistinguishable_note(rep)
+            md += ([note, ""] if note else []) + fig("layer-bits")
     return md
+
+
+# The figure each of a run's tables stands beside (by the table's title).
+_FIGURE_OF = {"Pareto front": lambda b: "front", "Best configuration": lambda b: f"front-{b}",
+              "Per-layer sensitivity": lambda b: "sensitivity", "Parameter importance": lambda b: "importance"}
 
 
 def run_tables(rep: RunReport, budget_metric: str) -> list[tuple[str, pd.DataFrame]]:
     """A run's tables, titled: its front, the best under each budget, sensitivity and importance where known."""
     r = rep.run
-    tables = [("Pareto front", rep.front[_front_columns(rep)])]
+    front = _with_uncertainty(rep.front, r)
+    tables = [("Pareto front", front[[c for c in _front_columns(replace(rep, front=front)) if c in front]])]
     if not rep.budgets.empty:
-        cols = [c for c in ["budget", *_front_columns(rep)] if c in rep.budgets]
-        if rep.budgets["note"].astype(bool).any():
+        budgets = _with_uncertainty(rep.budgets, r).drop(columns=[_VS_CHEAPER], errors="ignore")
+        cols = [c for c in ["budget", *_front_columns(replace(rep, front=budgets))] if c in budgets]
+        if budgets["note"].astype(bool).any():
             cols.append("note")
-        tables.append((f"Best configuration with {budget_metric} <= budget", rep.budgets[cols]))
+        tables.append((f"Best configuration with {budget_metric} <= budget", budgets[cols]))
     if r.sensitivity is not None:
-        tables.append(("Per-layer sensitivity (validation accuracy drop, one layer at few bits)",
-                       r.sensitivity.sort_values("drop", ascending=False)))
+        tables.append(("Per-layer sensitivity (validation accuracy drop in points, one layer at few bits)",
+                       sensitivity_table(r.sensitivity)))
     if not rep.importance.empty:
         ranking = rep.importance.pivot(index="param", columns="objective", values="importance")
         order = [m for m, _ in r.objectives if m in ranking.columns]
-        ranking = ranking[order].sort_values(order[0], ascending=False).reset_index()
+        ranking = ranking[order].sort_values(order[0], ascending=False)
+        ranking = ranking.apply(lambda col: col.map(lambda v: f"{100 * v:.1f} %" if pd.notna(v) else "")).reset_index()
         ranking.columns = ["param", *[f"importance for {m}" for m in order]]  # not read as the metric itself
         n = int(rep.importance["trials"].iloc[0])
         rough = f"; fewer than {FEW_TRIALS}: a rough estimate" if n < FEW_TRIALS else ""
@@ -255,25 +387,44 @@ def run_tables(rep: RunReport, budget_metric: str) -> list[tuple[str, pd.DataFra
     return tables
 
 
-def _write_html(md: Sequence[str], figures: dict, out: Path) -> None:
-    """``out/report.html``: the Markdown rendered, with the figures interactive instead of as images."""
+def sensitivity_table(table: pd.DataFrame) -> pd.DataFrame:
+    """sensitivity.csv for reading: the drop in accuracy points (as the accuracies are in percent), largest first."""
+    out = table.sort_values("drop", ascending=False).copy()
+    out["drop"] = [f"{100 * v:+.2f}" for v in out["drop"].astype(float)]
+    return out.rename(columns={"drop": "drop (points)"})
+
+
+def _write_html(blocks: Sequence, figures: dict, out: Path) -> None:
+    """``out/report.html``: the Markdown rendered, each figure interactive where the Markdown has its image."""
     import markdown
 
     # Text from runs is escaped by md_escape (no raw HTML reaches the page).
-    text = [line for line in md[1:] if not line.startswith("![") and not line.startswith("PNG export skipped")]
-    body = markdown.markdown("\n".join(text), extensions=["tables"], output_format="html")
-    if figures:
-        ensure_plotlyjs(out)  # one copy of plotly.js for the report and its figures
-    fig_html = "".join(
-        f"<h3>{key}</h3>" + fig.to_html(full_html=False, include_plotlyjs=PLOTLYJS if i == 0 else False)
-        for i, (key, fig) in enumerate(figures.items()))
+    parts, text, first = [], [], True
+
+    def flush() -> None:
+        if text:
+            parts.append(markdown.markdown("\n".join(text), extensions=["tables"], output_format="html"))
+            text.clear()
+
+    for line in blocks[1:]:
+        if isinstance(line, Figure):
+            flush()
+            if first:
+                ensure_plotlyjs(out)  # one copy of plotly.js for the report and its figures
+            parts.append(f"<h3>{line.key}</h3>" + figures[line.key].to_html(
+                full_html=False, include_plotlyjs=PLOTLYJS if first else False))
+            first = False
+        elif not line.startswith("PNG export skipped"):
+            text.append(line)
+    flush()
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>speq-search report</title>"
             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 1em}"
             "table{border-collapse:collapse;display:block;overflow-x:auto;max-width:100%}"  # wide tables scroll
             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px;white-space:nowrap}</style></head><body>"
-            "<h1>speq-search report</h1>" + fig_html + body + "</body></html>")
+            "<h1>speq-search report</h1>" + "".join(parts) + "</body></html>")
     (out / "report.html").write_text(page)
 
 
-__all__ = ["DEFAULT_BUDGETS", "RunReport", "budget_picks", "comparison_table", "default_axes", "default_budgets",
-           "make_figure", "markdown_table", "md_escape", "run_report", "run_section", "run_tables", "write_report"]
+__all__ = ["DEFAULT_BUDGETS", "Figure", "RunReport", "budget_picks", "comparison_lines", "comparison_table", "default_axes",
+           "default_budgets", "indistinguishable_note", "make_figure", "markdown_table", "md_escape", "report_body",
+           "run_report", "run_section", "run_tables", "sensitivity_table", "write_report"]

@@ -136,10 +136,20 @@ def _trial_model_folder(run: Run, trial_id: str) -> Path:
             return _downloaded_checkpoint(Path(run.source), trial_dir, trial_id)
         candidates = sorted(trial_dir.glob("checkpoint_*"), reverse=True) + [trial_dir / "train"]
         for folder in candidates:
+            folder = _best_repeat(folder)
             if (folder / "checkpoint.pt").exists() and (folder / "config.yaml").exists():
                 return folder
         raise ConfigError("--trial", trial_id, f"a trial that kept a checkpoint ({trial_dir} has none)")
     raise ConfigError("--trial", trial_id, f"a trial with a folder in {experiments[-1]}")
+
+
+def _best_repeat(folder: Path) -> Path:
+    """A repeated trial's model (search.repeats: one run folder per seed, ``repeat-<k>``): the seed
+    with the highest validation accuracy among those that finished; ``folder`` itself otherwise."""
+    seeds = [f for f in sorted(folder.glob("repeat-*")) if (f / "metrics.json").exists()]
+    if (folder / "checkpoint.pt").exists() or not seeds:
+        return folder
+    return max(seeds, key=lambda f: _read_metrics(f / "metrics.json").get("val_acc", -1.0))
 
 
 def _downloaded_checkpoint(run_dir: Path, trial_dir: Path, trial_id: str) -> Path:
@@ -150,9 +160,9 @@ def _downloaded_checkpoint(run_dir: Path, trial_dir: Path, trial_id: str) -> Pat
     if not newest:
         raise ConfigError("--trial", trial_id, f"a trial that kept a checkpoint ({uri} has none)")
     target = run_dir / ".checkpoints" / trial_id / newest[0].rsplit("/", 1)[1]
-    if not (target / "checkpoint.pt").exists():
+    if not (target / "checkpoint.pt").exists() and not any(target.glob("repeat-*")):
         download(newest[0], target)
-    return target
+    return _best_repeat(target)
 
 
 def _read_metrics(path: Path) -> dict:

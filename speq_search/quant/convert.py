@@ -31,6 +31,16 @@ def _check_overrides(overrides: Mapping[str, Mapping[str, int]], names: list[str
             raise ConfigError("overrides", pattern, "a name pattern matching a layer of the model: " + ", ".join(names))
 
 
+def _check_groups(group_bits: Mapping[str, Mapping[str, int]], names: list[str], field: str) -> None:
+    """Each group names a layer or a module prefix of this model: a misspelt group would otherwise
+    train with no error and no effect."""
+    for group in group_bits:
+        if not any(in_group(n, group) for n in names):
+            prefixes = sorted({".".join(n.split(".")[:k]) for n in names for k in range(1, n.count(".") + 1)})
+            raise ConfigError(field, group, "a layer name or module prefix of the model: layers " + ", ".join(names)
+                              + (f"; prefixes {', '.join(prefixes)}" if prefixes else ""))
+
+
 def in_group(name: str, group: str) -> bool:
     """Layer ``name`` belongs to ``group`` (a layer name or a module prefix: ``layer1.0``)."""
     return name == group or name.startswith(group + ".")
@@ -114,8 +124,9 @@ def quantize_model(model: nn.Module, quant: QuantConfig | None = None, **setting
     - ``first_last_bits``: weight bits of the first and the last layer (``None``: no rule).
     - ``group_bits``: ``{layer name or module prefix: {"w_bits": b, "a_bits": b}}``, the per-layer
       search's bits: applied to a layer in the group (:func:`in_group`), before the first/last
-      and input rules (which win), and ignored where no layer matches (an architecture search
-      may drop a block). Longer keys win over shorter ones.
+      and input rules (which win); a group that matches no layer is an error naming the layers
+      (a search that also varies the architecture leaves out, per trial, the groups its model
+      lacks: :func:`speq_search.space.config_changes`). Longer keys win over shorter ones.
     - ``input_bits``: bits of the first layer's input (the image), quantized signed; 32 leaves
       it unquantized.
     - ``weight_quantizer``: a name registered in
@@ -145,6 +156,7 @@ def quantize_model(model: nn.Module, quant: QuantConfig | None = None, **setting
         raise ConfigError("model", type(model).__name__, "a model with at least one nn.Conv2d or nn.Linear")
     names = [n for n, _ in layers]
     _check_overrides(quant.overrides, names)
+    _check_groups(quant.group_bits, names, field.replace("weight_quantizer", "group_bits"))
     signed = set(getattr(model, "signed_input_layers", ())) | {names[0]}
     for (name, layer), bits in zip(layers, layer_bits_of(names, quant).values()):
         cls = QuantConv2d if isinstance(layer, nn.Conv2d) else QuantLinear

@@ -18,6 +18,7 @@ import pandas as pd
 from speq_search import schema
 from speq_search.analysis.load import completed_trials
 from speq_search.analysis.pareto import front_rows, hypervolume, reference_values
+from speq_search.analysis.stats import add_intervals
 from speq_search.files import atomic_write
 from speq_search.search.dedupe import REUSE_KEY
 from speq_search.space import SearchSpec
@@ -150,7 +151,7 @@ def write_outputs(run_dir: Path, spec: SearchSpec, experiments, full_precision: 
     accuracy is below 1.5 x chance (``n_at_chance``): a search of such trials has learned
     nothing, whatever its front looks like. ``table`` (kept by the caller between calls) spares
     reading the trials whose files did not change."""
-    df = _with_supernet_accuracy(collect_trials(experiments, spec, table))
+    df = add_intervals(_with_supernet_accuracy(collect_trials(experiments, spec, table)))  # issue 28: 95 % intervals
     done = completed_trials(df)  # without reused results (issue 27): each model once
     reused = int(df["reused_from"].notna().sum()) if "reused_from" in df else 0
     objectives = [(o.metric, o.mode) for o in spec.objectives]

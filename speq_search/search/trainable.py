@@ -76,7 +76,7 @@ def speq_trainable(config: dict, spec: SearchSpec, fp_state: bytes | None, threa
     """
     from ray import tune
 
-    from speq_search.train import run
+    from speq_search.train import run_repeats
 
     _threads(threads)
     values = {k: v for k, v in config.items() if k not in (schema.TRIAL_KEY, schema.STUDY_KEY, REUSE_KEY)}
@@ -92,7 +92,7 @@ def speq_trainable(config: dict, spec: SearchSpec, fp_state: bytes | None, threa
         cfg = cfg.replace(fp_checkpoint=_weights_file(work, "fp_model.pt", fp_state))
     if init_state is not None and not resume:
         cfg = cfg.replace(init_checkpoint=_weights_file(work, "init_model.pt", init_state))
-    total = cfg.optim.epochs
+    total = cfg.optim.epochs * spec.search.repeats  # issue 28: search.repeats seeds, one after another
     extra = {"fidelity": fidelity} if fidelity else {}
     if spec.constraints and not resume:
         from speq_search.train import planned_costs
@@ -114,7 +114,7 @@ def speq_trainable(config: dict, spec: SearchSpec, fp_state: bytes | None, threa
             metrics["feasible"] = True
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(work)))
 
-    run(cfg, work, resume=resume, callback=report, log=_log(verbose))
+    run_repeats(cfg, work, spec.search.repeats, resume=resume, callback=report, log=_log(verbose))  # run if 1
 
 
 def supernet_trainable(config: dict, spec: SearchSpec, fp_state: bytes | None, threads: int, verbose: bool,

@@ -88,7 +88,13 @@ def apply_override(raw: dict, dotted: str, value: Any) -> None:
     the checks that follow name bad keys."""
     parts = dotted.split(".")
     if parts[0] not in TOP_KEYS or (len(parts) == 1 and parts[0] in ("train", "params", "search")):
-        raise ConfigError(f"--set {dotted}", value, "train.<section>.<field>, params.<name>.<key>, search.<field>, name")
+        # The key is what is wrong, not the value: name the key, and the one meant where it is a train field.
+        from speq_search.config import FIELD_SECTIONS
+
+        meant = f"train.{dotted}" if parts[0] in {s.split(".")[0] for s in FIELD_SECTIONS.values()} or \
+            parts[0] in ALIASES or parts[0] in FIELD_SECTIONS else ""
+        raise ConfigError("--set", dotted, "a key train.<section>.<field>, params.<name>.<key>, search.<field> or name"
+                          + (f" (did you mean {meant}?)" if meant else ""))
     if parts[0] == "train" and len(parts) == 2 and parts[1] in ALIASES:
         parts = ["train", *ALIASES[parts[1]].split(".")]
     set_dotted(raw, ".".join(parts), value, create=True, field=f"--set {dotted}")

@@ -85,6 +85,7 @@ class SearchSettings:
     max_failures: int = 3
     max_retries: int | None = None  # retries of a trial that raised (a lost node), from its last checkpoint;
     # None: 0 on a local instance, 2 on a cluster (see speq_search.search.tuner)
+    repeats: int = 1  # seeds each configuration is trained with (its objectives their means; issue 28)
     grace_period: int = 1  # asha: epochs before the first stop decision
     reduction_factor: int = 3  # asha
 

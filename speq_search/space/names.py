@@ -166,5 +166,17 @@ def config_changes(train: TrainConfig, values: dict[str, Any]) -> dict[str, Any]
             else:
                 changes[target] = v
     if group_bits != train.quant.group_bits:
+        if any(k.startswith("model.") for k in changes):  # another architecture: only the groups it has
+            group_bits = _groups_of_model(train.replace(trusted=True, **changes), group_bits)
         changes["quant.group_bits"] = group_bits
     return changes
+
+
+def _groups_of_model(cfg: TrainConfig, group_bits: dict) -> dict:
+    """The entries of ``group_bits`` that name a layer or module prefix of ``cfg``'s model: a
+    per-layer search's groups come from the space's model, and a shallower trial lacks some."""
+    from speq_search.models import build_model
+    from speq_search.quant import in_group, quantizable_layers
+
+    names = [n for n, _ in quantizable_layers(build_model(cfg.model))]
+    return {g: bits for g, bits in group_bits.items() if any(in_group(n, g) for n in names)}

@@ -57,6 +57,7 @@ def parse_space(raw: dict, overrides: dict[str, Any] | None = None) -> SearchSpe
     if len(set(fields)) != len(fields):
         raise ConfigError("params", [p.name for p in params], "each config field searched once (bits sets both "
                           "w_bits and a_bits)")
+    _check_bits_change_the_model(params, train)
 
     objectives_raw = raw.get("objectives") or []
     if not isinstance(objectives_raw, list):
@@ -123,6 +124,7 @@ def _parse_train(raw: dict) -> TrainConfig:
     if raw.get("plugins") is not None:
         given = check_plugins(train_raw.get("plugins"), "train.plugins")  # both resolved, so a file named twice is one
         added = check_plugins(raw.pop("plugins"), "plugins")
+        load_plugins(added, "plugins")  # a failing one named as the key that lists it
         train_raw = dict(train_raw, plugins=[*given, *[p for p in added if p not in given]])
         raw["train"] = train_raw
     suggestions = {name: f"train.{SHORT_NAME.get(dotted, dotted)}" for name, dotted in FIELD_SECTIONS.items()}
@@ -138,8 +140,9 @@ def _parse_train(raw: dict) -> TrainConfig:
             from speq_search.costs import load_cost_table
 
             load_cost_table(train.cost_model)
-    except ConfigError as err:
-        raise ConfigError(f"train.{err.field}", err.value, err.accepted) from None
+    except ConfigError as err:  # named as the space names it (once: a field may already be train.plugins)
+        field = err.field if err.field.startswith("train.") else f"train.{err.field}"
+        raise ConfigError(field, err.value, err.accepted) from None
     return train
 
 
@@ -201,6 +204,45 @@ def _per_layer_params(section: Any, train: TrainConfig) -> tuple[Param, ...]:
             if section.get(kind) and searchable[kind]:
                 params.append(Param(GroupBits(group, kind).param, "choice", values=tuple(section[kind])))
     return tuple(params)
+
+
+_BITS_FIELDS = ("quant.w_bits", "quant.a_bits", "quant.first_last_bits", "quant.input_bits")
+
+
+def _check_bits_change_the_model(params: tuple[Param, ...], train: TrainConfig) -> None:
+    """A searched bit-width must change some layer of the model: one whose every layer it could set
+    is pinned (the first and last layers' weights by ``first_last_bits``, the first layer's input by
+    ``input_bits``, any layer by ``overrides``) would spend trials on one model. Checked by
+    quantizing the space's model at each of the parameter's values (a space that also searches the
+    model or its architecture is not checked: another architecture may have the layers)."""
+    searched = {p.name: fields_of(p.name, train.model.name) for p in params if "@" not in p.name}
+    if any(f.startswith("model.") for fields in searched.values() for f in fields):
+        return
+    bits = [p for p in params if "@" not in p.name and set(searched[p.name]) <= set(_BITS_FIELDS)]
+    if not bits and not train.quant.group_bits:
+        return
+    import copy as _copy
+
+    from speq_search.quant import layer_bits, quantize_model
+
+    model = _build(train)
+    try:  # the fixed settings' groups name layers of the model (each trial would fail otherwise)
+        quantize_model(_copy.deepcopy(model), train.quant)
+    except ConfigError as err:
+        raise ConfigError(f"train.{err.field}", err.value, err.accepted) from None
+    for p in bits:
+        values = p.grid_values() if p.type in ("choice", "int") else [p.low, p.high]
+        seen = {repr(layer_bits(quantize_model(_copy.deepcopy(model), train.replace(
+            trusted=True, **config_changes(train, {p.name: v})).quant))) for v in values}
+        if len(values) > 1 and len(seen) == 1:  # (one choice is a fixed value written as a parameter)
+            layers = ", ".join(layer_bits(quantize_model(_copy.deepcopy(model), train.quant)))
+            q = train.quant
+            raise ConfigError(f"params.{p.name}", list(values), f"a parameter that changes the model: every layer "
+                              f"whose bits it sets is pinned (quant.first_last_bits {q.first_last_bits} on the first "
+                              f"and last layers' weights, quant.input_bits {q.input_bits} on the first layer's input"
+                              + (", quant.overrides" if q.overrides else "") + f"; the layers of model {train.model.name}: "
+                              f"{layers}); search a model with layers between the first and the last, or set "
+                              "train.quant.first_last_bits: null")
 
 
 def parse_bound(text: Any, field: str, ops: tuple[str, ...] = ("<=", ">=")) -> tuple[str, str, float]:
@@ -396,9 +438,13 @@ def _parse_search(entry: dict) -> SearchSettings:
     for key, lo, hi, integer in (("num_samples", 1, 100000, True), ("max_concurrent", 1, 1024, True),
                                  ("seed", 0, 2**31 - 1, True), ("cpus_per_trial", 0.01, 1024, False),
                                  ("gpus_per_trial", 0, 64, False), ("max_failures", 0, 100000, True),
-                                 ("grace_period", 1, 100000, True), ("reduction_factor", 2, 100, True)):
+                                 ("grace_period", 1, 100000, True), ("reduction_factor", 2, 100, True),
+                                 ("repeats", 1, 100, True)):
         # an integral float (num_samples: 8.0) is the integer it is
         changes[key] = check_number(f"search.{key}", getattr(s, key), lo, hi, integer=integer)
+    if changes["repeats"] > 1 and changes["scheduler"] == "asha":
+        # ASHA stops a trial on one seed's early epochs; a repeated trial's objective is the seeds' mean.
+        raise ConfigError("search.repeats", s.repeats, "1 with scheduler asha (repeats need scheduler fifo)")
     if s.max_retries is not None:
         changes["max_retries"] = check_number("search.max_retries", s.max_retries, 0, 100, integer=True)
     return dataclasses.replace(s, **changes)

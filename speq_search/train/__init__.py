@@ -22,7 +22,7 @@ from speq_search.train.assignments import (
 )
 from speq_search.train.checkpoints import CHECKPOINT_FORMAT, atomic_torch_save, load_checkpoint
 from speq_search.train.fp import data_fingerprint, fp_cache_dir, fp_cache_key, full_precision_model
-from speq_search.train.loop import load_trained, run
+from speq_search.train.loop import load_trained, run, run_repeats, summarise_repeats
 from speq_search.train.model import (
     build_model,
     init_weights,
@@ -88,7 +88,9 @@ __all__ = [
     "recalibrate_bn",
     "resolve_device",
     "run",
+    "run_repeats",
     "seed_everything",
+    "summarise_repeats",
     "teacher_diagnostics",
     "train_epoch",
     "train_supernet",

@@ -93,6 +93,73 @@ def run(
     return metrics
 
 
+REPEAT_FOLDER = "repeat-{}"  # a repeated run's seeds, each a run folder of its own inside it
+
+
+def run_repeats(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    repeats: int,
+    resume: bool = False,
+    callback: Callable[[dict], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Train ``cfg`` ``repeats`` times, with seeds ``cfg.seed``, ``cfg.seed + 1``, ...; return the
+    mean of the runs' metrics, with the spread of the accuracies (:func:`summarise_repeats`).
+
+    Each seed is a run folder of its own, ``out_dir/repeat-<k>`` (a finished one is read, an
+    interrupted one resumed from its checkpoint), and ``out_dir/metrics.json`` holds the summary.
+    ``callback`` sees every epoch of every seed, numbered on from one seed to the next (epoch
+    ``k * epochs + e``), and, at the last epoch of the last seed, the summary. One repeat is
+    :func:`run` itself (``resume`` as there).
+    """
+    if repeats == 1:
+        return run(cfg, out_dir, resume=resume, callback=callback, log=log)
+    out, epochs = Path(out_dir), cfg.optim.epochs
+    results: list[dict] = []
+    for k in range(repeats):
+        folder = out / REPEAT_FOLDER.format(k)
+        if (folder / "metrics.json").exists():  # a seed finished before an interruption
+            results.append(json.loads((folder / "metrics.json").read_text()))
+            continue
+
+        def report(row: dict, k: int = k) -> None:
+            last = k == repeats - 1 and row["epoch"] >= epochs and "test_acc" in row
+            merged = dict(row, **summarise_repeats([*results, row])) if last else row
+            callback(dict(merged, epoch=k * epochs + row["epoch"]))
+
+        results.append(run(cfg.replace(seed=cfg.seed + k), folder, resume=(folder / "checkpoint.pt").exists(),
+                           callback=report if callback is not None else None, log=log))
+    metrics = summarise_repeats(results)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    log(f"result over {repeats} seeds: val {100 * metrics['val_acc']:.2f} % (sd {100 * metrics['val_acc_sd']:.2f}), "
+        f"test {100 * metrics['test_acc']:.2f} % (sd {100 * metrics['test_acc_sd']:.2f})")
+    return metrics
+
+
+def summarise_repeats(results: list[dict]) -> dict:
+    """The metrics of runs of one configuration with different seeds: numbers averaged (what the
+    search optimises), the accuracies' standard deviations (``val_acc_sd``, ``test_acc_sd``), each
+    seed's accuracies (``val_acc_seeds``: ``;``-separated) and ``repeats``; text from the first run."""
+    out: dict = {}
+    for key, value in results[0].items():
+        values = [r.get(key) for r in results]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            out[key] = value
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            mean = statistics.fmean(values)
+            out[key] = int(mean) if isinstance(value, int) and all(v == value for v in values) else mean
+    for acc in ("val_acc", "test_acc"):
+        values = [float(r[acc]) for r in results if acc in r]
+        if values:
+            out[f"{acc}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            out[f"{acc}_seeds"] = ";".join(f"{v:.6g}" for v in values)
+    out["repeats"] = len(results)
+    return out
+
+
+def _open_run_folder(cfg: TrainConfig, out: Path | None, resume: bool) -> dict | None:
 def open_run_folder(cfg: TrainConfig, out: Path | None, resume: bool) -> dict | None:
     """Check the run folder (new, or one to resume) and write ``config.yaml``; the checkpoint to resume from."""
     if out is None:
@@ -251,6 +318,9 @@ class _Training:
             **report_costs(self.student, self.example, cfg.cost_model),
             "step_time_s": statistics.median(self.step_times) if self.step_times else float("nan"),
             "train_time_s": round(time.perf_counter() - self.t_run, 3),
+            # The split sizes: how sure an accuracy is (speq_search.analysis.stats).
+            "val_images": len(self.splits.val),
+            "test_images": len(self.splits.test),
             "fp_val_acc": self.fp_info.get("fp_val_acc", float("nan")),
             "fp_test_acc": self.fp_info.get("fp_test_acc", float("nan")),
             "compile": self.compile_mode,

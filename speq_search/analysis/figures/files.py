@@ -1,8 +1,10 @@
-"""Writing a figure: self-contained HTML (offline), and PNG/SVG/PDF through kaleido when Chrome or Chromium is there."""
+"""Writing a figure: self-contained HTML (offline), and PNG/SVG/PDF through kaleido when it is installed
+(``pip install 'speq-search[png]'``) and Chrome or Chromium is there; otherwise one line says which is missing."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import warnings
@@ -10,6 +12,8 @@ from pathlib import Path
 
 NO_BROWSER = ("no Chrome or Chromium found for image export: run `plotly_get_chrome` (or apt-get install chromium), "
               "or set BROWSER_PATH to a Chrome executable")
+NO_KALEIDO = ("kaleido is not installed (plotly draws PNG, SVG and PDF through it): pip install 'speq-search[png]' "
+              "(or pip install kaleido)")
 
 
 class ImageExportError(RuntimeError):
@@ -45,7 +49,7 @@ IMAGE_FORMATS = (".png", ".svg", ".pdf")
 def image_session():
     """Keep one browser open for several image exports (each export otherwise starts one)."""
     started = False
-    if browser_available():
+    if kaleido_installed() and browser_available():
         try:
             import kaleido
 
@@ -62,16 +66,33 @@ def image_session():
             kaleido.stop_sync_server(silence_warnings=True)
 
 
+def kaleido_installed() -> bool:
+    """Whether kaleido, which plotly draws images with, can be imported."""
+    try:
+        return importlib.util.find_spec("kaleido") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def error_reason(err: BaseException) -> str:
+    """``Type: the first line that says something`` (plotly's errors may begin with a blank line)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0][:160]}" if lines else type(err).__name__
+
+
 def export_image(fig, path: Path, width: int = 900, height: int = 560) -> str | None:
-    """Write ``fig`` as PNG/SVG/PDF; returns ``None``, or one line saying why it was skipped."""
+    """Write ``fig`` as PNG/SVG/PDF; returns ``None``, or one line saying why it was skipped: what is
+    missing (kaleido, then a browser) and how to install it, or the error the export raised."""
+    if not kaleido_installed():
+        return NO_KALEIDO
     if not browser_available():
         return NO_BROWSER
     try:
         with warnings.catch_warnings():  # plotly warns that a running image server ignores its options
             warnings.simplefilter("ignore", UserWarning)
             fig.write_image(str(path), width=width, height=height)
-    except Exception as err:  # kaleido missing or the browser failed to start
-        return f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+    except Exception as err:  # the browser failed to start, or kaleido failed
+        return error_reason(err)
     return None
 
 
@@ -118,5 +139,5 @@ def write_figure(fig, path: Path, png: bool = True, strict: bool = False) -> str
     return f"wrote {path} and {path.with_suffix('.png').name}" if why is None else f"wrote {path}; PNG skipped: {why}"
 
 
-__all__ = ["IMAGE_FORMATS", "NO_BROWSER", "PLOTLYJS", "ImageExportError", "browser_available", "browser_path",
-           "ensure_plotlyjs", "export_image", "image_session", "write_figure"]
+__all__ = ["IMAGE_FORMATS", "NO_BROWSER", "NO_KALEIDO", "PLOTLYJS", "ImageExportError", "browser_available", "browser_path",
+           "ensure_plotlyjs", "error_reason", "export_image", "image_session", "kaleido_installed", "write_figure"]

@@ -41,6 +41,9 @@ class FrontInfo(NamedTuple):
     hover_dominated: list[str]
     color_front: list  # values of the colour column (empty: the group's colour)
     color_dominated: list
+    # The accuracy's 95 % interval as (below, above) distances from each point; empty where unknown.
+    error_front: tuple[list[float], list[float]] = ([], [])
+    error_dominated: tuple[list[float], list[float]] = ([], [])
 
 
 class InfeasibleInfo(NamedTuple):
@@ -77,7 +80,8 @@ def front_data(df: pd.DataFrame, x: str, y: str, x_mode: str = "min", y_mode: st
     # Grouped by fidelity (a one-shot search), each group is a front of its own: every fidelity shown.
     done = completed_trials(df, fidelity=None if group == "fidelity" else "highest").dropna(subset=[x, y])
     cols = list(hover) if hover else [c for c in df.columns if c not in SKIP_HOVER]
-    groups = [(str(k), g) for k, g in done.groupby(group, sort=True)] if group else [("", done)]
+    # Runs keep their order (and so their colour in every figure); other columns' values are sorted.
+    groups = [(str(k), g) for k, g in done.groupby(group, sort=group != "run")] if group else [("", done)]
     fronts, reference = [], {}
     for label, rows in groups:
         fronts.append(_front_info(rows, label, x, y, [x_mode, y_mode], color, cols))
@@ -99,7 +103,18 @@ def _front_info(rows: pd.DataFrame, label: str, x: str, y: str, modes: list[str]
     return FrontInfo(
         label, x, y, front[x].astype(float).tolist(), front[y].astype(float).tolist(),
         dominated[x].astype(float).tolist(), dominated[y].astype(float).tolist(), hover_texts(front, cols),
-        hover_texts(dominated, cols), front[color].tolist() if color else [], dominated[color].tolist() if color else [])
+        hover_texts(dominated, cols), front[color].tolist() if color else [], dominated[color].tolist() if color else [],
+        _errors(front, y), _errors(dominated, y))
+
+
+def _errors(rows: pd.DataFrame, y: str) -> tuple[list[float], list[float]]:
+    """The distances from ``y`` down and up to its interval (``<y>_lo``, ``<y>_hi``; see
+    :mod:`speq_search.analysis.stats`), or empty lists where the rows have none."""
+    lo, hi = f"{y}_lo", f"{y}_hi"
+    if lo not in rows or hi not in rows or rows[[lo, hi]].isna().all().all():
+        return [], []
+    value = rows[y].astype(float)
+    return (value - rows[lo].astype(float)).fillna(0).tolist(), (rows[hi].astype(float) - value).fillna(0).tolist()
 
 
 def _infeasible_info(df: pd.DataFrame, x: str, group: str | None, cols: list[str]) -> InfeasibleInfo:
@@ -151,9 +166,12 @@ def render_fronts(data: FrontFigureData, title: str = ""):
                                  marker={"color": PALETTE[j % len(PALETTE)], "size": 9}))
     _add_reference_lines(fig, data)
     _add_infeasible(fig, data.infeasible)
+    legend = {"title": {"text": data.group or ("" if single else "run")}}  # beside the plot
+    if colors.scale is not None:  # a colour bar stands beside the plot: the legend goes below it
+        legend.update(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0)
     fig.update_layout(title=title or data.title or f"{axis_title(data.y)} against {axis_title(data.x)}",
                       xaxis_title=axis_title(data.x), yaxis_title=axis_title(data.y), template="plotly_white",
-                      legend={"title": {"text": data.group or ("" if single else "run")}})  # beside the plot
+                      legend=legend)
     fig.update_yaxes(**percent_axis(data.y))
     fig.update_xaxes(**percent_axis(data.x))
     if data.log_x:
@@ -171,13 +189,24 @@ def _add_front(fig, f: FrontInfo, i: int, single: bool, colors: _Colors, bar_lab
     fig.add_trace(go.Scatter(
         x=f.x_dominated, y=f.y_dominated, mode="markers", name=f"{f.label} dominated" if f.label else "dominated",
         legendgroup=name, opacity=0.45, hovertext=f.hover_dominated, hoverinfo="text",
+        error_y=_error_bars(f.error_dominated, base if not single else "rgb(120,120,120)"),
         marker=colors.marker(f.color_dominated, {"color": base if not single else "rgb(120,120,120)", "size": 7,
                                                  "symbol": symbol}, None)))
     fig.add_trace(go.Scatter(
         x=f.x_front, y=f.y_front, mode="lines+markers", name=name, legendgroup=name,
         line={"shape": "hv", "color": base}, hovertext=f.hover_front, hoverinfo="text",
+        error_y=_error_bars(f.error_front, base),
         marker=colors.marker(f.color_front, {"color": base, "size": 10, "symbol": symbol,
                                              "line": {"width": 1, "color": "white"}}, bar_label)))
+
+
+def _error_bars(errors: tuple[list[float], list[float]], color: str) -> dict:
+    """Plotly's error bars of a trace: each point's 95 % interval (none when unknown)."""
+    below, above = errors
+    if not below:
+        return {"visible": False}
+    return {"type": "data", "symmetric": False, "array": above, "arrayminus": below, "color": color,
+            "thickness": 1, "width": 3}
 
 
 def _add_reference_lines(fig, data: FrontFigureData) -> None:

@@ -80,14 +80,26 @@ def _native(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
+_PATTERNS = ("", "/", ".", "x", "-", "+")  # one per objective when the colours are the runs'
+
+
 def render_importance(table: pd.DataFrame, title: str = "Parameter importance (fANOVA)"):
+    """Bars of each parameter's importance per objective; with a ``run`` column naming several runs,
+    each run in its colour (the one it has in every figure) and each objective in a pattern."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
+    runs = list(dict.fromkeys(table["run"])) if "run" in table else []
+    metrics = list(dict.fromkeys(table["metric"])) if "metric" in table else []
     for i, (objective, rows) in enumerate(table.groupby("objective", sort=False)):
         rows = rows.sort_values("importance")
+        marker = {"color": PALETTE[i % len(PALETTE)]}
+        if len(runs) > 1:
+            run, metric = rows["run"].iloc[0], rows["metric"].iloc[0]
+            marker = {"color": PALETTE[runs.index(run) % len(PALETTE)],
+                      "pattern": {"shape": _PATTERNS[metrics.index(metric) % len(_PATTERNS)]}}
         fig.add_trace(go.Bar(x=rows["importance"], y=rows["param"], orientation="h", name=axis_title(objective),
-                             marker_color=PALETTE[i % len(PALETTE)]))
+                             marker=marker))
     fig.update_layout(title=title, barmode="group", template="plotly_white",
                       xaxis_title="importance (share of the objective's variance, fANOVA)",
                       legend={"title": {"text": "objective"}})
@@ -96,8 +108,8 @@ def render_importance(table: pd.DataFrame, title: str = "Parameter importance (f
 
 def figure_data(runs, df: pd.DataFrame, request: FigureRequest) -> ImportanceData:
     """The importance of every run's parameters (objectives named ``run: metric`` when several runs)."""
-    tables = [importance_data(r).assign(objective=lambda t, r=r: t["objective"] if len(runs) == 1
-                                        else r.name + ": " + t["objective"]) for r in runs]
+    tables = [importance_data(r).assign(run=r.name, metric=lambda t: t["objective"]).assign(
+        objective=lambda t, r=r: t["objective"] if len(runs) == 1 else r.name + ": " + t["objective"]) for r in runs]
     table = pd.concat(tables, ignore_index=True)
     if table.empty:
         raise LoadError("run", runs[0].source, "three or more completed trials and searched parameters "

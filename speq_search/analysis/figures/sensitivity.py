@@ -25,10 +25,11 @@ def render_sensitivity(table: pd.DataFrame, title: str = "Per-layer sensitivity"
     import plotly.graph_objects as go
 
     bits = int(table["probe_bits"].iloc[0]) if "probe_bits" in table else None
-    fig = go.Figure(go.Bar(x=table["layer"], y=table["drop"], marker_color=PALETTE[0],
+    # In accuracy points, as every accuracy is shown in percent.
+    fig = go.Figure(go.Bar(x=table["layer"], y=100 * table["drop"].astype(float), marker_color=PALETTE[0],
                            hovertext=[f"{r.shape_class}, {r.params} weights, {r.macs} MACs" for r in table.itertuples()]))
     fig.update_layout(title=title + (f" (one layer at {bits} bits, the rest at 8)" if bits else ""),
-                      xaxis_title="layer", yaxis_title="validation accuracy drop", template="plotly_white")
+                      xaxis_title="layer", yaxis_title="validation accuracy drop (points)", template="plotly_white")
     return fig
 
 
