@@ -159,7 +159,6 @@ def summarise_repeats(results: list[dict]) -> dict:
     return out
 
 
-def _open_run_folder(cfg: TrainConfig, out: Path | None, resume: bool) -> dict | None:
 def open_run_folder(cfg: TrainConfig, out: Path | None, resume: bool) -> dict | None:
     """Check the run folder (new, or one to resume) and write ``config.yaml``; the checkpoint to resume from."""
     if out is None:
