@@ -9,7 +9,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 DATA   ?= .data
 
-.PHONY: venv demo test lint data bench studies clean
+.PHONY: venv demo readme-figure test lint data bench studies clean
 
 $(STAMP): pyproject.toml
 	@# torch.compile on a CPU calls g++ on code that includes Python.h; install both where the
@@ -27,6 +27,12 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/speq-search run default
+
+# The README's figure (docs/default-front.png), drawn again on this machine (needs Chrome for the PNG).
+readme-figure: $(STAMP)
+	rm -rf runs/readme-figure
+	$(BIN)/speq-search run default --out-dir runs --name readme-figure
+	cp runs/readme-figure/pareto.png docs/default-front.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
