@@ -116,7 +116,11 @@ def main() -> None:
     parser.add_argument("--teachers", nargs="*", default=[], help="also run the one-shot search with these teachers")
     parser.add_argument("--folder", default="/tmp/bench-oneshot-search")
     parser.add_argument("--out", help="write the figures as JSON here (kept between runs: seeds done are skipped)")
+    parser.add_argument("--summary", action="store_true", help="only print the summary of --out")
     args = parser.parse_args()
+    if args.summary:
+        summarise(json.loads(Path(args.out).read_text()))
+        return
     from speq_search.space import load_space
     from speq_search.train import load_data
 
@@ -180,6 +184,31 @@ def summarise(results: dict) -> None:
         print(f"{label:>6}: one-shot / per-trial hypervolume {np.mean(ratio):.3f} (seeds: "
               + ", ".join(f"{x:.3f}" for x in ratio) + ")")
     print("compute one-shot / per-trial (whole): " + ", ".join(str(r["compute_ratio_oneshot_over_pertrial"]) for r in rows))
+    summarise_teachers(results)
+
+
+def summarise_teachers(results: dict) -> None:
+    """Per seed, the fine-tuned fronts of the supernet teachers in one box (hypervolume, coverage),
+    and Kendall's tau of each between the supernet's and the fine-tuned accuracy."""
+    by_seed: dict[int, dict[str, dict]] = {}
+    for r in results["runs"]:
+        by_seed.setdefault(r["seed"], {})[r["teacher"]] = r
+    teachers = sorted({r["teacher"] for r in results["runs"]}, key=["inplace", "stochastic", "none"].index)
+    if len(teachers) < 2:
+        return
+    hv: dict[str, list[float]] = {t: [] for t in teachers}
+    for seed, runs in sorted(by_seed.items()):
+        if set(runs) != set(teachers):
+            continue
+        fronts = {t: np.array(runs[t]["front"] if "front" in runs[t] else runs[t]["fronts"]["oneshot"]) for t in teachers}
+        cmp = compare(fronts)
+        for t in teachers:
+            hv[t].append(cmp[f"hv_{t}"])
+        print(f"seed {seed}: " + ", ".join(f"{t} HV {cmp[f'hv_{t}']:.3f} tau {runs[t].get('finetuned_tau', float('nan')):+.2f}"
+                                        for t in teachers))
+    for t in teachers:
+        taus = [r.get("finetuned_tau", np.nan) for r in results["runs"] if r["teacher"] == t]
+        print(f"{t:>10}: mean HV in the teachers' box {np.mean(hv[t]):.3f}, mean tau {np.nanmean(taus):+.2f}")
 
 
 if __name__ == "__main__":
