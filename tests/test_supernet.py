@@ -385,3 +385,43 @@ def test_apply_assignment_sets_the_bits_in_place(supernet):
     bits = apply_assignment(model, sn_cfg.quant, lowest(choices))
     assert layer_bits(model) == bits and bits["features.8"] == {"w_bits": 2, "a_bits": 2}
     assert [p.data_ptr() for p in model.parameters()] == weights  # nothing rebuilt or copied
+
+
+# ----------------------------------------------------------------------------- other models
+@pytest.mark.parametrize("model,granularity", [("resnet20", "block"), ("mobilenetv2", "stage"), ("plugin", "layer")])
+def test_a_supernet_of_every_kind_of_model_trains_and_evaluates(tmp_path, model, granularity):
+    """Issue 26: one-shot works at each granularity on resnet20, mobilenetv2 and a plugin's model: the
+    supernet trains, its highest and lowest assignments evaluate to their own costs, and the saved
+    supernet loads with its choices."""
+    from torch import nn
+
+    from speq_search.models import register_model
+    from speq_search.models._registry import MODELS
+
+    if model == "plugin":
+        @register_model("oneshot-plugin-mlp", in_channels=1, input_size=8)
+        def _mlp(num_classes=10, in_channels=1, width=1.0, input_size=8):  # no docstring: a user's plugin
+            return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * input_size**2, 32), nn.ReLU(),
+                                 nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, num_classes))
+
+        changes = {"model.name": "oneshot-plugin-mlp", "data.dataset": "digits"}
+    else:
+        changes = {"model.name": model, "data.dataset": "random32", "data.train_size": 256, "model.width": 0.25}
+    cfg = TrainConfig(progress=False, compile="off", fp_cache_dir=str(tmp_path / "fp")).replace(**{
+        "optim.fp_epochs": 1, "quant.per_bit_scales": True, "data.batch_size": 64, **changes})
+    try:
+        splits = load_data(cfg)
+        choices = choices_of(cfg, splits, values=[2, 8], granularity=granularity)
+        groups = layer_groups(build_model(cfg, splits), granularity, cfg.quant.first_last_bits)
+        assert set(choices) <= set(groups) and len(choices) >= 2
+        metrics = train_supernet(cfg, OneShotConfig(supernet_epochs=1, paths=1, calibration_batches=2), choices,
+                                 tmp_path / "sn", granularity=granularity, **QUIET)
+        assert metrics["granularity"] == granularity
+        sn, meta = load_supernet(tmp_path / "sn" / "supernet.pt", cfg, splits, choices)
+        assert meta["choices"] == choices
+        ends = [evaluate_assignment(sn, a, splits, cfg, OneShotConfig(calibration_batches=2), CPU)
+                for a in (highest(choices), lowest(choices))]
+        assert all(0.0 <= e["val_acc"] <= 1.0 for e in ends)
+        assert ends[0]["bitops"] > ends[1]["bitops"] and ends[0]["avg_bits"] > ends[1]["avg_bits"]
+    finally:
+        MODELS.unregister("oneshot-plugin-mlp")
