@@ -88,7 +88,7 @@ def _run(tmp_path, name: str, raw: dict | None = None, *extra: str, wait: bool =
 def oneshot_run(tmp_path_factory):
     """A whole one-shot search: a 2-epoch supernet, 10 evaluations, the best 3 fine-tuned for an epoch."""
     folder = tmp_path_factory.mktemp("oneshot")
-    proc = _run(folder, "whole")
+    proc = _run(folder, "whole", dict(ONESHOT, warm_start={"sensitivity": 2}))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return folder / "runs" / "whole", proc.stderr + proc.stdout
 
@@ -112,6 +112,10 @@ def test_a_oneshot_search_runs_its_three_phases(oneshot_run):
     storage = f"sqlite:///{run_dir / 'study.db'}"
     assert len(optuna.load_study(study_name="whole-supernet", storage=storage).trials) == 10
     assert [t.state.name for t in optuna.load_study(study_name="whole", storage=storage).trials] == ["COMPLETE"] * 3
+    # warm_start: sensitivity: the proxy front's 2 points are the first assignments evaluated
+    proxy = json.loads((run_dir / "run.json").read_text())["proxy_front"]
+    first = sorted(optuna.load_study(study_name="whole-supernet", storage=storage).trials, key=lambda t: t.number)[:2]
+    assert len(proxy) == 2 and [t.params for t in first] == proxy and (run_dir / "proxy-front.csv").exists()
 
 
 def test_a_oneshot_run_reports_and_plots(oneshot_run, tmp_path):
@@ -157,8 +161,8 @@ def _interrupt(proc, marker: str) -> str:
 def test_a_oneshot_search_resumes_in_each_phase(tmp_path):
     """Ctrl-C in the supernet's training, in the evaluations, between two phases and in the
     fine-tuning: each time `--resume` goes on from where it stopped, and the search ends whole."""
-    raw = dict(ONESHOT, oneshot={**ONESHOT["oneshot"], "supernet_epochs": 3, "finetune_epochs": 2},
-               search={**ONESHOT["search"], "num_samples": 8, "max_concurrent": 1})
+    raw = dict(ONESHOT, oneshot={**ONESHOT["oneshot"], "supernet_epochs": 2, "finetune_epochs": 1},
+               search={**ONESHOT["search"], "num_samples": 6, "max_concurrent": 1})
     run_dir = tmp_path / "runs" / "stopped"
     resume = [sys.executable, "-m", "speq_search.cli", "run", "--resume", str(run_dir)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -173,7 +177,7 @@ def test_a_oneshot_search_resumes_in_each_phase(tmp_path):
     out = proc.communicate(timeout=400)[0]
     assert proc.returncode == 0, out[-3000:]
     trials = read_run_csv(run_dir / "trials.csv")
-    assert (trials["fidelity"] == "supernet").sum() == 8 and (trials["fidelity"] == "finetuned").sum() == 3
+    assert (trials["fidelity"] == "supernet").sum() == 6 and (trials["fidelity"] == "finetuned").sum() == 3
     assert set(trials["status"]) == {"COMPLETED"} and trials["trial_id"].is_unique
     assert json.loads((run_dir / "run.json").read_text())["oneshot"]["phase"] == "done"
     storage = f"sqlite:///{run_dir / 'study.db'}"

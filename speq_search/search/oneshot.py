@@ -117,7 +117,9 @@ def _phase(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, state: dict) -
     weights = supernet_bytes(run_dir)
     if state["phase"] == "evaluate":
         carried, asked = carried_trials(run_dir, spec, experiments, eval_study(spec))
-        warm = list(spec.warm_start) if not asked else []
+        # The space's warm starts, the sensitivity seed and the proxy front: evaluated first, as a per-trial search would.
+        warm = [] if asked else (list(spec.warm_start) + ([meta["sensitivity_seed"]] if meta.get("sensitivity_seed") else [])
+                                 + list(meta.get("proxy_front", [])))
         return Phase("evaluate", evaluate_trainable, {"supernet": weights, "key": hashlib.sha1(weights).hexdigest()},
                      spec.search.num_samples, eval_study(spec), suffix="-eval", carried=carried, asked=asked,
                      warm_start=warm, scheduler=False, items="evaluations")
