@@ -106,6 +106,12 @@ def test_sensitivity_front_command_prints_writes_and_draws(tmp_path, capsys):
     assert "base (every layer at 8 bits)" in printed and "pred_acc" in printed and figure.exists()
     table = pd.read_csv(out)
     assert 1 <= len(table) <= 4 and (table["bitops"] <= table["budget"]).all() and (table["size_bytes"] <= 14000).all()
+    # another cost bounded, the accuracy drop summed
+    assert main(["sensitivity", str(space), "--front", "--points", "3", "--metric", "size_bytes", "--score", "acc",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    table = pd.read_csv(out)
+    assert 1 <= len(table) <= 3 and (table["size_bytes"] <= table["budget"]).all()
     assert main(["sensitivity", str(space), "--front", "--score", "hessian"]) == 2
     assert "--score" in capsys.readouterr().err
     assert main(["sensitivity", "default", "--front"]) == 2  # no per_layer section

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import yaml
 
 from speq_search.analysis.load import read_run_csv
 from speq_search.cli import main
@@ -88,8 +89,9 @@ def test_a_repeated_search_trains_each_configuration_with_several_seeds(tmp_path
     from speq_search.analysis.select import resolve_source
 
     space = dict(TINY, name="repeated", params={"w_bits": {"type": "choice", "values": [2, 8]}},
-                 search={"sampler": "grid", "max_concurrent": 2, "seed": 0, "repeats": 2})
-    run_search(parse_space(space), tmp_path / "rep", _quiet())
+                 search={"sampler": "grid", "max_concurrent": 2, "seed": 0})
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    assert main(["run", str(tmp_path / "space.yaml"), "--out-dir", str(tmp_path), "--name", "rep", "--repeats", "2"]) == 0
     trials = read_run_csv(tmp_path / "rep" / "trials.csv")
     assert len(trials) == 2 and set(trials["status"]) == {"COMPLETED"}
     assert (trials["repeats"] == 2).all() and (trials["epochs_total"] == 2).all() and trials["full_fidelity"].all()
