@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from speq_search.config import TrainConfig
 from speq_search.costs import layer_costs
@@ -34,14 +35,21 @@ class LayerSensitivity:
         return asdict(self)
 
 
-def layer_sensitivity(cfg: TrainConfig, probe_bits: int = 2, base_bits: int = 8,
-                      log: Callable[[str], None] = lambda msg: None) -> tuple[float, list[LayerSensitivity]]:
-    """``(base accuracy, one score per quantizable layer)`` for ``cfg``'s model and data."""
-    from speq_search.config import check_bits
-    from speq_search.quant import quantizable_layers
-    from speq_search.train import build_model, evaluate, full_precision_model, load_data, prepare_student, resolve_device
+class _Base(NamedTuple):
+    splits: object
+    device: object
+    fp_model: object
+    cfg: TrainConfig  # every layer at the base bits, QAT: what each probe changes one group of
+    acc: float
+    loss: float
 
-    check_bits(probe_bits, "probe_bits")  # checked here, where they enter: the configs below trust them
+
+def _base(cfg: TrainConfig, base_bits: int, log: Callable[[str], None]) -> _Base:
+    """The data, the cached float model, and the model with every layer at ``base_bits`` with its
+    validation accuracy and loss: what both sensitivities measure their probes against."""
+    from speq_search.config import check_bits
+    from speq_search.train import evaluate, full_precision_model, load_data, prepare_student, resolve_device
+
     check_bits(base_bits, "base_bits")
     device = resolve_device(cfg.device)
     splits = load_data(cfg)
@@ -49,7 +57,20 @@ def layer_sensitivity(cfg: TrainConfig, probe_bits: int = 2, base_bits: int = 8,
     fp_model.to(device)
     base_cfg = cfg.replace(trusted=True, **{"quant.w_bits": base_bits, "quant.a_bits": base_bits, "quant.group_bits": {},
                               "quant.overrides": {}, "speq.method": "qat"})
-    base_acc, _ = evaluate(prepare_student(base_cfg, fp_model, splits, device), splits.val, device)
+    acc, loss = evaluate(prepare_student(base_cfg, fp_model, splits, device), splits.val, device)
+    return _Base(splits, device, fp_model, base_cfg, float(acc), float(loss))
+
+
+def layer_sensitivity(cfg: TrainConfig, probe_bits: int = 2, base_bits: int = 8,
+                      log: Callable[[str], None] = lambda msg: None) -> tuple[float, list[LayerSensitivity]]:
+    """``(base accuracy, one score per quantizable layer)`` for ``cfg``'s model and data."""
+    from speq_search.config import check_bits
+    from speq_search.quant import quantizable_layers
+    from speq_search.train import build_model, evaluate, prepare_student
+
+    check_bits(probe_bits, "probe_bits")  # checked here, where they enter: the configs below trust them
+    base = _base(cfg, base_bits, log)
+    splits, device, fp_model, base_cfg, base_acc = base.splits, base.device, base.fp_model, base.cfg, base.acc
     names = [n for n, _ in quantizable_layers(build_model(cfg, splits))]
     example = splits.train.x[:1]
     scores = []
@@ -87,17 +108,11 @@ def bit_sensitivity(cfg: TrainConfig, choices: dict[str, dict[str, Sequence[int]
     probe at ``base_bits`` is the base model itself (drop 0, not evaluated again); the first/last
     and input rules hold as in a search (a group's pinned layers keep their bits).
     """
-    from speq_search.config import check_bits
-    from speq_search.train import evaluate, full_precision_model, load_data, prepare_student, resolve_device
+    from speq_search.train import evaluate, prepare_student
 
-    check_bits(base_bits, "base_bits")
-    device = resolve_device(cfg.device)
-    splits = load_data(cfg)
-    fp_model, _ = full_precision_model(cfg, splits, device, log)
-    fp_model.to(device)
-    base_cfg = cfg.replace(trusted=True, **{"quant.w_bits": base_bits, "quant.a_bits": base_bits, "quant.group_bits": {},
-                              "quant.overrides": {}, "speq.method": "qat"})
-    base_acc, base_loss = evaluate(prepare_student(base_cfg, fp_model, splits, device), splits.val, device)
+    base = _base(cfg, base_bits, log)
+    splits, device, fp_model, base_cfg = base.splits, base.device, base.fp_model, base.cfg
+    base_acc, base_loss = base.acc, base.loss
     probes = [(g, kind, int(b)) for g, kinds in choices.items() for kind, bits in kinds.items() for b in bits]
     scores = []
     for i, (group, kind, bits) in enumerate(probes):
