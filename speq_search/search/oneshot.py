@@ -104,6 +104,7 @@ class _Interrupts:
 
 
 def _phase(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, state: dict) -> Phase:
+    from speq_search.search.prepare import warm_points
     from speq_search.search.resume import carried_trials, last_checkpoint, latest_folders_any
     from speq_search.search.trainable import evaluate_trainable, speq_trainable, supernet_trainable
 
@@ -118,8 +119,7 @@ def _phase(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, state: dict) -
     if state["phase"] == "evaluate":
         carried, asked = carried_trials(run_dir, spec, experiments, eval_study(spec))
         # The space's warm starts, the sensitivity seed and the proxy front: evaluated first, as a per-trial search would.
-        warm = [] if asked else (list(spec.warm_start) + ([meta["sensitivity_seed"]] if meta.get("sensitivity_seed") else [])
-                                 + list(meta.get("proxy_front", [])))
+        warm = [] if asked else warm_points(spec, meta)
         return Phase("evaluate", evaluate_trainable, {"supernet": weights, "key": hashlib.sha1(weights).hexdigest()},
                      spec.search.num_samples, eval_study(spec), suffix="-eval", carried=carried, asked=asked,
                      warm_start=warm, scheduler=False, items="evaluations")

@@ -134,3 +134,10 @@ def proxy_seed(spec: SearchSpec, run_dir: Path, log) -> list[dict]:
         f"{front.points[-1].costs[front.metric]:.4g} {front.metric}, predicted val_acc "
         f"{front.points[0].predicted_acc:.4f} to {front.points[-1].predicted_acc:.4f}")
     return warm_start_points(front, spec.proxy_warm_start)
+
+
+def warm_points(spec: SearchSpec, meta: dict) -> list[dict]:
+    """What a new search tries first: the space's warm starts, the sensitivity seed and the proxy
+    front's points (both computed when the run started, kept in run.json)."""
+    seed = [meta["sensitivity_seed"]] if meta.get("sensitivity_seed") else []
+    return list(spec.warm_start) + seed + list(meta.get("proxy_front", []))

@@ -21,7 +21,15 @@ from speq_search.errors import ConfigError
 from speq_search.files import atomic_write
 from speq_search.search.cluster import check_nodes
 from speq_search.search.folder import RunLock, storage_root
-from speq_search.search.prepare import absolute_paths, check_supernet, prepare_fp, proxy_seed, sensitivity_seed, shared_fp_state
+from speq_search.search.prepare import (
+    absolute_paths,
+    check_supernet,
+    prepare_fp,
+    proxy_seed,
+    sensitivity_seed,
+    shared_fp_state,
+    warm_points,
+)
 from speq_search.search.resources import check_resources, local_resources
 from speq_search.space import SearchSpec, dump_space
 
@@ -198,8 +206,7 @@ def _run(spec: SearchSpec, run_dir: Path, meta: dict, fp_state, opts: RunOptions
 
         if total < grid_size(spec):
             log(f"grid of {grid_size(spec)} points: running {total} of them (search.num_samples)")
-    warm = [] if resumed else (list(spec.warm_start) + ([meta["sensitivity_seed"]] if meta.get("sensitivity_seed") else [])
-                               + list(meta.get("proxy_front", [])))
+    warm = [] if resumed else warm_points(spec, meta)
     phase = Phase("search", speq_trainable, {"fp_state": fp_state}, total, spec.name, carried=carried, asked=asked,
                   warm_start=warm)
     summary = run_phase(spec, run_dir, meta, opts, phase, log, resumed, started, session)
