@@ -9,7 +9,8 @@ training again (training is seeded: a configuration always gives the same curve)
                 the code the Ray scheduler runs), on the same seeded random order of the pool, two
                 trials at a time, epoch by epoch; fifo runs ``--trials`` trials, the others go on until
                 they have trained as many epochs. Hypervolume of the completed trials' front against
-                cumulative trained epochs.
+                cumulative trained epochs. Also Spearman's rho between each epoch's accuracy (best
+                so far, what a rung sees) and the final one: how much a rung can know.
 ``proxy``       Spearman correlation between the proxy's predicted order (summed loss increase, or
                 accuracy drop) and the trained accuracy; hypervolume with and without the proxy warm
                 start at 8, 16 and 24 trials (TPE).
@@ -174,6 +175,16 @@ def run_schedulers(pool: list[dict], trials: int, seeds: list[int], epochs: int,
             "curve": [(used, round(hv(pts, ideal, reference), 5)) for used, pts in r["history"]],
         }
     return out
+
+
+def rung_correlation(pool: list[dict], epochs: int) -> dict[int, float]:
+    """Spearman's rho between the accuracy after each epoch (best so far) and after the last."""
+    from scipy.stats import spearmanr
+
+    curves = [e["curve"] for e in pool if e["feasible"]]
+    final = [c[-1]["val_acc"] for c in curves]
+    return {k: round(float(spearmanr([c[k - 1]["val_acc"] for c in curves], final).statistic), 3)
+            for k in range(1, epochs)}
 
 
 def _join(rows, key, fmt="{:.3f}", sep=", ") -> str:
@@ -356,7 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     epochs = len(next(e for e in pool if e["feasible"])["curve"])
     if args.part == "schedulers":
         result = run_schedulers(pool, args.trials, args.seeds, epochs, args.grace, args.eta)
+        result["rung_rho"] = rung_correlation(pool, epochs)
         print_schedulers(result, args.seeds)
+        print("Spearman rho, accuracy after epoch k against the final one: "
+              + ", ".join(f"{k}: {rho:+.2f}" for k, rho in result["rung_rho"].items()))
     else:
         from speq_search.space import load_space
 
