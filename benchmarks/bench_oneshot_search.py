@@ -18,6 +18,9 @@ hypervolume in a box fitted to the union of the fronts compared (accuracy from t
 point of either, log10 BitOps from the cheapest to the dearest), and by the share of each front the
 other weakly dominates. ``--teachers`` repeats the one-shot search with other supernet teachers
 (SPEQ's in-place cosine distillation, its stochastic teacher, none) on the same seeds.
+``--evaluations N ...`` repeats it with N evaluations instead of ``search.num_samples``, searching the
+seed's trained supernet again (``oneshot.supernet``; its training still counted in the compute),
+against the same per-trial search: what fewer evaluations cost the front.
 
     .venv/bin/python benchmarks/bench_oneshot_search.py --seeds 0 1 2 --out benchmarks/results/oneshot-search.json
 """
@@ -114,6 +117,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=48, help="per-trial search budget")
     parser.add_argument("--space", default="oneshot", help="a one-shot space (shipped name or file)")
     parser.add_argument("--teachers", nargs="*", default=[], help="also run the one-shot search with these teachers")
+    parser.add_argument("--evaluations", type=int, nargs="*", default=[],
+                        help="also run the one-shot search with these many evaluations (reusing the supernet)")
     parser.add_argument("--folder", default="/tmp/bench-oneshot-search")
     parser.add_argument("--out", help="write the figures as JSON here (kept between runs: seeds done are skipped)")
     parser.add_argument("--summary", action="store_true", help="only print the summary of --out")
@@ -131,13 +136,19 @@ def main() -> None:
     folder = Path(args.folder)
     folder.mkdir(parents=True, exist_ok=True)
     results = json.loads(Path(args.out).read_text()) if args.out and Path(args.out).exists() else {"runs": []}
-    done = {(r["seed"], r.get("teacher", "inplace")) for r in results["runs"]}
+    done = {(r["seed"], r.get("teacher", "inplace")) for r in results["runs"] if "evaluations" not in r}
+    done_evals = {(r["seed"], r["evaluations"]) for r in results.get("fewer_evaluations", [])}
     for seed in args.seeds:
-        for teacher in ["inplace", *args.teachers]:
-            if (seed, teacher) in done:
-                continue
-            results["runs"].append(one_seed(base, folder, seed, teacher, args.trials, n_train, n_val))
-            print(json.dumps(results["runs"][-1]), flush=True)
+        todo = [(teacher, None) for teacher in ["inplace", *args.teachers] if (seed, teacher) not in done]
+        todo += [("inplace", n) for n in args.evaluations if (seed, n) not in done_evals]
+        for teacher, evaluations in todo:
+            if evaluations is None:
+                results["runs"].append(one_seed(base, folder, seed, teacher, args.trials, n_train, n_val))
+                record = results["runs"][-1]
+            else:
+                record = fewer_evaluations(base, folder, seed, evaluations, n_train, n_val)
+                results.setdefault("fewer_evaluations", []).append(record)
+            print(json.dumps(record), flush=True)
             if args.out:
                 Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     summarise(results)
@@ -175,7 +186,36 @@ def one_seed(base: dict, folder: Path, seed: int, teacher: str, budget: int, n_t
     return record
 
 
+def fewer_evaluations(base: dict, folder: Path, seed: int, evaluations: int, n_train: int, n_val: int) -> dict:
+    """The seed's in-place one-shot search again with ``evaluations`` evaluations of its trained supernet,
+    against the seed's per-trial search (both must have run)."""
+    supernet = folder / f"oneshot-inplace-s{seed}" / "supernet.pt"
+    pertrial = folder / f"pertrial-s{seed}" / "trials.csv"
+    if not supernet.exists() or not pertrial.exists():
+        raise SystemExit(f"--evaluations needs seed {seed}'s one-shot and per-trial runs in {folder} first")
+    raw = _space(base, f"oneshot-inplace-s{seed}-e{evaluations}", seed, oneshot={**base["oneshot"], "supernet": str(supernet)},
+                 search={**base.get("search", {}), "num_samples": evaluations, "seed": seed})
+    trials, _, wall = _run(raw, folder)
+    compute = oneshot_compute(raw, trials, n_train, n_val)
+    tuned = trials[(trials["fidelity"] == "finetuned") & (trials["status"] == "COMPLETED")]
+    trial_trials = pd.read_csv(pertrial, dtype={"trial_id": str})
+    spent = float((trial_trials["epochs_done"].fillna(0) * n_train).sum())
+    record = {"seed": seed, "evaluations": evaluations, "wall_s_without_supernet": round(wall, 1), "oneshot_compute": compute,
+              "compute_ratio_oneshot_over_pertrial": round(compute["total"] / spent, 3)}
+    fronts = {"oneshot": _front(tuned)}
+    for label, factor in (("equal", 1), ("end", None)):
+        part = trial_trials if factor is None else pertrial_prefix(trial_trials, n_train, compute["total"] * factor)
+        record[f"pertrial_{label}_trials"] = int(len(part))
+        record[label] = compare({"oneshot": fronts["oneshot"], "pertrial": _front(part)})
+    record["front"] = fronts["oneshot"].tolist()
+    return record
+
+
 def summarise(results: dict) -> None:
+    for r in results.get("fewer_evaluations", []):
+        print(f"seed {r['seed']}, {r['evaluations']} evaluations: compute {r['compute_ratio_oneshot_over_pertrial']}x the "
+              f"per-trial search's; HV one-shot / per-trial at its end {r['end']['hv_oneshot']:.3f} / "
+              f"{r['end']['hv_pertrial']:.3f}, one-shot covers {r['end']['oneshot_covers_pertrial']:.0%} of it")
     rows = [r for r in results["runs"] if r["teacher"] == "inplace" and "equal" in r]
     if not rows:
         return
