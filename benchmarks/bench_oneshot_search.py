@@ -136,7 +136,7 @@ def main() -> None:
     folder = Path(args.folder)
     folder.mkdir(parents=True, exist_ok=True)
     results = json.loads(Path(args.out).read_text()) if args.out and Path(args.out).exists() else {"runs": []}
-    done = {(r["seed"], r.get("teacher", "inplace")) for r in results["runs"] if "evaluations" not in r}
+    done = {(r["seed"], r.get("teacher", "inplace")) for r in results["runs"]}
     done_evals = {(r["seed"], r["evaluations"]) for r in results.get("fewer_evaluations", [])}
     for seed in args.seeds:
         todo = [(teacher, None) for teacher in ["inplace", *args.teachers] if (seed, teacher) not in done]
@@ -172,18 +172,24 @@ def one_seed(base: dict, folder: Path, seed: int, teacher: str, budget: int, n_t
     raw_trial = _space(base, f"pertrial-s{seed}", seed, oneshot=None,
                        search={**base.get("search", {}), "num_samples": budget, "seed": seed})
     trial_trials, _, trial_wall = _run(raw_trial, folder)
-    fronts = {"oneshot": _front(tuned)}
-    for label, factor in (("equal", 1), ("triple", 3), ("end", None)):
-        part = trial_trials if factor is None else pertrial_prefix(trial_trials, n_train, compute["total"] * factor)
-        fronts[f"pertrial_{label}"] = _front(part)
-        record[f"pertrial_{label}_trials"] = int(len(part))
-    spent = float((trial_trials["epochs_done"].fillna(0) * n_train).sum())
-    record.update(pertrial_wall_s=round(trial_wall, 1), pertrial_compute=spent,
-                  compute_ratio_oneshot_over_pertrial=round(compute["total"] / spent, 3))
-    for label in ("equal", "triple", "end"):
-        record[label] = compare({"oneshot": fronts["oneshot"], "pertrial": fronts[f"pertrial_{label}"]})
-    record["fronts"] = {k: v.tolist() for k, v in fronts.items()}
+    record.update(pertrial_wall_s=round(trial_wall, 1))
+    record.update(against_pertrial(_front(tuned), compute["total"], trial_trials, n_train, {"equal": 1, "triple": 3, "end": None}))
     return record
+
+
+def against_pertrial(front: np.ndarray, compute: float, trial_trials: pd.DataFrame, n_train: int, labels: dict) -> dict:
+    """The one-shot ``front`` (of ``compute`` image-epochs) against the per-trial search's fronts taken
+    at each ``labels`` multiple of that compute (None: its end): hypervolumes, coverage, trial counts."""
+    spent = float((trial_trials["epochs_done"].fillna(0) * n_train).sum())
+    out = {"pertrial_compute": spent, "compute_ratio_oneshot_over_pertrial": round(compute / spent, 3)}
+    fronts = {"oneshot": front}
+    for label, factor in labels.items():
+        part = trial_trials if factor is None else pertrial_prefix(trial_trials, n_train, compute * factor)
+        fronts[f"pertrial_{label}"] = _front(part)
+        out[f"pertrial_{label}_trials"] = int(len(part))
+        out[label] = compare({"oneshot": front, "pertrial": fronts[f"pertrial_{label}"]})
+    out["fronts"] = {k: v.tolist() for k, v in fronts.items()}
+    return out
 
 
 def fewer_evaluations(base: dict, folder: Path, seed: int, evaluations: int, n_train: int, n_val: int) -> dict:
@@ -199,15 +205,8 @@ def fewer_evaluations(base: dict, folder: Path, seed: int, evaluations: int, n_t
     compute = oneshot_compute(raw, trials, n_train, n_val)
     tuned = trials[(trials["fidelity"] == "finetuned") & (trials["status"] == "COMPLETED")]
     trial_trials = pd.read_csv(pertrial, dtype={"trial_id": str})
-    spent = float((trial_trials["epochs_done"].fillna(0) * n_train).sum())
-    record = {"seed": seed, "evaluations": evaluations, "wall_s_without_supernet": round(wall, 1), "oneshot_compute": compute,
-              "compute_ratio_oneshot_over_pertrial": round(compute["total"] / spent, 3)}
-    fronts = {"oneshot": _front(tuned)}
-    for label, factor in (("equal", 1), ("end", None)):
-        part = trial_trials if factor is None else pertrial_prefix(trial_trials, n_train, compute["total"] * factor)
-        record[f"pertrial_{label}_trials"] = int(len(part))
-        record[label] = compare({"oneshot": fronts["oneshot"], "pertrial": _front(part)})
-    record["front"] = fronts["oneshot"].tolist()
+    record = {"seed": seed, "evaluations": evaluations, "wall_s_without_supernet": round(wall, 1), "oneshot_compute": compute}
+    record.update(against_pertrial(_front(tuned), compute["total"], trial_trials, n_train, {"equal": 1, "end": None}))
     return record
 
 
