@@ -45,6 +45,11 @@ def _front(df: pd.DataFrame) -> np.ndarray:
     return v[pareto_mask(v, ["max", "min"])] if len(v) else v
 
 
+def _finetuned(trials: pd.DataFrame) -> pd.DataFrame:
+    """A one-shot search's fine-tuned trials that completed: the rows its front comes from."""
+    return trials[(trials["fidelity"] == "finetuned") & (trials["status"] == "COMPLETED")]
+
+
 def coverage(a: np.ndarray, b: np.ndarray) -> float:
     """The share of ``a``'s points that some point of ``b`` weakly dominates."""
     if not len(a):
@@ -160,7 +165,7 @@ def one_seed(base: dict, folder: Path, seed: int, teacher: str, budget: int, n_t
     shot_trials, shot_summary, shot_wall = _run(raw_shot, folder)
     compute = oneshot_compute(raw_shot, shot_trials, n_train, n_val)
     record = {"seed": seed, "teacher": teacher, "oneshot_wall_s": round(shot_wall, 1), "oneshot_compute": compute}
-    tuned = shot_trials[(shot_trials["fidelity"] == "finetuned") & (shot_trials["status"] == "COMPLETED")]
+    tuned = _finetuned(shot_trials)
     predicted = tuned[["supernet_val_acc", "val_acc"]].dropna()
     if len(predicted) >= 3:
         from scipy.stats import kendalltau
@@ -203,7 +208,7 @@ def fewer_evaluations(base: dict, folder: Path, seed: int, evaluations: int, n_t
                  search={**base.get("search", {}), "num_samples": evaluations, "seed": seed})
     trials, _, wall = _run(raw, folder)
     compute = oneshot_compute(raw, trials, n_train, n_val)
-    tuned = trials[(trials["fidelity"] == "finetuned") & (trials["status"] == "COMPLETED")]
+    tuned = _finetuned(trials)
     trial_trials = pd.read_csv(pertrial, dtype={"trial_id": str})
     record = {"seed": seed, "evaluations": evaluations, "wall_s_without_supernet": round(wall, 1), "oneshot_compute": compute}
     record.update(against_pertrial(_front(tuned), compute["total"], trial_trials, n_train, {"equal": 1, "end": None}))
